@@ -1,0 +1,80 @@
+"""python -m clip_build: build the model repository's artifacts from a CLIP checkpoint.
+
+    python -m clip_build                                  # default checkpoint, ONNX + TorchScript
+    python -m clip_build --checkpoint /path/to/clip --format onnx --require-weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .spec import (DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE)
+from .repository import DEFAULT_REPOSITORY, REPO_ROOT, stamp_parameters, write_encoder_variants
+
+log = logging.getLogger("clip_build")
+
+BUILD_INFO = "build_info.json"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m clip_build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                        help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository to fill")
+    parser.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all",
+                        help="encoder export(s) to write (default: all; ONNX is what config.pbtxt serves)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 loads in ONNX Runtime >= 1.14)")
+    parser.add_argument("--require-weights", action="store_true",
+                        help="fail instead of falling back to random weights when the checkpoint cannot be loaded")
+    parser.add_argument("--reference-dir", type=Path, default=REPO_ROOT / "build" / "reference_checkpoint",
+                        help="where random-init weights are saved (HF format) so tests can compare against HF")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[clip_build] %(levelname)s %(message)s")
+    args = parse_args(argv)
+    from .encoder import RANDOM_INIT, WeightsUnavailable, export_onnx, export_torchscript, load_encoder
+    from .tokenizer_assets import write_tokenizer
+
+    started = time.perf_counter()
+    repo = args.repository.resolve()
+    tokenizer_path = write_tokenizer(repo / TOKENIZER_MODEL / "1")
+    log.info("tokenizer: %s", tokenizer_path)
+
+    try:
+        loaded = load_encoder(args.checkpoint, require_weights=args.require_weights)
+    except WeightsUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    encoder_dir = repo / ENCODER_MODEL
+    version_dir = encoder_dir / "1"
+    if args.format in ("onnx", "all"):
+        log.info("onnx: %s", export_onnx(loaded.model, version_dir / ONNX_FILE, opset=args.opset))
+    if args.format in ("torchscript", "all"):
+        log.info("torchscript: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE))
+
+    info = {"weights": loaded.weights, "checkpoint": loaded.source}
+    if loaded.weights == RANDOM_INIT:
+        loaded.model.save_pretrained(args.reference_dir)
+        info["reference_checkpoint"] = str(args.reference_dir.resolve())
+    else:
+        info["reference_checkpoint"] = args.checkpoint
+    (version_dir / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
+    for path in write_encoder_variants(encoder_dir):
+        log.info("config variant: %s", path)
+    log.info("done in %.1fs: weights=%s (%s)", time.perf_counter() - started, loaded.weights, loaded.source)
+    if loaded.weights == RANDOM_INIT:
+        log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Model-repository bookkeeping: stamp build facts into the encoder config, derive its variants.
+
+`clip_text_encoder/config.pbtxt` stays the one readable source. The variants Triton selects with
+`--model-config-name=NAME` (`configs/NAME.pbtxt`) are derived from it here, so a change to the
+source (batch size, batching delay, parameters) reaches every variant.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .spec import ONNX_FILE, TORCHSCRIPT_FILE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+
+# name -> (backend, default_model_filename, instance kind or None to keep the source's)
+ENCODER_VARIANTS = {
+    "cpu": ("onnxruntime", ONNX_FILE, mc.ModelInstanceGroup.KIND_CPU),
+    "torchscript": ("pytorch", TORCHSCRIPT_FILE, None),
+    "torchscript_cpu": ("pytorch", TORCHSCRIPT_FILE, mc.ModelInstanceGroup.KIND_CPU),
+}
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
+    """Set existing string parameters in place, keeping the file's comments and layout."""
+    text = config_path.read_text()
+    for key, value in values.items():
+        pattern = re.compile(
+            r'(parameters\s*\{\s*key:\s*"%s"\s*value:\s*\{\s*string_value:\s*)"(?:[^"\\]|\\.)*"' % re.escape(key)
+        )
+        text, count = pattern.subn(lambda m: m.group(1) + json.dumps(value), text)
+        if count != 1:
+            raise ValueError(f"{config_path} must declare parameter {key!r} exactly once")
+    config_path.write_text(text)
+    read_config(config_path)  # still valid protobuf text
+
+
+def write_encoder_variants(encoder_dir: Path) -> list[Path]:
+    source = read_config(encoder_dir / "config.pbtxt")
+    out_dir = encoder_dir / "configs"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for name, (backend, filename, kind) in ENCODER_VARIANTS.items():
+        config = mc.ModelConfig()
+        config.CopyFrom(source)
+        config.backend = backend
+        config.default_model_filename = filename
+        if kind is not None:
+            for group in config.instance_group:
+                group.kind = kind
+                del group.gpus[:]
+        path = out_dir / f"{name}.pbtxt"
+        path.write_text(
+            f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}); do not edit.\n"
+            f"# Served with: tritonserver --model-config-name={name}\n" + text_format.MessageToString(config)
+        )
+        written.append(path)
+    return written

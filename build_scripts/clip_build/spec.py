@@ -1,0 +1,38 @@
+"""One source of truth for the constants that more than one place of the build needs.
+
+The Triton configs (`model_repository/*/config.pbtxt`) repeat a few of these numbers because
+protobuf text cannot import Python; `tests/test_repository_config.py` checks that they agree.
+"""
+
+DEFAULT_CHECKPOINT = "openai/clip-vit-base-patch32"
+
+CONTEXT_LENGTH = 77  # CLIP's positional table: <|startoftext|> + 75 tokens + <|endoftext|>
+SOT_TOKEN = "<|startoftext|>"
+EOT_TOKEN = "<|endoftext|>"
+PAD_ID = 0  # open_clip pads with 0; CLIP pools at the EOT position, so padding never matters
+EMBED_DIM = 512  # projection_dim of ViT-B/32: the size of get_text_features
+
+# The ViT-B/32 text tower (HF CLIPTextConfig field names), used when no checkpoint can be loaded.
+VIT_B32_TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=512,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=8,
+    max_position_embeddings=CONTEXT_LENGTH,
+    projection_dim=EMBED_DIM,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=1,
+)
+RANDOM_INIT_SEED = 0
+
+# Names the model repository uses (model folders and tensor names).
+TOKENIZER_MODEL = "clip_tokenizer"
+ENCODER_MODEL = "clip_text_encoder"
+ENSEMBLE_MODEL = "clip_text"
+TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.pt"

@@ -1,0 +1,182 @@
+"""Run the real tritonserver that ships inside the `nvidia-pytriton` wheel against this repository.
+
+What it takes to run that binary outside NGC's image (DESIGN.md):
+- a backend directory holding the Python backend, with the Python-backend stub for the running
+  interpreter copied in, plus the local stand-ins for the `onnxruntime` and `pytorch` backends
+  (`server/backends/*/model.py`, run by the Python backend; NOT the C++ backends of NGC's image);
+- this virtualenv's bin/ first on PATH (the stub finds its packages through it) and the wheel's
+  bundled libraries on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+STANDIN_BACKENDS = REPO_ROOT / "server" / "backends"
+STANDIN_NAMES = ("onnxruntime", "pytorch")
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+def pytriton_paths() -> tuple[Path, Path]:
+    """(tritonserver dir inside the wheel, bundled shared libraries dir)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerFailed("nvidia-pytriton is not installed: pip install 'nvidia-pytriton==0.7.0'")
+    package = Path(list(spec.submodule_search_locations)[0])
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+def prepare_backend_dir(dest: Path) -> Path:
+    """backends/python (+ stub for this Python) and backends/{onnxruntime,pytorch}/model.py."""
+    server_dir, _ = pytriton_paths()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerFailed(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True)
+    for item in (server_dir / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    shutil.copy2(stub, python_dir / stub.name)
+    for name in STANDIN_NAMES:
+        (dest / name).mkdir()
+        (dest / name / "model.py").symlink_to(STANDIN_BACKENDS / name / "model.py")
+    return dest
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalTritonServer:
+    """A tritonserver process serving `repository`. Use as a context manager or start()/stop()."""
+
+    repository: Path = DEFAULT_REPOSITORY
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    config_name: str | None = "cpu"  # --model-config-name: the encoder's KIND_CPU variant
+    state_dir: Path = REPO_ROOT / ".local"
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / f"tritonserver-{self.http_port}.log"
+
+    def command(self, backend_dir: Path) -> list[str]:
+        server_dir, _ = pytriton_paths()
+        cmd = [
+            str(server_dir / "bin" / "tritonserver"),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=5",
+        ]
+        if self.config_name:
+            cmd.append(f"--model-config-name={self.config_name}")
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        _, libs = pytriton_paths()
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        env["PATH"] = f"{Path(sys.prefix) / 'bin'}:{env.get('PATH', '')}"
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 180.0) -> "LocalTritonServer":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        backend_dir = prepare_backend_dir(self.state_dir / f"backends-{self.http_port}")
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+            start_new_session=True,  # Ctrl-C in a terminal reaches us; we stop the server ourselves
+        )
+        log.close()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise ServerFailed(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGINT)  # tritonserver unloads models, stops its stubs
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self):
+        return self if self.process else self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @classmethod
+    def on_free_ports(cls, **kwargs) -> "LocalTritonServer":
+        return cls(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **kwargs)
