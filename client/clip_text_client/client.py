@@ -1,0 +1,302 @@
+"""CLIPTextClient: documents or strings in, CLIP text embeddings out, from a Triton server.
+
+    client = CLIPTextClient("localhost:8001")              # gRPC; protocol="http" for port 8000
+    vectors = client.encode(["a photo of a cat", "a dog"])  # np.ndarray [2, 512] float32
+    docs = client.encode(DocList[TextDoc](...))             # fills doc.embedding in place
+
+Items are sent in requests of `batch_size` texts, `concurrency` requests in flight, so the
+server's dynamic batcher always has work; results come back in input order. A request the
+server rejects is split until the bad item is found: only that item fails, its neighbours
+are embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
+from .transport import RequestRejected, RetryableError, Transport
+
+log = logging.getLogger("clip_text_client")
+
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+
+class RandomWeightsWarning(UserWarning):
+    """The server's encoder was built without pretrained weights: embeddings carry no meaning."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    input_name: str
+    output_name: str
+    dim: int
+    max_batch_size: int
+    weights: str  # "pretrained", "random-init" or "unknown"
+
+
+class CLIPTextClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "grpc",
+        model: str = "clip_text",
+        *,
+        batch_size: int = 32,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        headers: dict[str, str] | None = None,
+        wait_ready: float = 0.0,
+        normalize: bool = False,
+        ssl: bool = False,
+    ):
+        if protocol not in DEFAULT_PORTS:
+            raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+        if batch_size < 1 or concurrency < 1 or retries < 0:
+            raise ValueError("batch_size and concurrency must be >= 1, retries >= 0")
+        self.url = url or f"localhost:{DEFAULT_PORTS[protocol]}"
+        self.protocol, self.model = protocol, model
+        self.batch_size, self.concurrency = batch_size, concurrency
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.headers, self.normalize, self.ssl = dict(headers or {}), normalize, ssl
+        self._local = threading.local()
+        self._transports: list[Transport] = []
+        self._lock = threading.Lock()
+        self._info: ModelInfo | None = None
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clip-text-client")
+        if wait_ready:
+            self.wait_until_ready(wait_ready)
+
+    # -- connection ---------------------------------------------------------------------------
+    def _transport(self) -> Transport:
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = Transport(self.url, self.protocol, self.timeout, self.headers, self.ssl)
+            self._local.transport = transport
+            with self._lock:
+                self._transports.append(transport)
+        return transport
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Block until the model answers ready, or raise after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        server_seen = False
+        while True:
+            transport = self._transport()
+            if transport.server_ready() or transport.model_ready(self.model):
+                server_seen = True
+                if transport.model_ready(self.model):
+                    return
+            if time.monotonic() >= deadline:
+                if server_seen:
+                    raise ModelNotReadyError(f"server at {self.url} is up, but model {self.model!r} "
+                                             f"is not ready after {timeout:.0f}s")
+                raise ServerUnavailableError(f"no Triton server ready at {self.url} ({self.protocol}) "
+                                             f"after {timeout:.0f}s; is it running?")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+
+    def _with_retries(self, fn, *args):
+        attempt = 0
+        while True:
+            try:
+                return fn(*args)
+            except (RetryableError, ModelNotReadyError) as exc:
+                if attempt >= self.retries:
+                    if isinstance(exc, ModelNotReadyError):
+                        raise ModelNotReadyError(f"model {self.model!r} at {self.url}: {exc}") from exc
+                    raise ServerUnavailableError(
+                        f"no answer from {self.url} ({self.protocol}) after {attempt + 1} attempt(s): {exc}"
+                    ) from exc
+                time.sleep(min(self.backoff * 2**attempt, 10.0) * (0.5 + random.random()))
+                attempt += 1
+
+    # -- model metadata -----------------------------------------------------------------------
+    def model_info(self) -> ModelInfo:
+        """The served model's tensor names, embedding size, max_batch_size and weights stamp."""
+        if self._info is None:
+            transport = self._transport()
+            config = self._with_retries(transport.model_config, self.model)
+            if len(config.get("input", [])) != 1 or len(config.get("output", [])) != 1:
+                raise CLIPClientError(f"model {self.model!r} must have one input and one output")
+            weights = self._weights_of(config, transport)
+            info = ModelInfo(
+                input_name=config["input"][0]["name"],
+                output_name=config["output"][0]["name"],
+                dim=int(config["output"][0]["dims"][-1]),
+                max_batch_size=int(config.get("max_batch_size", 0)),
+                weights=weights,
+            )
+            if weights == "random-init":
+                warnings.warn(
+                    f"the server's CLIP text encoder ({self.url}, model {self.model!r}) was built with RANDOM "
+                    "weights (no checkpoint could be loaded when its repository was built): embeddings have "
+                    "the right shape but carry no meaning. Rebuild with real weights: python -m clip_build "
+                    "--checkpoint <id or folder> --require-weights",
+                    RandomWeightsWarning, stacklevel=3,
+                )
+            self._info = info
+        return self._info
+
+    def _weights_of(self, config: dict, transport: Transport) -> str:
+        stamp = config.get("parameters", {}).get("weights", {}).get("string_value")
+        if stamp:
+            return stamp
+        for step in config.get("ensemble_scheduling", {}).get("step", []):
+            try:
+                inner = self._with_retries(transport.model_config, step["model_name"])
+            except CLIPClientError:
+                continue
+            stamp = inner.get("parameters", {}).get("weights", {}).get("string_value")
+            if stamp:
+                return stamp
+        return "unknown"
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(self, items: Iterable[Any], *, normalize: bool | None = None, show_progress: bool = False,
+               on_error: str = "raise"):
+        """Embed `items`.
+
+        - a list/iterable of str -> np.ndarray [N, dim] float32, row i for item i;
+        - documents (docarray DocList[TextDoc], or any objects with `.text`) -> the same sequence,
+          each document's `.embedding` filled in place; documents with empty or no text are skipped.
+
+        on_error="raise" (default) raises InvalidItemError after embedding everything else;
+        "skip" returns the partial result (NaN rows / untouched documents) and logs the errors.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        if isinstance(items, (str, bytes)):
+            raise TypeError("encode() takes a list of texts or documents, not a single string: "
+                            "use encode([text]) to embed one text")
+        items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
+        docs_mode = any(hasattr(item, "text") for item in items)
+        positions, payloads, errors = [], [], {}
+        for index, item in enumerate(items):
+            if docs_mode:
+                if not hasattr(item, "text"):
+                    errors[index] = f"{type(item).__name__} has no .text attribute"
+                    continue
+                text = item.text
+                if text is None or (isinstance(text, str) and text == ""):
+                    continue  # like Jina's CLIPTextEncoder: documents without text are skipped
+            else:
+                text = item
+            if not isinstance(text, str):
+                errors[index] = f"text must be str, not {type(text).__name__}"
+                continue
+            try:
+                payloads.append(text.encode("utf-8"))
+            except UnicodeEncodeError as exc:
+                errors[index] = f"text is not encodable as UTF-8 ({exc.reason} at position {exc.start})"
+                continue
+            positions.append(index)
+
+        info = self.model_info() if payloads or not docs_mode else None
+        embeddings, failed = self._embed_all(payloads, show_progress) if payloads else (None, {})
+        for local, message in failed.items():
+            errors[positions[local]] = message
+        if embeddings is not None and (self.normalize if normalize is None else normalize):
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings = embeddings / np.maximum(norms, 1e-12)
+
+        if docs_mode:
+            for local, index in enumerate(positions):
+                if local not in failed:
+                    items[index].embedding = embeddings[local]
+            result = items
+        else:
+            result = np.full((len(items), info.dim), np.nan, dtype=np.float32)
+            if positions:
+                result[positions] = embeddings
+        if errors:
+            if on_error == "raise":
+                raise InvalidItemError(errors, result)
+            for index, message in sorted(errors.items()):
+                log.warning("item %d not embedded: %s", index, message)
+        return result
+
+    async def aencode(self, items: Iterable[Any], **kwargs):
+        """encode() for asyncio: runs off the event loop, same arguments and results."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.encode, items, **kwargs))
+
+    def _embed_all(self, payloads: list[bytes], show_progress: bool):
+        info = self.model_info()
+        size = min(self.batch_size, info.max_batch_size) if info.max_batch_size > 0 else 1
+        chunks = [(start, payloads[start : start + size]) for start in range(0, len(payloads), size)]
+        embeddings = np.empty((len(payloads), info.dim), dtype=np.float32)
+        failed: dict[int, str] = {}
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(payloads), unit="text", desc=f"embedding ({self.model})")
+        try:
+            # bounded in flight: at most `concurrency` chunks are submitted ahead of the results
+            futures = {}
+            next_chunk = 0
+            for done_index in range(len(chunks)):
+                while next_chunk < len(chunks) and next_chunk < done_index + self.concurrency:
+                    futures[next_chunk] = self._pool.submit(self._embed_chunk, chunks[next_chunk][1])
+                    next_chunk += 1
+                start, texts = chunks[done_index]
+                vectors, chunk_failed = futures.pop(done_index).result()
+                embeddings[start : start + len(texts)] = vectors
+                failed.update({start + i: msg for i, msg in chunk_failed.items()})
+                if progress is not None:
+                    progress.update(len(texts))
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+        return embeddings, failed
+
+    def _embed_chunk(self, texts: list[bytes]):
+        """(vectors [n, dim], {index in chunk: error}) - bisects a rejected request to find the
+        bad item(s) so the others still get embedded."""
+        info = self.model_info()
+        try:
+            vectors = self._with_retries(self._transport().infer, self.model, info.input_name, info.output_name, texts)
+        except RequestRejected as exc:
+            if len(texts) == 1:
+                return np.full((1, info.dim), np.nan, dtype=np.float32), {0: str(exc)}
+            mid = len(texts) // 2
+            left, left_failed = self._embed_chunk(texts[:mid])
+            right, right_failed = self._embed_chunk(texts[mid:])
+            return np.concatenate([left, right]), {**left_failed, **{mid + i: m for i, m in right_failed.items()}}
+        if vectors is None or vectors.shape != (len(texts), info.dim):
+            raise CLIPClientError(f"server returned shape {None if vectors is None else vectors.shape} "
+                                  f"for {len(texts)} texts (expected {(len(texts), info.dim)})")
+        return vectors.astype(np.float32, copy=False), {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for transport in self._transports:
+                transport.close()
+            self._transports.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

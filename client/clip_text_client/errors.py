@@ -1,0 +1,33 @@
+"""Exceptions the client raises. Every one says what to do next."""
+
+from __future__ import annotations
+
+
+class CLIPClientError(RuntimeError):
+    pass
+
+
+class ServerUnavailableError(CLIPClientError):
+    """No server answered at the URL (after the configured retries)."""
+
+
+class ModelNotReadyError(CLIPClientError):
+    """The server answers, but the model is not loaded or not ready."""
+
+
+class InvalidItemError(CLIPClientError, ValueError):
+    """Some input items could not be embedded. The others were embedded.
+
+    `errors` maps each bad item's index in the input to the reason; `result` holds what the call
+    would have returned, with the bad items left without an embedding (NaN rows for strings,
+    `.embedding` untouched for documents)."""
+
+    def __init__(self, errors: dict[int, str], result=None):
+        self.errors = dict(sorted(errors.items()))
+        self.result = result
+        shown = "; ".join(f"item {i}: {msg}" for i, msg in list(self.errors.items())[:5])
+        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        super().__init__(
+            f"{len(self.errors)} item(s) could not be embedded, the others were: {shown}{more}. "
+            "The partial result is in `.result`; pass on_error='skip' to get it without an exception."
+        )

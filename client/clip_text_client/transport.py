@@ -1,0 +1,100 @@
+"""One Triton endpoint over gRPC or HTTP, with errors sorted into what the client acts on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CLIPClientError, ModelNotReadyError, ServerUnavailableError
+
+
+class RetryableError(CLIPClientError):
+    """Connection refused/reset, UNAVAILABLE, timeouts: worth another try."""
+
+
+class RequestRejected(CLIPClientError):
+    """The server refused this request's content (INVALID_ARG and friends): not worth a retry
+    as is; the client isolates the offending item instead."""
+
+
+_RETRYABLE_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED",
+                   "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
+
+
+def classify(exc: BaseException) -> CLIPClientError:
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, CLIPClientError):
+        return exc
+    if isinstance(exc, InferenceServerException):
+        status, message = str(exc.status() or ""), exc.message() or str(exc)
+        lowered = message.lower()
+        if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
+            return ModelNotReadyError(message)
+        if status in _RETRYABLE_GRPC or status in ("502", "503", "504") or "timed out" in lowered \
+                or "deadline" in lowered or "connect" in lowered or "unavailable" in lowered:
+            return RetryableError(message)
+        return RequestRejected(message)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return RetryableError(f"{type(exc).__name__}: {exc}")
+    return CLIPClientError(f"{type(exc).__name__}: {exc}")
+
+
+class Transport:
+    def __init__(self, url: str, protocol: str, timeout: float, headers: dict | None, ssl: bool = False):
+        if protocol not in ("grpc", "http"):
+            raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+        self.url, self.protocol, self.timeout, self.headers = url, protocol, timeout, dict(headers or {})
+        try:
+            if protocol == "grpc":
+                import tritonclient.grpc as module
+
+                self.client = module.InferenceServerClient(url, ssl=ssl)
+            else:
+                import tritonclient.http as module
+
+                self.client = module.InferenceServerClient(
+                    url, ssl=ssl, connection_timeout=timeout, network_timeout=timeout)
+        except Exception as exc:  # bad URL syntax and the like
+            raise ServerUnavailableError(f"cannot open a {protocol} client for {url!r}: {exc}") from exc
+        self.module = module
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    def server_ready(self) -> bool:
+        try:
+            return bool(self._call(self.client.is_server_ready, headers=self.headers))
+        except CLIPClientError:
+            return False
+
+    def model_ready(self, model: str) -> bool:
+        try:
+            return bool(self._call(self.client.is_model_ready, model, headers=self.headers))
+        except CLIPClientError:
+            return False
+
+    def model_config(self, model: str) -> dict:
+        if self.protocol == "grpc":
+            return self._call(self.client.get_model_config, model, headers=self.headers, as_json=True)["config"]
+        return self._call(self.client.get_model_config, model, headers=self.headers)
+
+    def infer(self, model: str, input_name: str, output_name: str, texts: list[bytes]) -> np.ndarray:
+        batch = np.array(texts, dtype=np.object_).reshape(-1, 1)
+        tensor = self.module.InferInput(input_name, list(batch.shape), "BYTES")
+        tensor.set_data_from_numpy(batch)
+        outputs = [self.module.InferRequestedOutput(output_name)]
+        if self.protocol == "grpc":
+            result = self._call(self.client.infer, model, [tensor], outputs=outputs, headers=self.headers,
+                                client_timeout=self.timeout)
+        else:
+            result = self._call(self.client.infer, model, [tensor], outputs=outputs, headers=self.headers)
+        return result.as_numpy(output_name)
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:
+            pass

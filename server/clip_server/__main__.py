@@ -1,0 +1,90 @@
+"""python -m clip_server: serve the model repository locally on CPU, embed a few texts, keep serving.
+
+Ctrl-C stops the server cleanly. --exit-after-demo stops it after the demo (for scripts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .local import DEFAULT_REPOSITORY, LocalTritonServer, ServerFailed
+
+DEMO_TEXTS = [
+    "a photo of a cat",
+    "a photo of a kitten sleeping on a sofa",
+    "a red double-decker bus in London",
+    "Stock market closes higher as tech shares rally",
+]
+
+
+def demo(server: LocalTritonServer) -> None:
+    from clip_text_client import CLIPTextClient
+
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        with CLIPTextClient(url, protocol=protocol) as client:
+            vectors = client.encode(DEMO_TEXTS)
+            info = client.model_info()
+        print(f"\n[{protocol}] {url}: embedded {len(DEMO_TEXTS)} texts -> {vectors.shape} {vectors.dtype} "
+              f"(weights: {info.weights})")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    print("\ncosine similarity:")
+    for i, text in enumerate(DEMO_TEXTS):
+        print(f"  {' '.join(f'{s:+.3f}' for s in sims[i])}  {text}")
+    if info.weights == "random-init":
+        print("\n  (random-init weights: the numbers are deterministic but meaningless; "
+              "build with --checkpoint for real ones)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip_server", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--config-name", default="cpu",
+                        help="--model-config-name for tritonserver ('cpu', 'torchscript_cpu'; '' for config.pbtxt)")
+    parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
+    parser.add_argument("--exit-after-demo", action="store_true")
+    parser.add_argument("--log-verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    server = LocalTritonServer(
+        repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, config_name=args.config_name or None, log_verbose=args.log_verbose,
+    )
+    print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
+    try:
+        server.start()
+    except ServerFailed as exc:
+        print(f"tritonserver failed to start: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
+              f"metrics http://{server.host}:{server.metrics_port}/metrics  model: clip_text", flush=True)
+        if not args.no_demo:
+            demo(server)
+        if args.exit_after_demo:
+            return 0
+        print("\nserving; Ctrl-C to stop", flush=True)
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
