@@ -1,0 +1,110 @@
+"""Session fixtures: real tritonserver processes (the binary inside nvidia-pytriton) on free ports.
+
+Never a mock: every test here talks to a tritonserver over HTTP or gRPC. Server logs are kept in
+.local/ and printed when a server fails to start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_build.spec import ENCODER_MODEL
+from clip_server import LocalTritonServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = REPO_ROOT / "model_repository"
+
+
+def build_info() -> dict:
+    path = REPOSITORY / ENCODER_MODEL / "1" / "build_info.json"
+    if not path.is_file():
+        pytest.exit("model repository not built: run `python -m clip_build` (scripts/test.sh does)", returncode=2)
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def server():
+    build_info()
+    with LocalTritonServer.on_free_ports(config_name="cpu") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def torchscript_server():
+    with LocalTritonServer.on_free_ports(config_name="torchscript_cpu") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def hf_model():
+    """HF `CLIPModel` with the weights the repository was built from, for `get_text_features`
+    in-process (the Jina executor's computation)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
+
+    source = build_info()["reference_checkpoint"]
+    try:
+        return CLIPModel.from_pretrained(source, local_files_only=True).eval()
+    except Exception:  # a text-tower-only checkpoint (the random-init build saves one)
+        text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
+        tiny_vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
+                           image_size=32, patch_size=16)
+        config = CLIPConfig(text_config=text.config.to_dict(), vision_config=tiny_vision,
+                            projection_dim=text.config.projection_dim)
+        model = CLIPModel(config).eval()
+        model.text_model.load_state_dict(text.text_model.state_dict())
+        model.text_projection.load_state_dict(text.text_projection.state_dict())
+        return model
+
+
+def get_text_features(model, ids) -> np.ndarray:
+    """CLIPModel.get_text_features as a [N, 512] array (transformers 5 wraps it in an output object)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.get_text_features(input_ids=torch.as_tensor(ids))
+    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
+
+
+@pytest.fixture(scope="session")
+def open_clip_tokenizer():
+    """open_clip's SimpleTokenizer, loaded from its file (importing the open_clip package would
+    pull torchvision, which this environment does not need)."""
+    import importlib.util
+
+    package = Path(list(importlib.util.find_spec("open_clip").submodule_search_locations)[0])
+    spec = importlib.util.spec_from_file_location("open_clip_tokenizer", package / "tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
+
+
+def triton_infer(protocol: str, url: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
+    """One raw Triton request (no project client in between). BYTES for object arrays."""
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+    from tritonclient.utils import np_to_triton_dtype
+
+    module = grpc if protocol == "grpc" else http
+    client = module.InferenceServerClient(url)
+    try:
+        tensors = []
+        for name, array in inputs.items():
+            tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = client.infer(model, tensors, outputs=[module.InferRequestedOutput(o) for o in outputs])
+        return [result.as_numpy(o) for o in outputs]
+    finally:
+        client.close()
+
+
+def url_of(srv: LocalTritonServer, protocol: str) -> str:
+    return srv.grpc_url if protocol == "grpc" else srv.http_url
+
+
+def text_array(texts) -> np.ndarray:
+    return np.array([t.encode("utf-8") if isinstance(t, str) else t for t in texts], dtype=np.object_).reshape(-1, 1)

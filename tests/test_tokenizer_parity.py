@@ -1,0 +1,50 @@
+"""The clip_tokenizer model, through a real server, gives open_clip SimpleTokenizer's ids."""
+
+import numpy as np
+import pytest
+
+from clip_build.spec import CONTEXT_LENGTH, EOT_TOKEN
+from conftest import text_array, triton_infer, url_of
+from hard_strings import ACCEPTED_MISMATCHES, HARD_STRINGS
+
+
+def server_ids(server, texts, protocol="grpc"):
+    (ids,) = triton_infer(protocol, url_of(server, protocol), "clip_tokenizer", {"TEXT": text_array(texts)}, ["input_ids"])
+    return ids
+
+
+def test_hard_set_is_large_enough():
+    assert len(HARD_STRINGS) >= 100
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_hard_strings_match_open_clip(server, open_clip_tokenizer, protocol):
+    ids = server_ids(server, HARD_STRINGS, protocol)
+    expected = open_clip_tokenizer(HARD_STRINGS, context_length=CONTEXT_LENGTH).numpy()
+    assert ids.shape == (len(HARD_STRINGS), CONTEXT_LENGTH) and ids.dtype == np.int64
+    mismatches = [(i, s) for i, s in enumerate(HARD_STRINGS) if not np.array_equal(ids[i], expected[i])]
+    assert mismatches == [], "\n".join(f"{s!r}: {ids[i][:12]} vs {expected[i][:12]}" for i, s in mismatches)
+
+
+def test_accepted_mismatches_are_exactly_the_documented_ones(server, open_clip_tokenizer):
+    texts = list(ACCEPTED_MISMATCHES)
+    ids = server_ids(server, texts)
+    expected = open_clip_tokenizer(texts, context_length=CONTEXT_LENGTH).numpy()
+    eot = open_clip_tokenizer.eot_token_id
+    for row, ref in zip(ids, expected):
+        assert not np.array_equal(row, ref)
+        assert list(row).count(eot) == 1  # user text never produces a control token here
+
+
+def test_truncation_keeps_eot_last(server, open_clip_tokenizer):
+    (row,) = server_ids(server, ["photo " * 300])
+    eot = open_clip_tokenizer.encoder[EOT_TOKEN] if EOT_TOKEN in open_clip_tokenizer.encoder else open_clip_tokenizer.eot_token_id
+    assert row[0] == open_clip_tokenizer.sot_token_id
+    assert row[-1] == eot and (row[1:-1] != eot).all()
+
+
+def test_empty_and_whitespace_give_sot_eot(server, open_clip_tokenizer):
+    ids = server_ids(server, ["", "   ", "\n\t"])
+    for row in ids:
+        assert list(row[:2]) == [open_clip_tokenizer.sot_token_id, open_clip_tokenizer.eot_token_id]
+        assert (row[2:] == 0).all()
