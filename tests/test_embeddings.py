@@ -5,7 +5,7 @@ import pytest
 
 from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM
 from conftest import get_text_features, text_array, triton_infer, url_of
-from texts import VARIED_64
+from benchmarks.corpus import VARIED_64
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print numbers and write plots. Never timed assertions in tests."""
