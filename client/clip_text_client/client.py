@@ -5,7 +5,8 @@
     docs = client.encode(DocList[TextDoc](...))             # fills doc.embedding in place
 
 Items are sent in requests of `batch_size` texts, `concurrency` requests in flight, so the
-server's dynamic batcher always has work; results come back in input order. A request the
+server's dynamic batcher always has work; texts of similar length share requests (the encoder's
+cost follows the longest text of a batch); results come back in input order. A request the
 server rejects is split until the bad item is found: only that item fails, its neighbours
 are embedded.
 """
@@ -61,6 +62,7 @@ class CLIPTextClient:
         headers: dict[str, str] | None = None,
         wait_ready: float = 0.0,
         normalize: bool = False,
+        sort_by_length: bool = True,
         ssl: bool = False,
     ):
         if protocol not in DEFAULT_PORTS:
@@ -72,6 +74,7 @@ class CLIPTextClient:
         self.batch_size, self.concurrency = batch_size, concurrency
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.headers, self.normalize, self.ssl = dict(headers or {}), normalize, ssl
+        self.sort_by_length = sort_by_length
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
@@ -238,7 +241,12 @@ class CLIPTextClient:
     def _embed_all(self, payloads: list[bytes], show_progress: bool):
         info = self.model_info()
         size = min(self.batch_size, info.max_batch_size) if info.max_batch_size > 0 else 1
-        chunks = [(start, payloads[start : start + size]) for start in range(0, len(payloads), size)]
+        # Length-sorted requests: a batch costs as much as its longest text times its size (the
+        # encoder trims to the longest), so texts of similar length travel together. Byte length
+        # is a cheap proxy for token length. Results are put back in input order below.
+        order = np.argsort([len(p) for p in payloads], kind="stable") if self.sort_by_length else np.arange(len(payloads))
+        ordered = [payloads[i] for i in order]
+        chunks = [(start, ordered[start : start + size]) for start in range(0, len(ordered), size)]
         embeddings = np.empty((len(payloads), info.dim), dtype=np.float32)
         failed: dict[int, str] = {}
         progress = None
@@ -256,8 +264,8 @@ class CLIPTextClient:
                     next_chunk += 1
                 start, texts = chunks[done_index]
                 vectors, chunk_failed = futures.pop(done_index).result()
-                embeddings[start : start + len(texts)] = vectors
-                failed.update({start + i: msg for i, msg in chunk_failed.items()})
+                embeddings[order[start : start + len(texts)]] = vectors
+                failed.update({int(order[start + i]): msg for i, msg in chunk_failed.items()})
                 if progress is not None:
                     progress.update(len(texts))
         except BaseException:
