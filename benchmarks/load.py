@@ -29,7 +29,7 @@ def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int 
                      dtype=np.object_).reshape(-1, 1) for i in range(count)]
 
 
-async def worker(client, module, model, batches, offset, stop_at, record_from, latencies, counts):
+async def worker(client, module, model, output, batches, offset, stop_at, record_from, latencies, counts):
     i = offset
     while True:
         now = time.perf_counter()
@@ -40,9 +40,9 @@ async def worker(client, module, model, batches, offset, stop_at, record_from, l
         tensor = module.InferInput("TEXT", list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         t0 = time.perf_counter()
-        result = await client.infer(model, [tensor], outputs=[module.InferRequestedOutput("EMBEDDING")])
+        result = await client.infer(model, [tensor], outputs=[module.InferRequestedOutput(output)])
         t1 = time.perf_counter()
-        if result.as_numpy("EMBEDDING").shape[0] != len(batch):
+        if result.as_numpy(output).shape[0] != len(batch):
             raise RuntimeError("short answer")
         if t0 >= record_from and t1 <= stop_at:
             latencies.append(t1 - t0)
@@ -50,33 +50,33 @@ async def worker(client, module, model, batches, offset, stop_at, record_from, l
             counts[1] += 1
 
 
-async def run_process(url, model, concurrency, batches, warmup, duration, seed):
+async def run_process(url, model, output, concurrency, batches, warmup, duration, seed):
     import tritonclient.grpc.aio as module
 
     client = module.InferenceServerClient(url)
     latencies, counts = [], [0, 0]
     start = time.perf_counter()
     record_from, stop_at = start + warmup, start + warmup + duration
-    await asyncio.gather(*(worker(client, module, model, batches, seed * 1000 + k * 17, stop_at, record_from,
+    await asyncio.gather(*(worker(client, module, model, output, batches, seed * 1000 + k * 17, stop_at, record_from,
                                   latencies, counts) for k in range(concurrency)))
     await client.close()
     return latencies, counts
 
 
 def process_main(args):
-    url, model, concurrency, kind, tpr, warmup, duration, seed, queue = args
+    url, model, output, concurrency, kind, tpr, warmup, duration, seed, queue = args
     batches = make_batches(kind, tpr, seed=seed)
-    latencies, counts = asyncio.run(run_process(url, model, concurrency, batches, warmup, duration, seed))
+    latencies, counts = asyncio.run(run_process(url, model, output, concurrency, batches, warmup, duration, seed))
     queue.put((latencies, counts))
 
 
 def measure(url: str, model: str, concurrency: int, texts_per_request: int, *, processes: int = 1,
-            warmup: float = 3.0, duration: float = 10.0, kind: str = "mixed") -> dict:
+            warmup: float = 3.0, duration: float = 10.0, kind: str = "mixed", output: str = "EMBEDDING") -> dict:
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (1 if p < concurrency % processes else 0) for p in range(processes)]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=process_main, args=((url, model, c, kind, texts_per_request, warmup, duration, p, queue),))
+    procs = [ctx.Process(target=process_main, args=((url, model, output, c, kind, texts_per_request, warmup, duration, p, queue),))
              for p, c in enumerate(shares)]
     for p in procs:
         p.start()
@@ -89,7 +89,7 @@ def measure(url: str, model: str, concurrency: int, texts_per_request: int, *, p
     if not len(latencies):
         raise RuntimeError("no request completed inside the measurement window")
     return {
-        "concurrency": concurrency, "texts_per_request": texts_per_request, "texts": kind,
+        "model": model, "concurrency": concurrency, "texts_per_request": texts_per_request, "texts": kind,
         "duration_s": duration, "docs_per_s": docs / duration, "requests_per_s": requests / duration,
         "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p90_ms": float(np.percentile(latencies, 90) * 1e3),
         "p99_ms": float(np.percentile(latencies, 99) * 1e3), "requests": requests,
@@ -97,7 +97,7 @@ def measure(url: str, model: str, concurrency: int, texts_per_request: int, *, p
 
 
 def format_row(r: dict) -> str:
-    return (f"c={r['concurrency']:>3} x {r['texts_per_request']:>3} texts ({r['texts']}): "
+    return (f"{r['model']}: c={r['concurrency']:>3} x {r['texts_per_request']:>3} texts ({r['texts']}): "
             f"{r['docs_per_s']:>10.1f} docs/s {r['requests_per_s']:>9.1f} req/s  "
             f"p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms")
 
@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="127.0.0.1:8001")
     parser.add_argument("--model", default="clip_text")
+    parser.add_argument("--output", default="EMBEDDING", help="output to request (input_ids for clip_tokenizer)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--texts-per-request", type=int, default=32)
     parser.add_argument("--sweep", default="", help="comma list of CONCURRENCYxTEXTS, e.g. 1x1,64x1,16x32")
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
              [(args.concurrency, args.texts_per_request)]
     for concurrency, tpr in points:
         result = measure(args.url, args.model, concurrency, tpr, processes=args.processes, warmup=args.warmup,
-                         duration=args.duration, kind=args.texts)
+                         duration=args.duration, kind=args.texts, output=args.output)
         print(format_row(result), flush=True)
         if args.json:
             with open(args.json, "a") as f:

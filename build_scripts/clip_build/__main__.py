@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .spec import (DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE)
+from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 from .repository import DEFAULT_REPOSITORY, REPO_ROOT, stamp_parameters, write_encoder_variants
 
 log = logging.getLogger("clip_build")
@@ -30,6 +30,10 @@ def parse_args(argv=None):
     parser.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all",
                         help="encoder export(s) to write (default: all; ONNX is what config.pbtxt serves)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 loads in ONNX Runtime >= 1.14)")
+    parser.add_argument("--torchscript-device", default="cpu",
+                        help="device to trace the TorchScript export on: 'cuda' for GPU instances (default cpu)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant")
     parser.add_argument("--require-weights", action="store_true",
                         help="fail instead of falling back to random weights when the checkpoint cannot be loaded")
     parser.add_argument("--reference-dir", type=Path, default=REPO_ROOT / "build" / "reference_checkpoint",
@@ -58,7 +62,12 @@ def main(argv=None) -> int:
     if args.format in ("onnx", "all"):
         log.info("onnx: %s", export_onnx(loaded.model, version_dir / ONNX_FILE, opset=args.opset))
     if args.format in ("torchscript", "all"):
-        log.info("torchscript: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE))
+        log.info("torchscript: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE,
+                                                       device=args.torchscript_device))
+    if args.fp16:
+        device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
+        log.info("torchscript fp16: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE,
+                                                            device=device, fp16=True))
 
     info = {"weights": loaded.weights, "checkpoint": loaded.source}
     if loaded.weights == RANDOM_INIT:

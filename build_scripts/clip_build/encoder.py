@@ -9,6 +9,7 @@ the compute for caption-length texts (typically 10-20 of 77 positions).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -139,12 +140,16 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
     return path
 
 
-def export_torchscript(model: torch.nn.Module, path: Path) -> Path:
+def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu", fp16: bool = False) -> Path:
     """TorchScript for Triton's libtorch (`pytorch`) backend. The trim is scripted (its length
-    depends on the data); the transformer is traced at one length and runs at any length."""
+    depends on the data); the transformer is traced at one length and runs at any length.
+
+    Trace on the device that will serve it (`device="cuda"` for GPU instances). `fp16` computes
+    in half precision and still takes int64 ids and returns fp32 embeddings."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    inner = _ProjectedText(copy.deepcopy(model).to(device, torch.float16 if fp16 else torch.float32))
     with torch.no_grad():
-        traced = torch.jit.trace(_ProjectedText(model), (example_input_ids(),), check_trace=False)
+        traced = torch.jit.trace(inner, (example_input_ids().to(device),), check_trace=False)
     scripted = torch.jit.script(_ScriptedTrim(traced, int(model.config.eos_token_id)))
     scripted.save(str(path))
     return path
@@ -156,7 +161,7 @@ class _ProjectedText(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids):
-        return self.model(input_ids=input_ids).text_embeds
+        return self.model(input_ids=input_ids).text_embeds.float()
 
 
 class _ScriptedTrim(torch.nn.Module):

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .spec import ONNX_FILE, TORCHSCRIPT_FILE
+from .spec import ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
@@ -24,6 +24,7 @@ ENCODER_VARIANTS = {
     "cpu": ("onnxruntime", ONNX_FILE, mc.ModelInstanceGroup.KIND_CPU),
     "torchscript": ("pytorch", TORCHSCRIPT_FILE, None),
     "torchscript_cpu": ("pytorch", TORCHSCRIPT_FILE, mc.ModelInstanceGroup.KIND_CPU),
+    "torchscript_fp16": ("pytorch", TORCHSCRIPT_FP16_FILE, None),  # written when the build has --fp16
 }
 
 

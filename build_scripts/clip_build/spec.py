@@ -36,3 +36,4 @@ ENSEMBLE_MODEL = "clip_text"
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
+TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp32 output

@@ -51,6 +51,10 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--config-name", default="cpu",
                         help="--model-config-name for tritonserver ('cpu', 'torchscript_cpu'; '' for config.pbtxt)")
+    parser.add_argument("--encoder-instances", type=int, default=None,
+                        help="encoder instances (per GPU in --gpus); loads models through the repository API")
+    parser.add_argument("--gpus", default=None, help="GPU ids for the encoder, e.g. 0,1 (KIND_GPU variants)")
+    parser.add_argument("--tokenizer-instances", type=int, default=None)
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     server = LocalTritonServer(
         repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, config_name=args.config_name or None, log_verbose=args.log_verbose,
+        encoder_instances=args.encoder_instances, tokenizer_instances=args.tokenizer_instances,
+        gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
     )
     print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
     try:

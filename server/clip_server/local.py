@@ -82,6 +82,11 @@ class LocalTritonServer:
     state_dir: Path = REPO_ROOT / ".local"
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # Instance counts / GPU ids for this run without editing any config: the server starts in
+    # explicit model-control mode and clip_server.deploy loads the models with overrides.
+    encoder_instances: int | None = None
+    gpus: list[int] | None = None
+    tokenizer_instances: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
@@ -112,7 +117,13 @@ class LocalTritonServer:
         ]
         if self.config_name:
             cmd.append(f"--model-config-name={self.config_name}")
+        if self.uses_overrides:
+            cmd.append("--model-control-mode=explicit")
         return cmd + list(self.extra_args)
+
+    @property
+    def uses_overrides(self) -> bool:
+        return any(v is not None for v in (self.encoder_instances, self.gpus, self.tokenizer_instances))
 
     def environment(self) -> dict[str, str]:
         _, libs = pytriton_paths()
@@ -133,6 +144,11 @@ class LocalTritonServer:
         log.close()
         try:
             self.wait_ready(timeout)
+            if self.uses_overrides:
+                from .deploy import deploy
+
+                deploy(self.http_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
+                       self.tokenizer_instances)
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Make .gpu/ for benchmarks/gpu_run.sh: what a GPU machine without a package registry needs,
+# under the device tool's 64 MiB per call. Run here (with pip and network to the registry).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpu && mkdir -p .gpu/wheels
+dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_39_x86_64 --platform manylinux_2_38_x86_64 --platform manylinux_2_35_x86_64 \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  --platform manylinux1_x86_64 -d "$1" "$2"; }
+for spec in numpy==1.26.4 ftfy==6.3.1 wcwidth==0.2.13 tritonclient==2.73.0 open-clip-torch==3.3.0 perf-analyzer==2.60.0; do
+  dl .gpu/wheels "$spec"
+done
+tmp=$(mktemp -d); dl "$tmp" nvidia-pytriton==0.7.0
+(cd "$tmp" && unzip -q nvidia_pytriton-*.whl)
+slim=$(mktemp -d); mkdir -p "$slim/pytriton/tritonserver/python_backend_stubs"
+touch "$slim/pytriton/__init__.py"
+cp -r "$tmp/pytriton/tritonserver/bin" "$tmp/pytriton/tritonserver/backends" "$slim/pytriton/tritonserver/"
+cp -r "$tmp/pytriton/tritonserver/python_backend_stubs/3.12" "$slim/pytriton/tritonserver/python_backend_stubs/"
+cp -r "$tmp/nvidia_pytriton.libs" "$slim/" && rm -f "$slim"/nvidia_pytriton.libs/libpython3-*
+tar cJf .gpu/pytriton.tar.xz -C "$slim" .
+rm -rf "$tmp" "$slim"
+du -sh .gpu

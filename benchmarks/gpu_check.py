@@ -1,0 +1,128 @@
+"""GPU run: KIND_GPU instances through the local runtime, parity with the CPU build, fp16 vs fp32,
+and the load points of docs/benchmarks.md. Run by benchmarks/gpu_run.sh on a GPU machine.
+
+    python -m benchmarks.gpu_check --out results/ [--quick] [--gpus 0] [--instances 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.corpus import VARIED_64, captions
+from benchmarks.load import format_row, measure
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
+
+
+def infer(url, model, texts, output):
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    batch = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+    tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
+    tensor.set_data_from_numpy(batch)
+    try:
+        return client.infer(model, [tensor], outputs=[grpc.InferRequestedOutput(output)]).as_numpy(output)
+    finally:
+        client.close()
+
+
+def cpu_reference(ids: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(REPO_ROOT / "model_repository/clip_text_encoder/1/model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(["text_embeds"], {"input_ids": ids})[0]
+
+
+def cosine(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def gpu_instances(log_path: Path) -> list[str]:
+    return sorted({line.split('"')[1] for line in log_path.read_text().splitlines()
+                   if "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder" in line and "GPU" in line})
+
+
+def run_points(url, label, quick, processes, results, kind="mixed", points=POINTS, model="clip_text", output="EMBEDDING"):
+    for concurrency, tpr in points:
+        r = measure(url, model, concurrency, tpr, processes=min(processes, concurrency), warmup=2 if quick else 4,
+                    duration=4 if quick else 10, kind=kind, output=output)
+        r["variant"] = label
+        results.append(r)
+        print(f"[{label}] {format_row(r)}", flush=True)
+
+
+def main(argv=None) -> int:
+    from clip_server import LocalTritonServer
+    from clip_server.deploy import deploy
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--gpus", default="0")
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--tokenizer-instances", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=8)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    gpus = [int(g) for g in args.gpus.split(",")]
+    report = {"gpus": gpus, "encoder_instances_per_gpu": args.instances,
+              "tokenizer_instances": args.tokenizer_instances, "load": []}
+    report["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                           "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    server = LocalTritonServer.on_free_ports(config_name="torchscript", encoder_instances=args.instances, gpus=gpus,
+                                             tokenizer_instances=args.tokenizer_instances)
+    t0 = time.perf_counter()
+    server.start(timeout=300)
+    report["server_start_s"] = time.perf_counter() - t0
+    try:
+        url = server.grpc_url
+        report["gpu_instances"] = gpu_instances(server.log_path)
+        print("encoder instances:", report["gpu_instances"], flush=True)
+        ids = infer(url, "clip_tokenizer", VARIED_64, "input_ids")
+        reference = cpu_reference(ids)
+        fp32 = infer(url, "clip_text", VARIED_64, "EMBEDDING")
+        report["fp32_max_abs_diff_vs_cpu_onnx"] = float(np.abs(fp32 - reference).max())
+        report["fp32_min_cosine_vs_cpu_onnx"] = float(cosine(fp32, reference).min())
+        print("fp32 GPU vs CPU ONNX: max abs diff %.2e, min cosine %.6f" % (
+            report["fp32_max_abs_diff_vs_cpu_onnx"], report["fp32_min_cosine_vs_cpu_onnx"]), flush=True)
+        run_points(url, "fp32", args.quick, args.processes, report["load"])
+        run_points(url, "fp32", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+
+        run_points(url, "tokenizer-alone", args.quick, args.processes, report["load"], points=[(16, 32), (8, 256)],
+                   model="clip_tokenizer", output="input_ids")
+
+        deploy(server.http_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
+               args.tokenizer_instances)
+        fp16 = infer(url, "clip_text", VARIED_64, "EMBEDDING")
+        many = captions(2048, seed=7)
+        fp16_many = np.concatenate([infer(url, "clip_text", many[i:i + 256], "EMBEDDING") for i in range(0, 2048, 256)])
+        report["fp16_min_cosine_vs_fp32_varied64"] = float(cosine(fp16, fp32).min())
+        report["fp16_min_cosine_vs_cpu_2048_captions"] = float(cosine(
+            fp16_many, cpu_reference(np.concatenate([infer(url, "clip_tokenizer", many[i:i + 256], "input_ids")
+                                                     for i in range(0, 2048, 256)]))).min())
+        report["fp16_max_abs_diff_vs_fp32"] = float(np.abs(fp16 - fp32).max())
+        report["fp16_finite"] = bool(np.isfinite(fp16_many).all())
+        print("fp16 vs fp32: min cosine %.6f (64 varied), %.6f (2048 captions vs CPU), max abs diff %.2e" % (
+            report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_cpu_2048_captions"],
+            report["fp16_max_abs_diff_vs_fp32"]), flush=True)
+        run_points(url, "fp16", args.quick, args.processes, report["load"])
+        run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+    finally:
+        server.stop()
+        (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-200_000:])
+        (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

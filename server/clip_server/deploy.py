@@ -1,0 +1,110 @@
+"""Load (or unload) the CLIP text models on a running Triton through its repository API, with
+per-deployment instance counts and GPU ids, without editing any committed file.
+
+For servers started with `--model-control-mode=explicit` (a shared fleet: other teams' models
+live beside these). Each model's config is read from the repository (the `--variant`'s
+`configs/NAME.pbtxt` where present, else `config.pbtxt`), its instance groups are rewritten,
+and it is loaded with that config as Triton's `config` override.
+
+    python -m clip_server.deploy --url 127.0.0.1:8000 --variant torchscript --encoder-instances 2 --gpus 0,1
+    python -m clip_server.deploy --url 127.0.0.1:8000 --unload
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .local import DEFAULT_REPOSITORY
+
+LOAD_ORDER = ("clip_tokenizer", "clip_text_encoder", "clip_text")  # composing models before the ensemble
+
+
+def model_config(repository: Path, model: str, variant: str | None) -> mc.ModelConfig:
+    path = repository / model / "configs" / f"{variant}.pbtxt" if variant else None
+    if path is None or not path.is_file():
+        path = repository / model / "config.pbtxt"
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def with_instances(config: mc.ModelConfig, count: int | None, gpus: list[int] | None) -> mc.ModelConfig:
+    if count is None and gpus is None:
+        return config
+    if not config.instance_group:
+        raise ValueError(f"{config.name} has no instance_group to rewrite")
+    group = mc.ModelInstanceGroup()
+    group.CopyFrom(config.instance_group[0])
+    if count is not None:
+        group.count = count
+    if gpus is not None:
+        if group.kind != mc.ModelInstanceGroup.KIND_GPU:
+            raise ValueError(f"--gpus applies to KIND_GPU instances; {config.name} is {mc.ModelInstanceGroup.Kind.Name(group.kind)}")
+        del group.gpus[:]
+        group.gpus.extend(gpus)  # `count` instances on EACH listed GPU
+    del config.instance_group[:]
+    config.instance_group.append(group)
+    return config
+
+
+def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
+           encoder_instances: int | None = None, gpus: list[int] | None = None,
+           tokenizer_instances: int | None = None, headers: dict | None = None) -> dict[str, str]:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(url)
+    overrides = {
+        "clip_tokenizer": with_instances(model_config(repository, "clip_tokenizer", variant), tokenizer_instances, None),
+        "clip_text_encoder": with_instances(model_config(repository, "clip_text_encoder", variant), encoder_instances, gpus),
+        "clip_text": model_config(repository, "clip_text", variant),
+    }
+    loaded = {}
+    try:
+        for name in LOAD_ORDER:
+            config_json = json_format.MessageToJson(overrides[name], preserving_proto_field_name=True)
+            client.load_model(name, headers=headers, config=config_json)
+            loaded[name] = "ready" if client.is_model_ready(name, headers=headers) else "not ready"
+    finally:
+        client.close()
+    return loaded
+
+
+def unload(url: str, headers: dict | None = None) -> None:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(url)
+    try:
+        for name in reversed(LOAD_ORDER):
+            client.unload_model(name, headers=headers)
+    finally:
+        client.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip_server.deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="127.0.0.1:8000", help="Triton HTTP address")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                        help="local copy of the repository the server serves (configs are read from it)")
+    parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")
+    parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
+    parser.add_argument("--gpus", default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
+    parser.add_argument("--tokenizer-instances", type=int, default=None)
+    parser.add_argument("--unload", action="store_true")
+    args = parser.parse_args(argv)
+    if args.unload:
+        unload(args.url)
+        print("unloaded", ", ".join(LOAD_ORDER))
+        return 0
+    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+    for name, state in deploy(args.url, args.repository, args.variant, args.encoder_instances, gpus,
+                              args.tokenizer_instances).items():
+        print(f"{name}: {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
