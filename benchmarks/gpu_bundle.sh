@@ -8,7 +8,7 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
   --platform manylinux_2_39_x86_64 --platform manylinux_2_38_x86_64 --platform manylinux_2_35_x86_64 \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d "$1" "$2"; }
-for spec in numpy==1.26.4 ftfy==6.3.1 wcwidth==0.2.13 tritonclient==2.73.0 open-clip-torch==3.3.0 perf-analyzer==2.60.0; do
+for spec in numpy==1.26.4 python-rapidjson==1.25 ftfy==6.3.1 wcwidth==0.2.13 tritonclient==2.73.0 open-clip-torch==3.3.0 perf-analyzer==2.60.0; do
   dl .gpu/wheels "$spec"
 done
 tmp=$(mktemp -d); dl "$tmp" nvidia-pytriton==0.7.0

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         run_points(url, "tokenizer-alone", args.quick, args.processes, report["load"], points=[(16, 32), (8, 256)],
                    model="clip_tokenizer", output="input_ids")
 
-        deploy(server.http_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
+        deploy(server.grpc_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
                args.tokenizer_instances)
         fp16 = infer(url, "clip_text", VARIED_64, "EMBEDDING")
         many = captions(2048, seed=7)

@@ -72,8 +72,10 @@ def test_variants_differ_from_the_source_only_where_intended():
         assert (variant.backend, variant.default_model_filename) == (backend, filename)
         if kind is not None:
             assert all(g.kind == kind for g in variant.instance_group)
-        for field in ("input", "output", "max_batch_size", "dynamic_batching", "parameters"):
+        for field in ("input", "output", "max_batch_size", "dynamic_batching"):
             assert getattr(variant, field) == getattr(source, field), field
+        for key, value in source.parameters.items():
+            assert variant.parameters[key] == value, key
 
 
 def test_build_stamped_the_weights():

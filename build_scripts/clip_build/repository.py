@@ -60,6 +60,11 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
             for group in config.instance_group:
                 group.kind = kind
                 del group.gpus[:]
+        if backend == "pytorch":
+            # TorchScript's profiling executor re-specialises for every new input shape; the
+            # encoder sees a new sequence length with almost every batch (it trims to the longest
+            # text), so optimised execution costs far more than it gains here.
+            config.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
             f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}); do not edit.\n"

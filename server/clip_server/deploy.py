@@ -6,8 +6,8 @@ live beside these). Each model's config is read from the repository (the `--vari
 `configs/NAME.pbtxt` where present, else `config.pbtxt`), its instance groups are rewritten,
 and it is loaded with that config as Triton's `config` override.
 
-    python -m clip_server.deploy --url 127.0.0.1:8000 --variant torchscript --encoder-instances 2 --gpus 0,1
-    python -m clip_server.deploy --url 127.0.0.1:8000 --unload
+    python -m clip_server.deploy --url 127.0.0.1:8001 --variant torchscript --encoder-instances 2 --gpus 0,1
+    python -m clip_server.deploy --url 127.0.0.1:8001 --unload
 """
 
 from __future__ import annotations
@@ -50,12 +50,16 @@ def with_instances(config: mc.ModelConfig, count: int | None, gpus: list[int] | 
     return config
 
 
+def _client(url: str):
+    import tritonclient.grpc as grpc
+
+    return grpc.InferenceServerClient(url)
+
+
 def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
            encoder_instances: int | None = None, gpus: list[int] | None = None,
            tokenizer_instances: int | None = None, headers: dict | None = None) -> dict[str, str]:
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(url)
+    client = _client(url)
     overrides = {
         "clip_tokenizer": with_instances(model_config(repository, "clip_tokenizer", variant), tokenizer_instances, None),
         "clip_text_encoder": with_instances(model_config(repository, "clip_text_encoder", variant), encoder_instances, gpus),
@@ -73,9 +77,7 @@ def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None 
 
 
 def unload(url: str, headers: dict | None = None) -> None:
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(url)
+    client = _client(url)
     try:
         for name in reversed(LOAD_ORDER):
             client.unload_model(name, headers=headers)
@@ -86,7 +88,7 @@ def unload(url: str, headers: dict | None = None) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_server.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="127.0.0.1:8000", help="Triton HTTP address")
+    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                         help="local copy of the repository the server serves (configs are read from it)")
     parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")

@@ -45,7 +45,7 @@ def pytriton_paths() -> tuple[Path, Path]:
 def prepare_backend_dir(dest: Path) -> Path:
     """backends/python (+ stub for this Python) and backends/{onnxruntime,pytorch}/model.py."""
     server_dir, _ = pytriton_paths()
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    version = os.environ.get("CLIP_STUB_PYTHON_VERSION") or f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise ServerFailed(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
@@ -129,7 +129,10 @@ class LocalTritonServer:
         _, libs = pytriton_paths()
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
-        env["PATH"] = f"{Path(sys.prefix) / 'bin'}:{env.get('PATH', '')}"
+        # The stub's packages come from the python3 first on PATH: this virtualenv, unless
+        # CLIP_STUB_BIN names another environment's bin/ (one with numpy<2, say).
+        stub_bin = os.environ.get("CLIP_STUB_BIN") or str(Path(sys.prefix) / "bin")
+        env["PATH"] = f"{stub_bin}:{env.get('PATH', '')}"
         env.update(self.env)
         return env
 
@@ -147,7 +150,7 @@ class LocalTritonServer:
             if self.uses_overrides:
                 from .deploy import deploy
 
-                deploy(self.http_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
+                deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
                        self.tokenizer_instances)
         except BaseException:
             self.stop()

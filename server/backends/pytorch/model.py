@@ -3,7 +3,8 @@
 NOT the real backend: the NGC image's libtorch backend wins there. This runs the same
 TorchScript `model.pt` with the `torch` package: inputs are passed to forward() in config order,
 outputs are taken in config order (the libtorch backend's ordering rule for names without the
-`__<index>` suffix). Honours KIND_CPU / KIND_GPU and `INTRA_OP_THREAD_COUNT`.
+`__<index>` suffix). Honours KIND_CPU / KIND_GPU, `INTRA_OP_THREAD_COUNT` and
+`DISABLE_OPTIMIZED_EXECUTION`.
 """
 
 import sys
@@ -31,9 +32,11 @@ class TritonPythonModel(BatchedStandIn):
         else:
             self.device = torch.device("cpu")
         self.module = torch.jit.load(str(model_path), map_location=self.device).eval()
+        # the libtorch backend's DISABLE_OPTIMIZED_EXECUTION parameter
+        self.optimized = params.get("DISABLE_OPTIMIZED_EXECUTION", "false").lower() != "true"
 
     def run(self, feeds):
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.optimized_execution(self.optimized):
             args = [torch.from_numpy(feeds[name]).to(self.device) for name, _ in self.inputs]
             out = self.module(*args)
         out = out if isinstance(out, (tuple, list)) else (out,)
