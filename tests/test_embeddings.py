@@ -5,7 +5,7 @@ import pytest
 
 from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM
 from conftest import get_text_features, text_array, triton_infer, url_of
-from benchmarks.corpus import VARIED_64
+from benchmarks.corpus import VARIED_64, captions
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):
@@ -96,3 +96,9 @@ def test_torchscript_build_serves_the_onnx_embeddings(server, torchscript_server
     onnx = embed(server, VARIED_64)
     torchscript = embed(torchscript_server, VARIED_64)
     assert np.abs(onnx - torchscript).max() <= 1e-4
+
+
+def test_torchscript_length_buckets_keep_every_row(server, torchscript_server):
+    """Batches over 64 rows run in length-sorted groups inside the TorchScript graph."""
+    texts = captions(200, seed=3)
+    assert np.abs(embed(server, texts) - embed(torchscript_server, texts)).max() <= 1e-4

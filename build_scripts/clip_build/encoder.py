@@ -15,6 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 from urllib.parse import urlparse
 
 import torch
@@ -24,6 +25,7 @@ from .spec import CONTEXT_LENGTH, DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_
 log = logging.getLogger("clip_build")
 
 RANDOM_INIT = "random-init"
+BUCKET_ROWS = 64  # TorchScript export: batches larger than this run in length-sorted groups
 PRETRAINED = "pretrained"
 
 
@@ -165,15 +167,31 @@ class _ProjectedText(torch.nn.Module):
 
 
 class _ScriptedTrim(torch.nn.Module):
-    def __init__(self, inner, eos_token_id: int):
+    """Trim, and for large batches bucket: rows are ordered by length and run in groups of
+    `bucket_rows`, each group cut to its own longest text, so one long text in a big batch no
+    longer makes every row pay for 77 positions. Each row's result is the same either way."""
+
+    def __init__(self, inner, eos_token_id: int, bucket_rows: int = BUCKET_ROWS):
         super().__init__()
         self.inner = inner
         self.eos_token_id = eos_token_id
+        self.bucket_rows = bucket_rows
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.eos_token_id == 2:
             positions = input_ids.argmax(dim=-1)
         else:
             positions = (input_ids == self.eos_token_id).int().argmax(dim=-1)
-        length = int(positions.max().item()) + 1
-        return self.inner(input_ids[:, :length])
+        rows = input_ids.size(0)
+        if rows <= self.bucket_rows:
+            length = int(positions.max().item()) + 1
+            return self.inner(input_ids[:, :length])
+        order = torch.argsort(positions)
+        pieces: List[torch.Tensor] = []
+        for start in range(0, rows, self.bucket_rows):
+            index = order[start : start + self.bucket_rows]
+            length = int(positions.index_select(0, index).max().item()) + 1
+            pieces.append(self.inner(input_ids.index_select(0, index)[:, :length]))
+        out = torch.empty_like(torch.cat(pieces))
+        out[order] = torch.cat(pieces)
+        return out
