@@ -25,7 +25,29 @@ ENCODER_VARIANTS = {
     "torchscript": ("pytorch", TORCHSCRIPT_FILE, None),
     "torchscript_cpu": ("pytorch", TORCHSCRIPT_FILE, mc.ModelInstanceGroup.KIND_CPU),
     "torchscript_fp16": ("pytorch", TORCHSCRIPT_FP16_FILE, None),  # written when the build has --fp16
+    "tensorrt_fp16": ("onnxruntime", ONNX_FILE, None),  # + ONNX Runtime's TensorRT accelerator, below
 }
+TRT_ENGINE_CACHE = "/trt-cache"  # a volume in docker-compose.yml: engines survive restarts
+
+
+def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
+    """ONNX Runtime's TensorRT execution accelerator in FP16, engine cache on a volume, one
+    optimisation profile covering 1..max_batch_size rows of context-length ids. Check FP16
+    against FP32 before trusting it: python -m clip_server.verify (cosine >= 0.999)."""
+    name, dims = config.input[0].name, "x".join(str(d) for d in config.input[0].dims)
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+    accelerator.name = "tensorrt"
+    settings = {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(4 << 30),
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": TRT_ENGINE_CACHE,
+        "trt_profile_min_shapes": f"{name}:1x{dims}",
+        "trt_profile_opt_shapes": f"{name}:{max(1, config.max_batch_size // 4)}x{dims}",
+        "trt_profile_max_shapes": f"{name}:{config.max_batch_size}x{dims}",
+    }
+    for key, value in settings.items():
+        accelerator.parameters[key] = value
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -60,6 +82,8 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
             for group in config.instance_group:
                 group.kind = kind
                 del group.gpus[:]
+        if name == "tensorrt_fp16":
+            add_tensorrt_fp16(config)
         if backend == "pytorch":
             # TorchScript's profiling executor re-specialises for every new input shape; the
             # encoder sees a new sequence length with almost every batch (it trims to the longest

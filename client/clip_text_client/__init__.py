@@ -1,9 +1,9 @@
 """Python client for the CLIP text embedding Triton repository: documents in, embeddings out."""
 
 from .client import CLIPTextClient, ModelInfo, RandomWeightsWarning
-from .errors import CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
+from .errors import AccessDeniedError, CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
 
 __all__ = [
     "CLIPTextClient", "ModelInfo", "RandomWeightsWarning",
-    "CLIPClientError", "InvalidItemError", "ModelNotReadyError", "ServerUnavailableError",
+    "AccessDeniedError", "CLIPClientError", "InvalidItemError", "ModelNotReadyError", "ServerUnavailableError",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def parse_args(argv=None):
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                         help="request header, e.g. an access key (repeatable)")
+    parser.add_argument("--api-key-env", default=None, metavar="VAR",
+                        help="send the access key held in this environment variable (restricted servers)")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for the server")
     parser.add_argument("--no-progress", action="store_true")
@@ -106,7 +109,8 @@ def main(argv=None) -> int:
     try:
         with CLIPTextClient(args.url, protocol=args.protocol, model=args.model, batch_size=args.batch_size,
                             concurrency=args.concurrency, timeout=args.timeout, headers=headers,
-                            wait_ready=args.wait_ready, normalize=args.normalize) as client:
+                            wait_ready=args.wait_ready, normalize=args.normalize,
+                            api_key=os.environ.get(args.api_key_env) if args.api_key_env else None) as client:
             try:
                 vectors = client.encode(texts, show_progress=not args.no_progress)
             except InvalidItemError as exc:

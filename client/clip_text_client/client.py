@@ -26,12 +26,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
+from .errors import AccessDeniedError, CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
 from .transport import RequestRejected, RetryableError, Transport
 
 log = logging.getLogger("clip_text_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+API_KEY_HEADER = "x-api-key"  # the header the server's --http-restricted-api / --grpc-restricted-protocol name
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 
 
 class RandomWeightsWarning(UserWarning):
@@ -60,6 +62,7 @@ class CLIPTextClient:
         retries: int = 4,
         backoff: float = 0.5,
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
         wait_ready: float = 0.0,
         normalize: bool = False,
         sort_by_length: bool = True,
@@ -74,6 +77,10 @@ class CLIPTextClient:
         self.batch_size, self.concurrency = batch_size, concurrency
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.headers, self.normalize, self.ssl = dict(headers or {}), normalize, ssl
+        if api_key:
+            # Triton's restricted APIs: HTTP checks the header as configured, gRPC checks it with
+            # the "triton-grpc-protocol-" prefix
+            self.headers[API_KEY_HEADER if protocol == "http" else GRPC_HEADER_PREFIX + API_KEY_HEADER] = api_key
         self.sort_by_length = sort_by_length
         self._local = threading.local()
         self._transports: list[Transport] = []
@@ -100,9 +107,9 @@ class CLIPTextClient:
         server_seen = False
         while True:
             transport = self._transport()
-            if transport.server_ready() or transport.model_ready(self.model):
+            if transport.server_ready():
                 server_seen = True
-                if transport.model_ready(self.model):
+                if transport.model_ready(self.model):  # AccessDeniedError without the right key
                     return
             if time.monotonic() >= deadline:
                 if server_seen:

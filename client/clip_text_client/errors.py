@@ -11,6 +11,10 @@ class ServerUnavailableError(CLIPClientError):
     """No server answered at the URL (after the configured retries)."""
 
 
+class AccessDeniedError(CLIPClientError, PermissionError):
+    """The server requires an access key (Triton restricted APIs) and none or a wrong one was sent."""
+
+
 class ModelNotReadyError(CLIPClientError):
     """The server answers, but the model is not loaded or not ready."""
 

@@ -46,6 +46,7 @@ class CLIPTextEncoder(Executor):
         max_length: int = SERVER_CONTEXT_LENGTH,
         concurrency: int = 4,
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
         timeout: float = 60.0,
         wait_ready: float = 0.0,
         *args: Any,
@@ -61,7 +62,8 @@ class CLIPTextEncoder(Executor):
             access_paths = traversal_paths
         self.access_paths = access_paths
         self.client = CLIPTextClient(url, protocol=protocol, model=model, batch_size=batch_size,
-                                     concurrency=concurrency, headers=headers, timeout=timeout, wait_ready=wait_ready)
+                                     concurrency=concurrency, headers=headers, api_key=api_key, timeout=timeout,
+                                     wait_ready=wait_ready)
 
     @requests
     def encode(self, docs: DocList[TextDoc], parameters: dict | None = None, **kwargs) -> DocList[TextDoc]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CLIPClientError, ModelNotReadyError, ServerUnavailableError
+from .errors import AccessDeniedError, CLIPClientError, ModelNotReadyError, ServerUnavailableError
 
 
 class RetryableError(CLIPClientError):
@@ -28,6 +28,8 @@ def classify(exc: BaseException) -> CLIPClientError:
     if isinstance(exc, InferenceServerException):
         status, message = str(exc.status() or ""), exc.message() or str(exc)
         lowered = message.lower()
+        if "restricted" in lowered or status in ("StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED", "401", "403"):
+            return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
         if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
             return ModelNotReadyError(message)
         if status in _RETRYABLE_GRPC or status in ("502", "503", "504") or "timed out" in lowered \
@@ -64,7 +66,7 @@ class Transport:
         except Exception as exc:
             raise classify(exc) from exc
 
-    def server_ready(self) -> bool:
+    def server_ready(self) -> bool:  # health needs no key, also on a restricted server
         try:
             return bool(self._call(self.client.is_server_ready, headers=self.headers))
         except CLIPClientError:
@@ -73,6 +75,8 @@ class Transport:
     def model_ready(self, model: str) -> bool:
         try:
             return bool(self._call(self.client.is_model_ready, model, headers=self.headers))
+        except AccessDeniedError:
+            raise
         except CLIPClientError:
             return False
 

@@ -6,6 +6,7 @@ Ctrl-C stops the server cleanly. --exit-after-demo stops it after the demo (for 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ def demo(server: LocalTritonServer) -> None:
     from clip_text_client import CLIPTextClient
 
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-        with CLIPTextClient(url, protocol=protocol) as client:
+        with CLIPTextClient(url, protocol=protocol, api_key=server.api_key) as client:
             vectors = client.encode(DEMO_TEXTS)
             info = client.model_info()
         print(f"\n[{protocol}] {url}: embedded {len(DEMO_TEXTS)} texts -> {vectors.shape} {vectors.dtype} "
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
                         help="encoder instances (per GPU in --gpus); loads models through the repository API")
     parser.add_argument("--gpus", default=None, help="GPU ids for the encoder, e.g. 0,1 (KIND_GPU variants)")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
+    parser.add_argument("--api-key-env", default=None, metavar="VAR",
+                        help="require header x-api-key with the value of this environment variable "
+                             "(every API but health)")
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
@@ -65,6 +69,7 @@ def main(argv=None) -> int:
         metrics_port=args.metrics_port, config_name=args.config_name or None, log_verbose=args.log_verbose,
         encoder_instances=args.encoder_instances, tokenizer_instances=args.tokenizer_instances,
         gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
+        api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
     print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
     try:

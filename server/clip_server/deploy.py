@@ -22,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from .local import DEFAULT_REPOSITORY
 
 LOAD_ORDER = ("clip_tokenizer", "clip_text_encoder", "clip_text")  # composing models before the ensemble
+TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
 
 
 def model_config(repository: Path, model: str, variant: str | None) -> mc.ModelConfig:
@@ -58,17 +59,16 @@ def _client(url: str):
 
 def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
            encoder_instances: int | None = None, gpus: list[int] | None = None,
-           tokenizer_instances: int | None = None, headers: dict | None = None) -> dict[str, str]:
+           tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "") -> dict[str, str]:
+    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_build.namespace)."""
     client = _client(url)
-    overrides = {
-        "clip_tokenizer": with_instances(model_config(repository, "clip_tokenizer", variant), tokenizer_instances, None),
-        "clip_text_encoder": with_instances(model_config(repository, "clip_text_encoder", variant), encoder_instances, gpus),
-        "clip_text": model_config(repository, "clip_text", variant),
-    }
+    counts = {TOKENIZER: (tokenizer_instances, None), ENCODER: (encoder_instances, gpus), ENSEMBLE: (None, None)}
     loaded = {}
     try:
-        for name in LOAD_ORDER:
-            config_json = json_format.MessageToJson(overrides[name], preserving_proto_field_name=True)
+        for model in LOAD_ORDER:
+            name = prefix + model
+            config = with_instances(model_config(repository, name, variant), *counts[model])
+            config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
             client.load_model(name, headers=headers, config=config_json)
             loaded[name] = "ready" if client.is_model_ready(name, headers=headers) else "not ready"
     finally:
@@ -76,11 +76,11 @@ def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None 
     return loaded
 
 
-def unload(url: str, headers: dict | None = None) -> None:
+def unload(url: str, headers: dict | None = None, prefix: str = "") -> None:
     client = _client(url)
     try:
-        for name in reversed(LOAD_ORDER):
-            client.unload_model(name, headers=headers)
+        for model in reversed(LOAD_ORDER):
+            client.unload_model(prefix + model, headers=headers)
     finally:
         client.close()
 
@@ -95,15 +95,19 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
+    parser.add_argument("--prefix", default="", help="model name prefix of a namespaced repository")
+    parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                        help="request header, e.g. the repository API key (repeatable)")
     parser.add_argument("--unload", action="store_true")
     args = parser.parse_args(argv)
+    headers = dict(h.split("=", 1) for h in args.header) or None
     if args.unload:
-        unload(args.url)
-        print("unloaded", ", ".join(LOAD_ORDER))
+        unload(args.url, headers, args.prefix)
+        print("unloaded", ", ".join(args.prefix + m for m in LOAD_ORDER))
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     for name, state in deploy(args.url, args.repository, args.variant, args.encoder_instances, gpus,
-                              args.tokenizer_instances).items():
+                              args.tokenizer_instances, headers, args.prefix).items():
         print(f"{name}: {state}")
     return 0
 

@@ -29,6 +29,11 @@ STANDIN_BACKENDS = REPO_ROOT / "server" / "backends"
 STANDIN_NAMES = ("onnxruntime", "pytorch")
 
 
+API_KEY_HEADER = "x-api-key"
+# everything but health (load balancers and probes need it without a key)
+RESTRICTED_APIS = "inference,metadata,model-config,model-repository,statistics,shared-memory,trace,logging"
+
+
 class ServerFailed(RuntimeError):
     pass
 
@@ -87,6 +92,11 @@ class LocalTritonServer:
     encoder_instances: int | None = None
     gpus: list[int] | None = None
     tokenizer_instances: int | None = None
+    # Access control: with a key, every API but health needs the header `x-api-key: <key>`
+    # (Triton's restricted APIs). The key is passed on the command line, never logged by us.
+    api_key: str | None = None
+    model_control_mode: str | None = None  # "explicit" for a fleet; default: Triton's "none"
+    prefix: str = ""  # model name prefix of a namespaced repository (clip_build.namespace)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
@@ -117,9 +127,19 @@ class LocalTritonServer:
         ]
         if self.config_name:
             cmd.append(f"--model-config-name={self.config_name}")
-        if self.uses_overrides:
-            cmd.append("--model-control-mode=explicit")
+        mode = "explicit" if self.uses_overrides else self.model_control_mode
+        if mode:
+            cmd.append(f"--model-control-mode={mode}")
+        if self.api_key:
+            restricted = f"{RESTRICTED_APIS}:{API_KEY_HEADER}={self.api_key}"
+            cmd += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
         return cmd + list(self.extra_args)
+
+    def headers(self, protocol: str = "grpc") -> dict[str, str] | None:
+        """Raw request headers carrying the key (gRPC wants Triton's protocol prefix)."""
+        if not self.api_key:
+            return None
+        return {API_KEY_HEADER if protocol == "http" else "triton-grpc-protocol-" + API_KEY_HEADER: self.api_key}
 
     @property
     def uses_overrides(self) -> bool:
@@ -151,7 +171,7 @@ class LocalTritonServer:
                 from .deploy import deploy
 
                 deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
-                       self.tokenizer_instances)
+                       self.tokenizer_instances, self.headers("grpc"), self.prefix)
         except BaseException:
             self.stop()
             raise

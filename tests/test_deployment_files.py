@@ -1,0 +1,90 @@
+"""docker-compose.yml, the Dockerfiles and the Kubernetes manifests, checked offline (no engine,
+no cluster here): schema validation, lint, and the settings the fleet relies on."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+DOCKERFILES = sorted((REPO_ROOT / "docker").glob("*/Dockerfile"))
+MANIFESTS = sorted((REPO_ROOT / "deploy" / "k8s").glob("*.yaml"))
+REQUIRE_TOOLS = bool(os.environ.get("CI"))
+
+
+def compose_config(env: dict | None = None) -> dict:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if REQUIRE_TOOLS:
+            pytest.fail("docker-compose missing: scripts/test.sh installs Debian's docker-compose")
+        pytest.skip("docker-compose not installed")
+    result = subprocess.run([tool, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_validates_and_binds_loopback_by_default():
+    config = compose_config()
+    server = config["services"]["tritonserver"]
+    published = {(p["host_ip"], p["target"]) if isinstance(p, dict) else tuple(p.rsplit(":", 1)) for p in server["ports"]}
+    assert published == {("127.0.0.1", 8000), ("127.0.0.1", 8001), ("127.0.0.1", 8002)} or \
+        all(str(p).startswith("127.0.0.1:") for p in server["ports"])
+
+
+def test_compose_server_settings():
+    config = compose_config({"CLIP_GPU_COUNT": "2", "CLIP_BIND": "0.0.0.0"})
+    server, build = config["services"]["tritonserver"], config["services"]["build"]
+    devices = server["deploy"]["resources"]["reservations"]["devices"][0]
+    assert devices["driver"] == "nvidia" and str(devices["count"]) == "2" and "gpu" in devices["capabilities"]
+    assert build["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert server["depends_on"]["build"]["condition"] == "service_completed_successfully"
+    assert "/v2/health/ready" in " ".join(server["healthcheck"]["test"])
+    assert server["restart"] == "unless-stopped"
+    assert str(server["shm_size"]).lower() in ("2gb", "2147483648")
+    assert any("hf-cache" in str(v) for v in build["volumes"])
+    assert any(":/models" in str(v) for v in server["volumes"])
+    assert all(not str(p).startswith("127.0.0.1") for p in server["ports"]) or \
+        all(p.get("host_ip") == "0.0.0.0" for p in server["ports"] if isinstance(p, dict))
+
+
+def test_compose_pins_the_release():
+    text = COMPOSE.read_text()
+    assert "TRITON_RELEASE:-24.10" in text
+    for dockerfile in DOCKERFILES:
+        assert "ARG TRITON_RELEASE=24.10" in dockerfile.read_text()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfiles_lint_clean(dockerfile):
+    hadolint = shutil.which("hadolint") or str(Path(os.sys.prefix) / "bin" / "hadolint")
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_manifests_validate():
+    tool = str(Path(os.sys.prefix) / "bin" / "kubernetes-validate")
+    result = subprocess.run([tool, "--strict", *map(str, MANIFESTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_deployment_has_what_the_fleet_needs():
+    docs = [d for m in MANIFESTS for d in yaml.safe_load_all(m.read_text()) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
+    assert deployment["spec"]["replicas"] >= 2
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
+    assert any("restricted" in a for a in container["args"])

@@ -1,0 +1,112 @@
+"""A shared fleet: explicit model control next to another team's model, namespaced names,
+instance counts without editing files, and access control - against real tritonservers."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+from clip_build.namespace import namespaced
+from clip_server import LocalTritonServer
+from clip_server.deploy import deploy, unload
+from clip_text_client import AccessDeniedError, CLIPTextClient
+from conftest import REPOSITORY, text_array, triton_infer
+
+OTHER_MODEL = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
+                for r in requests]
+'''
+OTHER_CONFIG = '''name: "other_team_echo"
+backend: "python"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+'''
+
+
+@pytest.fixture(scope="module")
+def fleet_repository(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    names = namespaced(REPOSITORY, root, "search_")
+    other = root / "other_team_echo"
+    (other / "1").mkdir(parents=True)
+    (other / "1" / "model.py").write_text(OTHER_MODEL)
+    (other / "config.pbtxt").write_text(OTHER_CONFIG)
+    return root, names
+
+
+def test_namespaced_copy_is_consistent(fleet_repository):
+    root, names = fleet_repository
+    assert names == ["search_clip_tokenizer", "search_clip_text_encoder", "search_clip_text"]
+    ensemble = (root / "search_clip_text" / "config.pbtxt").read_text()
+    assert 'model_name: "search_clip_tokenizer"' in ensemble and 'model_name: "search_clip_text_encoder"' in ensemble
+    assert 'name: "search_clip_text_encoder"' in (root / "search_clip_text_encoder" / "configs" / "cpu.pbtxt").read_text()
+
+
+def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, server):
+    root, _ = fleet_repository
+    with LocalTritonServer.on_free_ports(repository=root, model_control_mode="explicit") as srv:
+        admin = grpc.InferenceServerClient(srv.grpc_url)
+        admin.load_model("other_team_echo")
+        loaded = deploy(srv.grpc_url, root, "cpu", encoder_instances=2, tokenizer_instances=3, prefix="search_")
+        assert set(loaded.values()) == {"ready"}
+        config = admin.get_model_config("search_clip_text_encoder", as_json=True)["config"]
+        assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
+        assert admin.get_model_config("search_clip_tokenizer", as_json=True)["config"]["instance_group"][0]["count"] == 3
+        texts = ["a photo of a cat", "fleet"]
+        with CLIPTextClient(srv.grpc_url, model="search_clip_text") as c:
+            got = c.encode(texts)
+            assert c.model_info().weights in ("random-init", "pretrained")  # found through the namespaced steps
+        (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"])
+        assert np.abs(got - expected).max() <= 1e-5
+        unload(srv.grpc_url, prefix="search_")
+        assert not admin.is_model_ready("search_clip_text")
+        assert admin.is_model_ready("other_team_echo")
+        (out,) = triton_infer("grpc", srv.grpc_url, "other_team_echo", {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
+        assert out.tolist() == [[1.0, 1.0]]
+        admin.close()
+
+
+def test_repository_control_api_is_closed_by_default(server):
+    client = http.InferenceServerClient(server.http_url)
+    try:
+        with pytest.raises(InferenceServerException, match=r"(?i)explicit|not allowed|polling"):
+            client.unload_model("clip_text")
+        assert client.is_model_ready("clip_text")
+    finally:
+        client.close()
+    assert server.host == "127.0.0.1"
+    assert "--http-address=127.0.0.1" in server.command(server.state_dir)
+
+
+def test_restricted_apis_need_the_key_and_it_never_reaches_the_log(tmp_path):
+    key = "k3y-" + "x" * 20
+    with LocalTritonServer.on_free_ports(api_key=key) as srv:
+        for protocol, url, module in (("http", srv.http_url, http), ("grpc", srv.grpc_url, grpc)):
+            with pytest.raises(InferenceServerException):
+                triton_infer(protocol, url, "clip_text", {"TEXT": text_array(["no key"])}, ["EMBEDDING"])
+            with CLIPTextClient(url, protocol=protocol) as anonymous:
+                with pytest.raises(AccessDeniedError, match="api_key"):
+                    anonymous.encode(["no key"])
+            with CLIPTextClient(url, protocol=protocol, api_key="wrong") as wrong:
+                with pytest.raises(AccessDeniedError):
+                    wrong.encode(["wrong key"])
+            with CLIPTextClient(url, protocol=protocol, api_key=key) as client:
+                assert client.encode(["with the key"]).shape == (1, 512)
+            with CLIPTextClient(url, protocol=protocol, api_key=key, wait_ready=10) as client:
+                assert client.model_info().dim == 512
+            health = module.InferenceServerClient(url)
+            assert health.is_server_ready()  # probes need no key
+            health.close()
+        log = srv.log_path.read_text(errors="replace")
+    assert key not in log
