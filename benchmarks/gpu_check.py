@@ -61,6 +61,35 @@ def run_points(url, label, quick, processes, results, kind="mixed", points=POINT
         print(f"[{label}] {format_row(r)}", flush=True)
 
 
+def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | None:
+    """Triton's own C++ load generator, one caption per request, for the single-text points."""
+    import shutil
+
+    binary = shutil.which("perf_analyzer") or next(
+        (str(p) for p in map(Path, sys.path) if (p / "perf_analyzer" / "bin" / "perf_analyzer").is_file()
+         for p in [p / "perf_analyzer" / "bin" / "perf_analyzer"]), None)
+    if binary is None:
+        return None
+    data = out / "perf_analyzer_input.json"
+    data.write_text(json.dumps({"data": [{"TEXT": [t]} for t in captions(1024, seed=5)]}))
+    csv = out / f"perf_analyzer_{label}_c{concurrency}.csv"
+    cmd = [binary, "-m", "clip_text", "-u", url, "-i", "grpc", "--input-data", str(data), "--shape", "TEXT:1",
+           "-b", "1", "--concurrency-range", str(concurrency), "--measurement-interval", "5000", "-f", str(csv)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    (out / f"perf_analyzer_{label}_c{concurrency}.txt").write_text(proc.stdout + proc.stderr)
+    lines = csv.read_text().splitlines() if csv.exists() else []
+    if proc.returncode != 0 or len(lines) < 2:
+        print(f"perf_analyzer failed ({proc.returncode}): {proc.stderr[-500:]}", flush=True)
+        return None
+    row = dict(zip(lines[0].split(","), lines[1].split(",")))
+    result = {"tool": "perf_analyzer", "variant": label, "concurrency": concurrency, "texts_per_request": 1,
+              "docs_per_s": float(row["Inferences/Second"]), "p50_ms": float(row["p50 latency"]) / 1e3,
+              "p99_ms": float(row["p99 latency"]) / 1e3}
+    print(f"[{label}] perf_analyzer c={concurrency:>3} x 1: {result['docs_per_s']:.1f} docs/s "
+          f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms", flush=True)
+    return result
+
+
 def main(argv=None) -> int:
     from clip_server import LocalTritonServer
     from clip_server.deploy import deploy
@@ -117,6 +146,10 @@ def main(argv=None) -> int:
             report["fp16_max_abs_diff_vs_fp32"]), flush=True)
         run_points(url, "fp16", args.quick, args.processes, report["load"])
         run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+        for concurrency in (1, 64):
+            result = perf_analyzer(url, concurrency, args.out, "fp16")
+            if result:
+                report["load"].append(result)
     finally:
         server.stop()
         (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-200_000:])
