@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--tokenizer-instances", type=int, default=8)
     parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--parity-only", action="store_true",
+                        help="instances, fp32 parity and one bulk point (for a multi-GPU check)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",")]
@@ -124,6 +126,9 @@ def main(argv=None) -> int:
         report["fp32_min_cosine_vs_cpu_onnx"] = float(cosine(fp32, reference).min())
         print("fp32 GPU vs CPU ONNX: max abs diff %.2e, min cosine %.6f" % (
             report["fp32_max_abs_diff_vs_cpu_onnx"], report["fp32_min_cosine_vs_cpu_onnx"]), flush=True)
+        if args.parity_only:
+            run_points(url, "fp32", args.quick, args.processes, report["load"], points=[(16, 256)])
+            return 0
         run_points(url, "fp32", args.quick, args.processes, report["load"])
         run_points(url, "fp32", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
 
