@@ -178,7 +178,7 @@ class CLIPTextClient:
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, items: Iterable[Any], *, normalize: bool | None = None, show_progress: bool = False,
-               on_error: str = "raise"):
+               on_error: str = "raise", _cancel: threading.Event | None = None):
         """Embed `items`.
 
         - a list/iterable of str -> np.ndarray [N, dim] float32, row i for item i;
@@ -217,7 +217,7 @@ class CLIPTextClient:
             positions.append(index)
 
         info = self.model_info() if payloads or not docs_mode else None
-        embeddings, failed = self._embed_all(payloads, show_progress) if payloads else (None, {})
+        embeddings, failed = self._embed_all(payloads, show_progress, _cancel) if payloads else (None, {})
         for local, message in failed.items():
             errors[positions[local]] = message
         if embeddings is not None and (self.normalize if normalize is None else normalize):
@@ -241,11 +241,18 @@ class CLIPTextClient:
         return result
 
     async def aencode(self, items: Iterable[Any], **kwargs):
-        """encode() for asyncio: runs off the event loop, same arguments and results."""
+        """encode() for asyncio: runs off the event loop, same arguments and results. Cancelling
+        the awaiting task stops sending further requests (those in flight finish)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(self.encode, items, **kwargs))
+        cancel = threading.Event()
+        future = loop.run_in_executor(None, functools.partial(self.encode, items, _cancel=cancel, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
-    def _embed_all(self, payloads: list[bytes], show_progress: bool):
+    def _embed_all(self, payloads: list[bytes], show_progress: bool, cancel: threading.Event | None = None):
         info = self.model_info()
         size = min(self.batch_size, info.max_batch_size) if info.max_batch_size > 0 else 1
         # Length-sorted requests: a batch costs as much as its longest text times its size (the
@@ -266,6 +273,8 @@ class CLIPTextClient:
             futures = {}
             next_chunk = 0
             for done_index in range(len(chunks)):
+                if cancel is not None and cancel.is_set():
+                    raise CLIPClientError("encode cancelled")
                 while next_chunk < len(chunks) and next_chunk < done_index + self.concurrency:
                     futures[next_chunk] = self._pool.submit(self._embed_chunk, chunks[next_chunk][1])
                     next_chunk += 1

@@ -32,6 +32,8 @@ def classify(exc: BaseException) -> CLIPClientError:
             return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
         if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
             return ModelNotReadyError(message)
+        if "not healthy" in lowered or "stub process" in lowered:  # a backend process died; others may serve
+            return RetryableError(message)
         if status in _RETRYABLE_GRPC or status in ("502", "503", "504") or "timed out" in lowered \
                 or "deadline" in lowered or "connect" in lowered or "unavailable" in lowered:
             return RetryableError(message)

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--api-key-env", default=None, metavar="VAR",
                         help="require header x-api-key with the value of this environment variable "
                              "(every API but health)")
+    parser.add_argument("--no-supervise", action="store_true",
+                        help="do not restart the server when it exits or loses a Python-backend stub")
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
         print(f"tritonserver failed to start: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if not args.no_supervise:
+        server.supervise()
     try:
         print(f"ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
               f"metrics http://{server.host}:{server.metrics_port}/metrics  model: clip_text", flush=True)
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
         if args.exit_after_demo:
             return 0
         print("\nserving; Ctrl-C to stop", flush=True)
-        while server.process.poll() is None:
+        while not args.no_supervise or server.process.poll() is None:  # the supervisor restarts it
             time.sleep(0.5)
         print(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -99,6 +100,52 @@ class LocalTritonServer:
     prefix: str = ""  # model name prefix of a namespaced repository (clip_build.namespace)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    restarts: int = 0  # how often the supervisor restarted the server
+
+    # -- supervision ----------------------------------------------------------------------
+    def stub_pids(self) -> list[int]:
+        """Python-backend stub processes of this server (their path holds this server's port)."""
+        marker = f"backends-{self.http_port}/python/triton_python_backend_stub"
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                        pids.append(int(entry.name))
+                except OSError:
+                    continue
+        return pids
+
+    def supervise(self, interval: float = 1.0) -> threading.Thread:
+        """Restart the server (same ports) when it exits or loses a Python-backend stub.
+
+        Triton 2.51 does not restart a stub that died (its instance then fails every request
+        routed to it with "Stub process ... is not healthy"); a restart restores every instance.
+        Clients ride it out with their retries."""
+        self._stop_supervising = threading.Event()
+        expected = len(self.stub_pids())
+
+        def loop():
+            nonlocal expected
+            while not self._stop_supervising.wait(interval):
+                alive = self.process is not None and self.process.poll() is None
+                if alive and len(self.stub_pids()) >= expected:
+                    continue
+                if self._stop_supervising.is_set():
+                    return
+                reason = "exited" if not alive else "lost a Python-backend stub"
+                print(f"[clip_server] tritonserver {reason}; restarting it", file=sys.stderr, flush=True)
+                self.stop(timeout=10)
+                try:
+                    self.start()
+                    self.restarts += 1
+                    expected = len(self.stub_pids())
+                except ServerFailed as exc:
+                    print(f"[clip_server] restart failed: {exc}", file=sys.stderr, flush=True)
+
+        thread = threading.Thread(target=loop, name="tritonserver-supervisor", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def http_url(self) -> str:
@@ -159,7 +206,7 @@ class LocalTritonServer:
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         self.state_dir.mkdir(parents=True, exist_ok=True)
         backend_dir = prepare_backend_dir(self.state_dir / f"backends-{self.http_port}")
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
             start_new_session=True,  # Ctrl-C in a terminal reaches us; we stop the server ourselves
@@ -201,6 +248,8 @@ class LocalTritonServer:
             return "(no log)"
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        if getattr(self, "_stop_supervising", None) is not None and threading.current_thread().name != "tritonserver-supervisor":
+            self._stop_supervising.set()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGINT)  # tritonserver unloads models, stops its stubs
