@@ -35,7 +35,9 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from conftest import build_info
 
-    model = load_clip_model(build_info()["reference_checkpoint"])
+    from clip_build.encoder import reference_clip_model
+
+    model = reference_clip_model(build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
     # truncation to 77, padding to the longest of the batch (pad = EOT, like openai's checkpoints).
     tok = Tokenizer.from_file(str(REPO_ROOT / "model_repository" / "clip_tokenizer" / "1" / "tokenizer.json"))
@@ -55,22 +57,6 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
             features = features if isinstance(features, torch.Tensor) else features.pooler_output
             out.append(features.numpy())
     return np.concatenate(out), time.perf_counter() - start
-
-
-def load_clip_model(source: str):
-    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
-
-    try:
-        return CLIPModel.from_pretrained(source, local_files_only=True).eval()
-    except Exception:
-        text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
-        vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
-                      image_size=32, patch_size=16)
-        model = CLIPModel(CLIPConfig(text_config=text.config.to_dict(), vision_config=vision,
-                                     projection_dim=text.config.projection_dim)).eval()
-        model.text_model.load_state_dict(text.text_model.state_dict())
-        model.text_projection.load_state_dict(text.text_projection.state_dict())
-        return model
 
 
 def server_run(url: str, texts: list[str], concurrency: int, sort_by_length: bool):

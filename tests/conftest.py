@@ -43,21 +43,9 @@ def torchscript_server():
 def hf_model():
     """HF `CLIPModel` with the weights the repository was built from, for `get_text_features`
     in-process (the Jina executor's computation)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
+    from clip_build.encoder import reference_clip_model
 
-    source = build_info()["reference_checkpoint"]
-    try:
-        return CLIPModel.from_pretrained(source, local_files_only=True).eval()
-    except Exception:  # a text-tower-only checkpoint (the random-init build saves one)
-        text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
-        tiny_vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
-                           image_size=32, patch_size=16)
-        config = CLIPConfig(text_config=text.config.to_dict(), vision_config=tiny_vision,
-                            projection_dim=text.config.projection_dim)
-        model = CLIPModel(config).eval()
-        model.text_model.load_state_dict(text.text_model.state_dict())
-        model.text_projection.load_state_dict(text.text_projection.state_dict())
-        return model
+    return reference_clip_model(build_info()["reference_checkpoint"])
 
 
 def get_text_features(model, ids) -> np.ndarray:

@@ -96,6 +96,26 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def reference_clip_model(source: str):
+    """HF `CLIPModel` holding the text weights of `source` (a full CLIP checkpoint, or the
+    text-tower-only folder a random-init build saves), so `get_text_features` - the Jina
+    executor's computation - can run in-process on the repository's exact weights."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
+
+    try:
+        return CLIPModel.from_pretrained(source, local_files_only=True).eval()
+    except Exception:
+        text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
+        tiny_vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
+                           image_size=32, patch_size=16)
+        config = CLIPConfig(text_config=text.config.to_dict(), vision_config=tiny_vision,
+                            projection_dim=text.config.projection_dim)
+        model = CLIPModel(config).eval()
+        model.text_model.load_state_dict(text.text_model.state_dict())
+        model.text_projection.load_state_dict(text.text_projection.state_dict())
+        return model
+
+
 def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """Where HF's CLIPTextTransformer pools: the first EOT of each row. Checkpoints with the legacy
     eos_token_id == 2 (openai/*) take argmax(input_ids), which is the first EOT as well since EOT
