@@ -65,9 +65,8 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
     """Triton's own C++ load generator, one caption per request, for the single-text points."""
     import shutil
 
-    binary = shutil.which("perf_analyzer") or next(
-        (str(p) for p in map(Path, sys.path) if (p / "perf_analyzer" / "bin" / "perf_analyzer").is_file()
-         for p in [p / "perf_analyzer" / "bin" / "perf_analyzer"]), None)
+    candidates = [Path(entry) / "perf_analyzer" / "bin" / "perf_analyzer" for entry in sys.path]
+    binary = shutil.which("perf_analyzer") or next((str(p) for p in candidates if p.is_file()), None)
     if binary is None:
         return None
     data = out / "perf_analyzer_input.json"

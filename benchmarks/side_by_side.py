@@ -32,12 +32,11 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     import torch
     from tokenizers import Regex, Tokenizer, normalizers
 
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import build_info
+    from clip_build.repository import read_build_info
 
     from clip_build.encoder import reference_clip_model
 
-    model = reference_clip_model(build_info()["reference_checkpoint"])
+    model = reference_clip_model(read_build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
     # truncation to 77, padding to the longest of the batch (pad = EOT, like openai's checkpoints).
     tok = Tokenizer.from_file(str(REPO_ROOT / "model_repository" / "clip_tokenizer" / "1" / "tokenizer.json"))

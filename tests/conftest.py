@@ -6,13 +6,12 @@ Never a mock: every test here talks to a tritonserver over HTTP or gRPC. Server 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clip_build.spec import ENCODER_MODEL
+from clip_build.repository import read_build_info
 from clip_server import LocalTritonServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,10 +19,10 @@ REPOSITORY = REPO_ROOT / "model_repository"
 
 
 def build_info() -> dict:
-    path = REPOSITORY / ENCODER_MODEL / "1" / "build_info.json"
-    if not path.is_file():
+    try:
+        return read_build_info(REPOSITORY)
+    except FileNotFoundError:
         pytest.exit("model repository not built: run `python -m clip_build` (scripts/test.sh does)", returncode=2)
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,17 @@ def private_server():
     srv.stop()
 
 
+def encode_during(srv, texts, fault, **client_options):
+    """Encode `texts` through the client while `fault` runs in a thread; (embeddings, seconds)."""
+    thread = threading.Thread(target=fault)
+    thread.start()
+    t0 = time.monotonic()
+    with CLIPTextClient(srv.grpc_url, batch_size=32, backoff=0.5, **client_options) as c:
+        out = c.encode(texts)
+    thread.join()
+    return out, time.monotonic() - t0
+
+
 def test_killed_tokenizer_stub_under_load_loses_nothing(private_server, server):
     srv = private_server
     srv.supervise(interval=0.5)
@@ -146,13 +157,8 @@ def test_killed_tokenizer_stub_under_load_loses_nothing(private_server, server):
         time.sleep(1.0)
         os.kill(stubs[0], signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_soon)
-    killer.start()
-    t0 = time.monotonic()
-    with CLIPTextClient(srv.grpc_url, batch_size=32, concurrency=8, retries=12, backoff=0.5) as c:
-        out = c.encode(texts)
-    killer.join()
-    print(f"\n[figure] stub killed under load: {len(texts)} docs in {time.monotonic() - t0:.1f}s, "
+    out, seconds = encode_during(srv, texts, kill_soon, concurrency=8, retries=12)
+    print(f"\n[figure] stub killed under load: {len(texts)} docs in {seconds:.1f}s, "
           f"server restarts {srv.restarts}, rows embedded {int(np.isfinite(out).all(axis=1).sum())}")
     assert srv.restarts >= 1 or all(pid != stubs[0] for pid in srv.stub_pids())
     assert np.isfinite(out).all()
@@ -172,13 +178,8 @@ def test_server_restart_mid_run_every_document_once_in_order(private_server, ser
         srv.start()
         done.set()
 
-    restarter = threading.Thread(target=restart_soon)
-    restarter.start()
-    t0 = time.monotonic()
-    with CLIPTextClient(srv.grpc_url, batch_size=32, concurrency=4, retries=15, backoff=0.5) as c:
-        out = c.encode(texts)
-    restarter.join()
-    print(f"\n[figure] server restarted mid-run: {len(texts)} docs in {time.monotonic() - t0:.1f}s, "
+    out, seconds = encode_during(srv, texts, restart_soon, concurrency=4, retries=15)
+    print(f"\n[figure] server restarted mid-run: {len(texts)} docs in {seconds:.1f}s, "
           f"rows embedded {int(np.isfinite(out).all(axis=1).sum())}, distinct {len({r.tobytes() for r in out})}")
     assert done.is_set()
     assert out.shape == (2500, 512) and np.isfinite(out).all()

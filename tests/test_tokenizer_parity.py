@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clip_build.spec import CONTEXT_LENGTH, EOT_TOKEN
+from clip_build.spec import CONTEXT_LENGTH
 from conftest import text_array, triton_infer, url_of
 from hard_strings import ACCEPTED_MISMATCHES, HARD_STRINGS
 
@@ -38,7 +38,7 @@ def test_accepted_mismatches_are_exactly_the_documented_ones(server, open_clip_t
 
 def test_truncation_keeps_eot_last(server, open_clip_tokenizer):
     (row,) = server_ids(server, ["photo " * 300])
-    eot = open_clip_tokenizer.encoder[EOT_TOKEN] if EOT_TOKEN in open_clip_tokenizer.encoder else open_clip_tokenizer.eot_token_id
+    eot = open_clip_tokenizer.eot_token_id
     assert row[0] == open_clip_tokenizer.sot_token_id
     assert row[-1] == eot and (row[1:-1] != eot).all()
 

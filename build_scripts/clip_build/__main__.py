@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 
 from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
-from .repository import DEFAULT_REPOSITORY, REPO_ROOT, stamp_parameters, write_encoder_variants
+from .repository import DEFAULT_REPOSITORY, REPO_ROOT, build_info_path, stamp_parameters, write_encoder_variants
 
 log = logging.getLogger("clip_build")
-
-BUILD_INFO = "build_info.json"
 
 
 def parse_args(argv=None):
@@ -75,7 +73,7 @@ def main(argv=None) -> int:
         info["reference_checkpoint"] = str(args.reference_dir.resolve())
     else:
         info["reference_checkpoint"] = args.checkpoint
-    (version_dir / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
     stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
     for path in write_encoder_variants(encoder_dir):
         log.info("config variant: %s", path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .spec import ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
+from .spec import BUILD_INFO_FILE, ENCODER_MODEL, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
@@ -48,6 +48,16 @@ def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
     }
     for key, value in settings.items():
         accelerator.parameters[key] = value
+
+
+def build_info_path(repository: Path = DEFAULT_REPOSITORY) -> Path:
+    return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
+
+
+def read_build_info(repository: Path = DEFAULT_REPOSITORY) -> dict:
+    """What the last build loaded (weights, checkpoint, reference_checkpoint); FileNotFoundError
+    when the repository was never built."""
+    return json.loads(build_info_path(repository).read_text())
 
 
 def read_config(path: Path) -> mc.ModelConfig:

@@ -36,4 +36,5 @@ ENSEMBLE_MODEL = "clip_text"
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
+BUILD_INFO_FILE = "build_info.json"  # what the build loaded: weights, checkpoint, reference_checkpoint
 TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp32 output
