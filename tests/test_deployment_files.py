@@ -88,3 +88,16 @@ def test_kubernetes_deployment_has_what_the_fleet_needs():
     service = next(d for d in docs if d["kind"] == "Service")
     assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
     assert any("restricted" in a for a in container["args"])
+
+
+def test_every_file_the_images_need_is_in_the_repository():
+    """compose's dockerfiles and every COPY source exist in the build context (a fresh clone)."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    dockerfiles = [REPO_ROOT / s["build"]["context"] / s["build"]["dockerfile"] for s in services.values() if "build" in s]
+    assert sorted(dockerfiles) == DOCKERFILES
+    for dockerfile in dockerfiles:
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                *sources, _ = line.split()[1:]
+                for source in sources:
+                    assert (REPO_ROOT / source).exists(), f"{dockerfile}: COPY {source} is missing"
