@@ -1,5 +1,12 @@
-"""Local runtime: the tritonserver bundled in `nvidia-pytriton`, serving this repository on CPU."""
-
-from .local import LocalTritonServer, ServerFailed
+"""Local runtime: the tritonserver bundled in `nvidia-pytriton` with Triton's C++ backends, serving
+this repository."""
 
 __all__ = ["LocalTritonServer", "ServerFailed"]
+
+
+def __getattr__(name):  # lazy, so `python -m clip_server.cxx_backends` runs before anything imports it
+    if name in __all__:
+        from . import local
+
+        return getattr(local, name)
+    raise AttributeError(name)

@@ -1,17 +1,16 @@
 """Run the real tritonserver that ships inside the `nvidia-pytriton` wheel against this repository.
 
-What it takes to run that binary outside NGC's image (DESIGN.md):
+What it takes to run that binary outside NGC's image:
 - a backend directory holding the Python backend, with the Python-backend stub for the running
-  interpreter copied in, plus the local stand-ins for the `onnxruntime` and `pytorch` backends
-  (`server/backends/*/model.py`, run by the Python backend; NOT the C++ backends of NGC's image);
-- this virtualenv's bin/ first on PATH (the stub finds its packages through it) and the wheel's
-  bundled libraries on LD_LIBRARY_PATH.
+  interpreter copied in, and Triton's C++ `onnxruntime` and `pytorch` backends, built from the
+  r24.10 sources by `clip_server.cxx_backends` (the backends NGC's image ships);
+- this virtualenv's bin/ first on PATH (the stub finds its packages through it), and the wheel's
+  bundled libraries and libtorch's on LD_LIBRARY_PATH.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -24,10 +23,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from . import cxx_backends
+from .paths import REPO_ROOT, STATE_DIR, pytriton_paths
+
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
-STANDIN_BACKENDS = REPO_ROOT / "server" / "backends"
-STANDIN_NAMES = ("onnxruntime", "pytorch")
 
 
 API_KEY_HEADER = "x-api-key"
@@ -39,18 +38,13 @@ class ServerFailed(RuntimeError):
     pass
 
 
-def pytriton_paths() -> tuple[Path, Path]:
-    """(tritonserver dir inside the wheel, bundled shared libraries dir)."""
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerFailed("nvidia-pytriton is not installed: pip install 'nvidia-pytriton==0.7.0'")
-    package = Path(list(spec.submodule_search_locations)[0])
-    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
-
-
-def prepare_backend_dir(dest: Path) -> Path:
-    """backends/python (+ stub for this Python) and backends/{onnxruntime,pytorch}/model.py."""
-    server_dir, _ = pytriton_paths()
+def prepare_backend_dir(dest: Path, built: Path) -> list[str]:
+    """backends/python (+ the stub for this Python) and the C++ backends of `built`; returns the
+    folders the server needs on LD_LIBRARY_PATH."""
+    try:
+        server_dir, _ = pytriton_paths()
+    except FileNotFoundError as exc:
+        raise ServerFailed(str(exc)) from None
     version = os.environ.get("CLIP_STUB_PYTHON_VERSION") or f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
@@ -63,10 +57,7 @@ def prepare_backend_dir(dest: Path) -> Path:
         if item.is_file():
             shutil.copy2(item, python_dir / item.name)
     shutil.copy2(stub, python_dir / stub.name)
-    for name in STANDIN_NAMES:
-        (dest / name).mkdir()
-        (dest / name / "model.py").symlink_to(STANDIN_BACKENDS / name / "model.py")
-    return dest
+    return cxx_backends.install_into(dest, built)
 
 
 def free_port() -> int:
@@ -85,7 +76,7 @@ class LocalTritonServer:
     grpc_port: int = 8001
     metrics_port: int = 8002
     config_name: str | None = "cpu"  # --model-config-name: the encoder's KIND_CPU variant
-    state_dir: Path = REPO_ROOT / ".local"
+    state_dir: Path = STATE_DIR
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
     # Instance counts / GPU ids for this run without editing any config: the server starts in
@@ -99,6 +90,8 @@ class LocalTritonServer:
     model_control_mode: str | None = None  # "explicit" for a fleet; default: Triton's "none"
     prefix: str = ""  # model name prefix of a namespaced repository (clip_build.namespace)
     env: dict[str, str] = field(default_factory=dict)
+    # Which build of the C++ backends to serve with (None: the GPU build where one exists).
+    gpu_backends: bool | None = None
     process: subprocess.Popen | None = None
     restarts: int = 0  # how often the supervisor restarted the server
 
@@ -192,10 +185,10 @@ class LocalTritonServer:
     def uses_overrides(self) -> bool:
         return any(v is not None for v in (self.encoder_instances, self.gpus, self.tokenizer_instances))
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, library_path: list[str]) -> dict[str, str]:
         _, libs = pytriton_paths()
         env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), *library_path, env.get("LD_LIBRARY_PATH", "")) if p)
         # The stub's packages come from the python3 first on PATH: this virtualenv, unless
         # CLIP_STUB_BIN names another environment's bin/ (one with numpy<2, say).
         stub_bin = os.environ.get("CLIP_STUB_BIN") or str(Path(sys.prefix) / "bin")
@@ -205,10 +198,15 @@ class LocalTritonServer:
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        backend_dir = prepare_backend_dir(self.state_dir / f"backends-{self.http_port}")
+        try:
+            built = cxx_backends.find_built(self.gpu_backends)
+        except cxx_backends.BackendBuildError as exc:
+            raise ServerFailed(str(exc)) from None
+        backend_dir = self.state_dir / f"backends-{self.http_port}"
+        library_path = prepare_backend_dir(backend_dir, built)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, env=self.environment(),
+            self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, env=self.environment(library_path),
             start_new_session=True,  # Ctrl-C in a terminal reaches us; we stop the server ourselves
         )
         log.close()

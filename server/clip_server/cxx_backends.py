@@ -1,0 +1,418 @@
+"""Build Triton's C++ `onnxruntime` and `pytorch` backends (r24.10) for the local tritonserver.
+
+The tritonserver 2.51.0 inside the `nvidia-pytriton` wheel is the server of NGC 24.10 without its
+framework backends. This module compiles the same backends NGC ships, from the r24.10 sources:
+
+- `onnxruntime`: against `libonnxruntime.so.1.19.2` from the `onnxruntime==1.19.2` wheel (the ONNX
+  Runtime of NGC 24.10) and its C API header;
+- `pytorch` (libtorch): against the libtorch of the `torch` wheel installed here, with the C++ ABI
+  that torch was built with.
+
+Sources: upstream GitHub at the commits of the r24.10 branches (pinned below), or a local mirror
+with the same folders (`$CLIP_TRITON_SOURCES`, e.g. `../shared/triton-r24.10` on CI, where GitHub
+cannot be reached). The result is cached under `.local/cxx-backends/<key>/`; the key hashes every
+input (sources, ORT and torch builds, compiler, GPU on/off, this file), so a changed input rebuilds
+and an unchanged one costs nothing.
+
+    python -m clip_server.cxx_backends            # build (or reuse) and print the output folder
+    python -m clip_server.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
+
+Layout of an output folder, ready to be a tritonserver `--backend-directory` entry each:
+    onnxruntime/libtriton_onnxruntime.so, libonnxruntime.so.1(.19.2), libtritonserver.so -> wheel's
+    pytorch/libtriton_pytorch.so, libtritonserver.so -> wheel's
+    manifest.json    what was built from what; `library_path`: folders the server needs on
+                     LD_LIBRARY_PATH (libtorch's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import STATE_DIR, pytriton_paths
+
+TRITON_REF = "r24.10"
+UPSTREAM = "https://github.com/triton-inference-server"
+# The r24.10 branch heads these sources were verified at (../shared/triton-r24.10/SOURCES.md).
+UPSTREAM_COMMITS = {
+    "backend": "ac03a5d97403dec841ad46d0439e93db12c9268f",
+    "core": "bfec7c61dc0939433f64f14e89b1973073eac8ba",
+    "common": "578491fc3944f77d16a6a38e3d7691c485c47ba0",
+    "onnxruntime_backend": "17e5cb23a6fbeb37282eb7079dd0b580cd79530d",
+    "pytorch_backend": "e97a90061f7399b25368e2cb1f6d5c40f8cbae4e",
+}
+ORT_VERSION = "1.19.2"  # NGC 24.10's ONNX Runtime; pinned in pyproject.toml
+ORT_HEADER_URL = (f"https://raw.githubusercontent.com/microsoft/onnxruntime/v{ORT_VERSION}/"
+                  "include/onnxruntime/core/session/onnxruntime_c_api.h")
+ORT_HEADER = "onnxruntime_c_api.h"
+MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
+MIRROR_RAPIDJSON = "rapidjson"  # mirror folder holding include/rapidjson (for hosts without apt)
+SOURCES_ENV = "CLIP_TRITON_SOURCES"
+GOOGLETEST_ENV = "CLIP_GOOGLETEST_SOURCE"
+DEBIAN_GOOGLETEST = Path("/usr/src/googletest")
+SYSTEM_RAPIDJSON = Path("/usr/include/rapidjson")
+# CUDA 13 dropped sm_53..72, which backend/CMakeLists.txt lists for its kernel library: on a GPU
+# build that list becomes this (Hopper: H100/H200). Override with $CLIP_CUDA_ARCHITECTURES.
+DEFAULT_CUDA_ARCHITECTURES = "90-real"
+DEFAULT_STATE = STATE_DIR / "cxx-backends"
+MANIFEST = "manifest.json"
+
+
+class BackendBuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the `backend:` value in config.pbtxt and the backend-directory folder
+    source: str  # source folder (mirror / upstream repository name)
+    target: str  # CMake target
+    library: str  # what tritonserver loads
+
+
+ONNXRUNTIME = Backend("onnxruntime", "onnxruntime_backend", "triton-onnxruntime-backend", "libtriton_onnxruntime.so")
+PYTORCH = Backend("pytorch", "pytorch_backend", "triton-pytorch-backend", "libtriton_pytorch.so")
+BACKENDS = (ONNXRUNTIME, PYTORCH)
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def ort_library() -> Path:
+    import onnxruntime
+
+    lib = Path(onnxruntime.__file__).parent / "capi" / f"libonnxruntime.so.{ORT_VERSION}"
+    if not lib.is_file():
+        raise BackendBuildError(f"{lib} is missing: the C++ onnxruntime backend needs onnxruntime=={ORT_VERSION} "
+                                f"(NGC 24.10's), installed is {onnxruntime.__version__}")
+    return lib
+
+
+def torch_facts() -> dict:
+    import torch
+
+    root = Path(torch.__file__).parent
+    return {
+        "version": torch.__version__,
+        "root": str(root),
+        "lib": str(root / "lib"),
+        "cxx11_abi": int(torch.compiled_with_cxx11_abi()),
+        "cuda": torch.version.cuda,
+    }
+
+
+def mirror() -> Path | None:
+    value = os.environ.get(SOURCES_ENV)
+    if not value:
+        return None
+    path = Path(value).resolve()
+    missing = [name for name in UPSTREAM_COMMITS if not (path / name).is_dir()]
+    if missing:
+        raise BackendBuildError(f"${SOURCES_ENV}={value} lacks {', '.join(missing)} (r24.10 sources expected)")
+    return path
+
+
+def tree_digest(paths: list[Path]) -> str:
+    """Content hash of files and folders (names and bytes), for the cache key."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            digest.update(str(file.relative_to(root.parent)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def compiler_version() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError):
+        raise BackendBuildError(f"no C++ compiler ({cxx}): install g++ (Debian: apt-get install g++)") from None
+
+
+def require_tools(gpu: bool) -> None:
+    for tool, hint in (("cmake", "apt-get install cmake (or pip install cmake)"), ("git", "apt-get install git")):
+        if shutil.which(tool) is None and not (tool == "git" and mirror()):
+            raise BackendBuildError(f"{tool} is required to build the C++ backends: {hint}")
+    if gpu and shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
+        raise BackendBuildError("a GPU build needs the CUDA toolkit (nvcc)")
+
+
+def rapidjson_include() -> Path:
+    if SYSTEM_RAPIDJSON.is_dir():
+        return SYSTEM_RAPIDJSON.parent
+    source = mirror()
+    if source and (source / MIRROR_RAPIDJSON / "include" / "rapidjson").is_dir():
+        return source / MIRROR_RAPIDJSON / "include"
+    raise BackendBuildError("RapidJSON headers not found: apt-get install rapidjson-dev "
+                            f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)")
+
+
+def googletest_source() -> Path | None:
+    """Triton's common always builds a googletest-based test folder. Debian's googletest package
+    (or $CLIP_GOOGLETEST_SOURCE) keeps the build offline; without one, CMake downloads it."""
+    value = os.environ.get(GOOGLETEST_ENV)
+    if value:
+        return Path(value)
+    return DEBIAN_GOOGLETEST if DEBIAN_GOOGLETEST.is_dir() else None
+
+
+def cache_key(gpu: bool) -> tuple[str, dict]:
+    source = mirror()
+    torch = torch_facts()
+    facts = {
+        "triton_ref": TRITON_REF,
+        "sources": f"mirror:{tree_digest([source / n for n in UPSTREAM_COMMITS])}" if source else UPSTREAM_COMMITS,
+        "onnxruntime": f"{ORT_VERSION}:{hashlib.sha256(ort_library().read_bytes()).hexdigest()}",
+        "torch": {k: torch[k] for k in ("version", "cxx11_abi", "cuda")},
+        "compiler": compiler_version(),
+        "gpu": gpu,
+        "cuda_architectures": cuda_architectures() if gpu else None,
+        "python": platform.python_version(),
+        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+    }
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    return ("gpu-" if gpu else "cpu-") + key, facts
+
+
+def cuda_architectures() -> str:
+    return os.environ.get("CLIP_CUDA_ARCHITECTURES", DEFAULT_CUDA_ARCHITECTURES)
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+def fetch_upstream(name: str, dest: Path) -> None:
+    """One r24.10 repository at its pinned commit (a shallow fetch of that commit)."""
+    dest.mkdir(parents=True)
+    run(["git", "init", "-q"], dest)
+    run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
+    run(["git", "checkout", "-q", "FETCH_HEAD"], dest)
+
+
+def stage_sources(work: Path, gpu: bool) -> Path:
+    """Writable copies of the five source trees (a GPU build patches backend/), plus the ORT header."""
+    src = work / "src"
+    source = mirror()
+    for name in UPSTREAM_COMMITS:
+        if source:
+            shutil.copytree(source / name, src / name)
+        else:
+            fetch_upstream(name, src / name)
+    for path in (src / name for name in UPSTREAM_COMMITS):
+        for item in [path, *path.rglob("*")]:  # a mirror may come without write bits
+            item.chmod(item.stat().st_mode | 0o200)
+    include = src / "onnxruntime-include"
+    include.mkdir()
+    if source and (source / MIRROR_ORT_INCLUDE / ORT_HEADER).is_file():
+        shutil.copy2(source / MIRROR_ORT_INCLUDE / ORT_HEADER, include / ORT_HEADER)
+    else:
+        try:
+            with urllib.request.urlopen(ORT_HEADER_URL, timeout=60) as resp:
+                (include / ORT_HEADER).write_bytes(resp.read())
+        except OSError as exc:
+            raise BackendBuildError(f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror") from exc
+    if gpu:
+        cmake = src / "backend" / "CMakeLists.txt"
+        text = cmake.read_text()
+        old = 'CUDA_ARCHITECTURES "53;60-real;62-real;70-real;72-real;75-real;80-real;86-real;89-real;90-real"'
+        if old not in text:
+            raise BackendBuildError(f"{cmake}: the CUDA_ARCHITECTURES list to replace was not found")
+        cmake.write_text(text.replace(old, f'CUDA_ARCHITECTURES "{cuda_architectures()}"'))
+    return src
+
+
+def write_rapidjson_config(work: Path) -> Path:
+    """Triton's common asks `find_package(RapidJSON CONFIG)` for RAPIDJSON_INCLUDE_DIRS; a
+    two-line config file serves, from Debian's headers or the mirror's."""
+    folder = work / "rapidjson-cmake"
+    folder.mkdir(exist_ok=True)
+    include = rapidjson_include()
+    (folder / "RapidJSONConfig.cmake").write_text(
+        f'set(RAPIDJSON_INCLUDE_DIRS "{include}")\nset(RapidJSON_INCLUDE_DIRS "{include}")\n')
+    return folder
+
+
+# -- build ------------------------------------------------------------------------------------------------
+def run(cmd: list[str], cwd: Path, log=None) -> None:
+    result = subprocess.run(cmd, cwd=cwd, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        tail = result.stdout[-4000:] if result.stdout else f"(see {getattr(log, 'name', 'the log')})"
+        raise BackendBuildError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{tail}")
+
+
+def common_cmake_args(src: Path, work: Path, gpu: bool) -> list[str]:
+    args = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DFETCHCONTENT_FULLY_DISCONNECTED=" + ("ON" if googletest_source() else "OFF"),
+        f"-DFETCHCONTENT_SOURCE_DIR_REPO-COMMON={src / 'common'}",
+        f"-DFETCHCONTENT_SOURCE_DIR_REPO-CORE={src / 'core'}",
+        f"-DFETCHCONTENT_SOURCE_DIR_REPO-BACKEND={src / 'backend'}",
+        f"-DRapidJSON_DIR={write_rapidjson_config(work)}",
+        f"-DPython3_INCLUDE_DIR={sysconfig.get_paths()['include']}",
+    ]
+    if googletest_source():
+        args.append(f"-DFETCHCONTENT_SOURCE_DIR_GOOGLETEST={googletest_source()}")
+    if shutil.which("ninja"):
+        args.append("-GNinja")
+    return args
+
+
+def backend_cmake_args(backend: Backend, src: Path, gpu: bool) -> list[str]:
+    # gcc >= 13 flags rapidjson's std::iterator as deprecated and Triton builds with -Werror.
+    cxx_flags = "-Wno-error=deprecated-declarations"
+    if backend is ONNXRUNTIME:
+        return [
+            # The onnxruntime wheel is ONNX Runtime's CPU build (no CUDA provider): its backend
+            # serves KIND_CPU instances on every host, GPU or not.
+            "-DTRITON_ENABLE_GPU=OFF",
+            f"-DCMAKE_CXX_FLAGS={cxx_flags}",
+            "-DTRITON_ENABLE_ONNXRUNTIME_TENSORRT=OFF",  # NGC's ORT has TensorRT; this wheel's has not
+            "-DTRITON_ENABLE_ONNXRUNTIME_OPENVINO=OFF",
+            f"-DTRITON_ONNXRUNTIME_INCLUDE_PATHS={src / 'onnxruntime-include'}",
+            # a non-empty lib path turns off the backend's Docker-based ORT build
+            f"-DTRITON_ONNXRUNTIME_LIB_PATHS={ort_lib_dir(src)}",
+        ]
+    torch = torch_facts()
+    return [
+        f"-DTRITON_ENABLE_GPU={'ON' if gpu else 'OFF'}",
+        f"-DCMAKE_CXX_FLAGS={cxx_flags} -D_GLIBCXX_USE_CXX11_ABI={torch['cxx11_abi']}",
+        "-DTRITON_PYTORCH_ENABLE_TORCHVISION=OFF",
+        "-DTRITON_PYTORCH_ENABLE_TORCHTRT=OFF",
+        "-DTRITON_MIN_CXX_STANDARD=20",  # torch >= 2.9 headers need C++20
+        f"-DTRITON_PYTORCH_INCLUDE_PATHS={torch['root']}/include;{torch['root']}/include/torch/csrc/api/include",
+        f"-DTRITON_PYTORCH_LIB_PATHS={torch['lib']}",
+    ]
+
+
+def ort_lib_dir(src: Path) -> Path:
+    """The wheel names its library libonnxruntime.so.1.19.2; CMake's find_library wants libonnxruntime.so."""
+    folder = src / "onnxruntime-lib"
+    if not folder.exists():
+        folder.mkdir()
+        lib = ort_library()
+        (folder / lib.name).symlink_to(lib)
+        (folder / "libonnxruntime.so").symlink_to(lib.name)
+    return folder
+
+
+def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None = None,
+          verbose: bool = True) -> Path:
+    """Build both backends (or reuse the cached build with the same inputs); returns the folder."""
+    key, facts = cache_key(gpu)
+    dest = dest_root / key
+    if (dest / MANIFEST).is_file():
+        link = current_link(gpu, dest_root)
+        if not link.is_symlink() or link.resolve() != dest.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(dest.name)
+        return dest
+    require_tools(gpu)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    jobs = jobs or os.cpu_count() or 2
+    work = Path(tempfile.mkdtemp(prefix=f"build-{key}-", dir=dest_root))
+    staged = work / "out"
+    log_path = dest_root / f"build-{key}.log"
+    say = (lambda msg: print(f"[cxx-backends] {msg}", file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+    say(f"building Triton {TRITON_REF} C++ backends ({'GPU' if gpu else 'CPU'}) into {dest} (log: {log_path})")
+    try:
+        _build_into(staged, work, log_path, gpu, jobs, say)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    manifest = {**facts, "key": key, "library_path": [torch_facts()["lib"]],
+                "backends": {b.name: f"{b.name}/{b.library}" for b in BACKENDS}}
+    (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    staged.rename(dest)
+    shutil.rmtree(work)
+    link = current_link(gpu, dest_root)
+    link.unlink(missing_ok=True)
+    link.symlink_to(dest.name)
+    say(f"done: {dest}")
+    return dest
+
+
+def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, say) -> None:
+    with open(log_path, "w") as log:
+        src = stage_sources(work, gpu)
+        for backend in BACKENDS:
+            build_dir = work / f"build-{backend.name}"
+            say(f"{backend.name}: configure + build ({jobs} jobs) ...")
+            run(["cmake", "-S", str(src / backend.source), "-B", str(build_dir),
+                 *common_cmake_args(src, work, gpu), *backend_cmake_args(backend, src, gpu)], work, log)
+            # only the backend target: the pytorch backend's install rules copy CUDA libraries a
+            # CPU torch wheel does not have
+            run(["cmake", "--build", str(build_dir), "--target", backend.target, "-j", str(jobs)], work, log)
+            built = next(build_dir.rglob(backend.library), None)
+            if built is None:
+                raise BackendBuildError(f"{backend.library} not produced; see {log_path}")
+            out = staged / backend.name
+            out.mkdir(parents=True)
+            shutil.copy2(built, out / backend.library)
+            say(f"{backend.name}: {out / backend.library} ({built.stat().st_size // 1024} KB)")
+        ort = staged / ONNXRUNTIME.name / ort_library().name
+        shutil.copy2(ort_library(), ort)
+        (ort.parent / "libonnxruntime.so.1").symlink_to(ort.name)  # its SONAME, what the backend asks for
+
+
+def install_into(backend_dir: Path, built: Path) -> list[str]:
+    """Put the built backends into a tritonserver backend directory; returns LD_LIBRARY_PATH entries.
+
+    The backends are linked against `libtritonserver.so` and look beside themselves for it
+    (RPATH $ORIGIN); the wheel ships it under a hashed name, so each backend folder gets a
+    `libtritonserver.so` link to that file."""
+    _, libs = pytriton_paths()
+    server_lib = next(libs.glob("libtritonserver*.so*"), None)
+    if server_lib is None:
+        raise BackendBuildError(f"no libtritonserver*.so in {libs}")
+    manifest = json.loads((built / MANIFEST).read_text())
+    for backend in BACKENDS:
+        folder = backend_dir / backend.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in (built / backend.name).iterdir():
+            (folder / item.name).symlink_to(item)
+        (folder / "libtritonserver.so").symlink_to(server_lib)
+    return list(manifest["library_path"])
+
+
+def current_link(gpu: bool, dest_root: Path = DEFAULT_STATE) -> Path:
+    return dest_root / ("current-gpu" if gpu else "current-cpu")
+
+
+def find_built(gpu: bool | None = None, dest_root: Path = DEFAULT_STATE) -> Path:
+    """The last completed build (GPU when `gpu`, CPU when False; None: GPU if there is one)."""
+    for choice in ([gpu] if gpu is not None else [True, False]):
+        link = current_link(choice, dest_root)
+        if (link / MANIFEST).is_file():
+            return link.resolve()
+    raise BackendBuildError("the C++ backends are not built here: run `python -m clip_server.cxx_backends` "
+                            "(scripts/serve.sh and scripts/test.sh do)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip_server.cxx_backends", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="build with CUDA (TRITON_ENABLE_GPU=ON)")
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--dest", type=Path, default=DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    try:
+        print(build(args.dest, gpu=args.gpu, jobs=args.jobs))
+    except BackendBuildError as exc:
+        print(f"[cxx-backends] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

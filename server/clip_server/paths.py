@@ -1,0 +1,18 @@
+"""Where the local runtime finds things: this checkout, its state folder, the wheel's tritonserver."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = REPO_ROOT / ".local"  # backend directories, server logs, the C++ backend builds
+
+
+def pytriton_paths() -> tuple[Path, Path]:
+    """(tritonserver folder inside the nvidia-pytriton wheel, its bundled shared libraries)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("nvidia-pytriton is not installed: pip install 'nvidia-pytriton==0.7.0'")
+    package = Path(list(spec.submodule_search_locations)[0])
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
