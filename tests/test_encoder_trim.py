@@ -5,8 +5,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from clip_build.encoder import TrimmedTextEncoder, pooling_positions
-from clip_build.spec import CONTEXT_LENGTH
+from clip_build.encoder import TrimmedTextEncoder
+from clip_build.spec import CONTEXT_LENGTH, PAD_ID
+from clip_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 from conftest import REPOSITORY, get_text_features
 
 
@@ -41,12 +42,41 @@ def test_pooling_position_is_first_eot():
 
 def test_trim_module_matches_untrimmed_in_torch(hf_model):
     ids = torch.from_numpy(random_ids(np.random.default_rng(0), [4, 30, 11]))
+    tower = hf_tower(hf_model)
+    with torch.no_grad():
+        trimmed = TrimmedTextEncoder(tower)(ids)
+        full = tower(input_ids=ids).text_embeds
+    assert (trimmed - full).abs().max() <= 1e-5
+
+
+def hf_tower(hf_model):
     from transformers import CLIPTextModelWithProjection
 
     tower = CLIPTextModelWithProjection(hf_model.config.text_config).eval()
     tower.text_model.load_state_dict(hf_model.text_model.state_dict())
     tower.text_projection.load_state_dict(hf_model.text_projection.state_dict())
+    return tower
+
+
+@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2], [12] * 5])
+def test_export_tower_equals_hf_get_text_features(hf_model, lengths):
+    """The fused-QKV, SDPA tower that both exports run is HF's computation."""
+    ids = random_ids(np.random.default_rng(len(lengths)), lengths)
     with torch.no_grad():
-        trimmed = TrimmedTextEncoder(tower)(ids)
-        full = tower(input_ids=ids).text_embeds
-    assert (trimmed - full).abs().max() <= 1e-5
+        ours = CLIPTextTower(hf_tower(hf_model))(torch.from_numpy(ids)).numpy()
+    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+
+
+def test_ids_outside_the_vocabulary_read_as_pad():
+    ids = torch.tensor([[49406, -1, 49408, 10**9, 5, 49407]])
+    assert in_vocabulary(ids, 49408).tolist() == [[49406, PAD_ID, PAD_ID, PAD_ID, 5, 49407]]
+
+
+def test_torchscript_export_names_no_device():
+    """A device in the graph (HF's forward under trace bakes in `device=cuda:0`) breaks serving
+    on any other GPU; the export must carry none."""
+    import re
+
+    module = torch.jit.load(str(REPOSITORY / "clip_text_encoder" / "1" / "model.pt"), map_location="cpu")
+    code = module.code + module.inner.code + str(module.inner.graph)
+    assert not re.search(r"cuda|device\s*=", code)

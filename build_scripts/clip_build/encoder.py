@@ -1,7 +1,8 @@
 """The CLIP text tower as the repository's encoder: load, wrap, export, verify.
 
 `TrimmedTextEncoder` is what gets exported: input_ids [B, 77] -> text_embeds [B, 512], equal to
-HF `get_text_features(input_ids)`. It first cuts the batch to its largest pooling position + 1.
+HF `get_text_features(input_ids)` for ids in the vocabulary (others read as the pad id). It runs
+`text_tower.CLIPTextTower` after cutting the batch to its largest pooling position + 1.
 CLIP's text transformer is causal and pools the hidden state at the EOT position, so positions
 after the last EOT of the batch never reach the output; cutting them is exact and saves most of
 the compute for caption-length texts (typically 10-20 of 77 positions).
@@ -20,12 +21,13 @@ from urllib.parse import urlparse
 
 import torch
 
-from .spec import CONTEXT_LENGTH, DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
+from .spec import CONTEXT_LENGTH, DEFAULT_CHECKPOINT, PAD_ID, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
+from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 
 log = logging.getLogger("clip_build")
 
 RANDOM_INIT = "random-init"
-BUCKET_ROWS = 64  # TorchScript export: batches larger than this run in length-sorted groups
+BUCKET_ROWS = 128  # TorchScript export: batches larger than this run in length-sorted groups
 PRETRAINED = "pretrained"
 
 
@@ -116,25 +118,19 @@ def reference_clip_model(source: str):
         return model
 
 
-def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Where HF's CLIPTextTransformer pools: the first EOT of each row. Checkpoints with the legacy
-    eos_token_id == 2 (openai/*) take argmax(input_ids), which is the first EOT as well since EOT
-    is the largest id; rows without any EOT then pool where HF pools them too."""
-    if eos_token_id == 2:
-        return input_ids.argmax(dim=-1)
-    return (input_ids == eos_token_id).int().argmax(dim=-1)
-
-
 class TrimmedTextEncoder(torch.nn.Module):
+    """What model.onnx computes: ids made valid (`in_vocabulary`), the batch cut to its longest
+    text, then the tower."""
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
-        self.eos_token_id = int(model.config.eos_token_id)
+        self.tower = CLIPTextTower(model)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        length = pooling_positions(input_ids, self.eos_token_id).max() + 1
+        input_ids = in_vocabulary(input_ids, self.tower.vocab_size)
+        length = pooling_positions(input_ids, self.tower.eos_token_id).max() + 1
         keep = torch.arange(length, device=input_ids.device)  # traced as data-dependent, not a constant
-        return self.model(input_ids=input_ids.index_select(1, keep)).text_embeds
+        return self.tower(input_ids.index_select(1, keep))
 
 
 def example_input_ids(batch: int = 2) -> torch.Tensor:
@@ -164,44 +160,45 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
 
 def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu", fp16: bool = False) -> Path:
     """TorchScript for Triton's libtorch (`pytorch`) backend. The trim is scripted (its length
-    depends on the data); the transformer is traced at one length and runs at any length.
+    depends on the data); the tower is traced at one length and runs at any length.
 
-    Trace on the device that will serve it (`device="cuda"` for GPU instances). `fp16` computes
-    in half precision and still takes int64 ids and returns fp32 embeddings."""
+    The graph names no device (see text_tower), so a file traced on the CPU serves any GPU the
+    backend loads it to. `fp16` computes in half precision and still takes int64 ids and returns
+    fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    inner = _ProjectedText(copy.deepcopy(model).to(device, torch.float16 if fp16 else torch.float32))
+    tower = CLIPTextTower(copy.deepcopy(model)).to(device, torch.float16 if fp16 else torch.float32).eval()
     with torch.no_grad():
-        traced = torch.jit.trace(inner, (example_input_ids().to(device),), check_trace=False)
-    scripted = torch.jit.script(_ScriptedTrim(traced, int(model.config.eos_token_id)))
+        traced = torch.jit.trace(_Float32Output(tower), (example_input_ids().to(device),), check_trace=False)
+    scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id))
     scripted.save(str(path))
     return path
 
 
-class _ProjectedText(torch.nn.Module):
-    def __init__(self, model):
+class _Float32Output(torch.nn.Module):
+    def __init__(self, tower):
         super().__init__()
-        self.model = model
+        self.tower = tower
 
     def forward(self, input_ids):
-        return self.model(input_ids=input_ids).text_embeds.float()
+        return self.tower(input_ids).float()
 
 
 class _ScriptedTrim(torch.nn.Module):
-    """Trim, and for large batches bucket: rows are ordered by length and run in groups of
-    `bucket_rows`, each group cut to its own longest text, so one long text in a big batch no
+    """Valid ids, trim, and for large batches bucket: rows are ordered by length and run in groups
+    of `bucket_rows`, each group cut to its own longest text, so one long text in a big batch no
     longer makes every row pay for 77 positions. Each row's result is the same either way."""
 
-    def __init__(self, inner, eos_token_id: int, bucket_rows: int = BUCKET_ROWS):
+    def __init__(self, inner, vocab_size: int, eos_token_id: int, bucket_rows: int = BUCKET_ROWS):
         super().__init__()
         self.inner = inner
+        self.vocab_size = vocab_size
+        self.pad_id = PAD_ID
         self.eos_token_id = eos_token_id
         self.bucket_rows = bucket_rows
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if self.eos_token_id == 2:
-            positions = input_ids.argmax(dim=-1)
-        else:
-            positions = (input_ids == self.eos_token_id).int().argmax(dim=-1)
+        input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
+        positions = pooling_positions(input_ids, self.eos_token_id)
         rows = input_ids.size(0)
         if rows <= self.bucket_rows:
             length = int(positions.max().item()) + 1

@@ -50,6 +50,20 @@ def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
         accelerator.parameters[key] = value
 
 
+# ONNX Runtime settings of the KIND_CPU variant, read by Triton's C++ onnxruntime backend.
+# intra_op_thread_count 0 = one thread per physical core: right for one encoder instance per host
+# (with N instances, give each cores/N, or they oversubscribe the cores). Sequential execution and
+# one inter-op thread: a transformer is one chain of ops, parallel within each op, not across them.
+ORT_CPU_PARAMETERS = {"intra_op_thread_count": "0", "inter_op_thread_count": "1", "execution_mode": "0"}
+ORT_GRAPH_LEVEL_ALL = 0  # Triton's `optimization.graph.level`: 0 = ORT_ENABLE_ALL (-1 basic, 1 extended, 2 off)
+
+
+def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
+    for key, value in ORT_CPU_PARAMETERS.items():
+        config.parameters[key].string_value = value
+    config.optimization.graph.level = ORT_GRAPH_LEVEL_ALL
+
+
 def build_info_path(repository: Path = DEFAULT_REPOSITORY) -> Path:
     return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
 
@@ -94,6 +108,8 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
                 del group.gpus[:]
         if name == "tensorrt_fp16":
             add_tensorrt_fp16(config)
+        if name == "cpu":
+            add_onnxruntime_cpu_settings(config)
         if backend == "pytorch":
             # TorchScript's profiling executor re-specialises for every new input shape; the
             # encoder sees a new sequence length with almost every batch (it trims to the longest

@@ -1,0 +1,87 @@
+"""CLIP's text tower + projection (`get_text_features`), written for export to ONNX and TorchScript.
+
+Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <= 1e-5), but:
+- device-agnostic: nothing in the traced graph names a device. HF's forward creates its causal
+  mask and pooling index with `device=hidden_states.device`, which a trace bakes in as a constant
+  (a TorchScript file traced on cuda:0 then fails on cuda:1). Here the causal mask is SDPA's
+  `is_causal` and pooling is a `gather`, so one file serves any device Triton loads it to;
+- fewer, larger ops: one QKV matmul per layer instead of three, and PyTorch's fused
+  scaled_dot_product_attention (flash / memory-efficient kernels on GPU) instead of
+  matmul-mask-softmax-matmul;
+- ids outside the vocabulary become the pad id before anything reads them (`in_vocabulary`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spec import PAD_ID
+
+
+def in_vocabulary(input_ids: torch.Tensor, vocab_size: int, pad_id: int = PAD_ID) -> torch.Tensor:
+    """The encoder's contract for ids it did not get from our tokenizer (a direct caller's):
+    anything outside [0, vocab_size) is read as the pad id. A graph cannot refuse one request of a
+    dynamic batch (an error fails the whole batch), so a bad id gets a defined result instead of
+    failing its batch-mates; and negative ids never wrap around to the end of the table."""
+    valid = (input_ids >= 0) & (input_ids < vocab_size)
+    return input_ids.masked_fill(~valid, pad_id)
+
+
+def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Where HF's CLIP text transformer pools: the first EOT of each row. Checkpoints with the
+    legacy eos_token_id == 2 (openai/*) take argmax(input_ids), which is the first EOT as well
+    since EOT is the largest id; rows without any EOT then pool where HF pools them too."""
+    if eos_token_id == 2:
+        return input_ids.argmax(dim=-1)
+    return (input_ids == eos_token_id).int().argmax(dim=-1)
+
+
+class _Layer(nn.Module):
+    def __init__(self, layer: nn.Module, heads: int):
+        super().__init__()
+        attn = layer.self_attn
+        self.heads = heads
+        self.layer_norm1 = layer.layer_norm1
+        self.qkv = nn.Linear(attn.q_proj.in_features, 3 * attn.q_proj.out_features)
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+            self.qkv.bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+        self.out_proj = attn.out_proj
+        self.layer_norm2 = layer.layer_norm2
+        self.fc1 = layer.mlp.fc1
+        self.act = layer.mlp.activation_fn
+        self.fc2 = layer.mlp.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv = self.qkv(self.layer_norm1(x)).view(batch, length, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(head_dim), as HF
+        x = x + self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
+        return x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
+
+
+class CLIPTextTower(nn.Module):
+    """input_ids [B, L] (any L <= 77) -> text_embeds [B, projection_dim] in the weights' dtype."""
+
+    def __init__(self, model: nn.Module):  # a transformers CLIPTextModelWithProjection
+        super().__init__()
+        config, text = model.config, model.text_model
+        self.vocab_size = int(config.vocab_size)
+        self.eos_token_id = int(config.eos_token_id)
+        self.token_embedding = text.embeddings.token_embedding
+        self.position_embedding = text.embeddings.position_embedding
+        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads) for layer in text.encoder.layers)
+        self.final_layer_norm = text.final_layer_norm
+        self.text_projection = model.text_projection
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length = input_ids.size(1)
+        x = self.token_embedding(input_ids) + self.position_embedding.weight[:length]
+        for layer in self.layers:
+            x = layer(x)
+        x = self.final_layer_norm(x)
+        index = pooling_positions(input_ids, self.eos_token_id).view(-1, 1, 1).expand(-1, 1, x.size(-1))
+        return self.text_projection(x.gather(1, index).squeeze(1))

@@ -1,0 +1,94 @@
+"""The encoder runs on Triton's C++ backends (the ones NGC's image ships), and their settings are real."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as grpc
+from google.protobuf import json_format
+from tritonclient.utils import InferenceServerException
+
+from clip_build.repository import ORT_CPU_PARAMETERS, read_config
+from clip_build.spec import ENCODER_MODEL
+from clip_server import LocalTritonServer
+from conftest import REPOSITORY
+
+
+def log_of(srv) -> str:
+    return Path(srv.log_path).read_text(errors="replace")
+
+
+def test_the_onnx_encoder_is_served_by_the_cxx_onnxruntime_backend(server):
+    log = log_of(server)
+    assert re.search(r'onnxruntime\.cc:\d+\] "TRITONBACKEND_Initialize: onnxruntime"', log)
+    assert re.search(r'onnxruntime\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
+                     r'\(CPU device 0\)"', log)
+    backend_dir = Path(re.search(r'"backend-directory":"([^"]+)"', log).group(1))
+    assert (backend_dir / "onnxruntime" / "libtriton_onnxruntime.so").is_file()
+    assert not (backend_dir / "onnxruntime" / "model.py").exists()  # no Python-based stand-in
+
+
+def test_the_torchscript_encoder_is_served_by_the_cxx_libtorch_backend(torchscript_server):
+    log = log_of(torchscript_server)
+    assert re.search(r'libtorch\.cc:\d+\] "TRITONBACKEND_Initialize: pytorch"', log)
+    assert re.search(r'libtorch\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
+                     r'\(CPU device 0\)"', log)
+
+
+def test_the_cpu_variant_declares_its_onnxruntime_settings():
+    config = read_config(REPOSITORY / ENCODER_MODEL / "configs" / "cpu.pbtxt")
+    assert {k: config.parameters[k].string_value for k in ORT_CPU_PARAMETERS} == ORT_CPU_PARAMETERS
+    assert config.optimization.HasField("graph")
+
+
+@pytest.fixture(scope="module")
+def explicit_server():
+    with LocalTritonServer.on_free_ports(model_control_mode="explicit") as srv:
+        yield srv
+
+
+def load_encoder(srv, **parameters) -> None:
+    config = read_config(REPOSITORY / ENCODER_MODEL / "configs" / "cpu.pbtxt")
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    client = grpc.InferenceServerClient(srv.grpc_url)
+    try:
+        client.load_model(ENCODER_MODEL, config=json_format.MessageToJson(config, preserving_proto_field_name=True))
+    finally:
+        client.close()
+
+
+def unload_encoder(srv) -> None:
+    client = grpc.InferenceServerClient(srv.grpc_url)
+    try:
+        client.unload_model(ENCODER_MODEL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and client.is_model_ready(ENCODER_MODEL):
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def threads(srv) -> int:
+    time.sleep(0.5)  # let the session's thread pool come up
+    return len(list(Path(f"/proc/{srv.process.pid}/task").iterdir()))
+
+
+def test_intra_op_thread_count_sizes_the_backends_thread_pool(explicit_server):
+    """ONNX Runtime's intra-op pool has N-1 threads beside the caller's: loading the encoder with
+    intra_op_thread_count=1 adds none, with 5 it adds four more than that."""
+    added = {}
+    for count in ("1", "5"):
+        before = threads(explicit_server)
+        load_encoder(explicit_server, intra_op_thread_count=count)
+        added[count] = threads(explicit_server) - before
+        unload_encoder(explicit_server)
+    assert added["5"] - added["1"] >= 4, added
+
+
+def test_the_backend_refuses_a_bad_execution_mode(explicit_server):
+    with pytest.raises(InferenceServerException, match=r"execution_mode are 0 or 1"):
+        load_encoder(explicit_server, execution_mode="7")
+    load_encoder(explicit_server)  # the declared settings load
+    unload_encoder(explicit_server)
