@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make .gpu/ for benchmarks/gpu_run.sh: what a GPU machine without a package registry needs,
-# under the device tool's 64 MiB per call. Run here (with pip and network to the registry).
+# under the device tool's 64 MiB per call. Run here, after scripts/setup_venv.sh (with pip and
+# network to the registry). The Triton r24.10 sources come from $CLIP_TRITON_SOURCES when set,
+# else from GitHub; googletest from Debian's package (the C++ backends' build needs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu/wheels
@@ -20,4 +22,10 @@ cp -r "$tmp/pytriton/tritonserver/python_backend_stubs/3.12" "$slim/pytriton/tri
 cp -r "$tmp/nvidia_pytriton.libs" "$slim/" && rm -f "$slim"/nvidia_pytriton.libs/libpython3-*
 tar cJf .gpu/pytriton.tar.xz -C "$slim" .
 rm -rf "$tmp" "$slim"
+src=$(mktemp -d)
+.venv/bin/python -m clip_server.cxx_backends --export-sources "$src/triton-src" >/dev/null
+[ -d /usr/src/googletest ] || { echo "googletest sources missing: apt-get install googletest" >&2; exit 1; }
+cp -r /usr/src/googletest "$src/googletest"
+tar cJf .gpu/sources.tar.xz -C "$src" triton-src googletest
+rm -rf "$src"
 du -sh .gpu

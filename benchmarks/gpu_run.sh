@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# GPU run (docs/benchmarks.md, issue "GPU instance groups"): on a machine with an NVIDIA GPU, the
-# python3 that holds a CUDA torch, and no package registry. Carried in .gpu/ (built here by
-# benchmarks/gpu_bundle.sh): the tritonserver of nvidia-pytriton 0.7.0 (slimmed: Python 3.12
-# stub only) and wheels (numpy 1.26 for the stub, ftfy, tritonclient, open-clip-torch for the
-# vocabulary, perf_analyzer).
+# GPU run (docs/benchmarks.md): on a machine with an NVIDIA GPU, the python3 that holds a CUDA
+# torch, and no package registry. Carried in .gpu/ (built here by benchmarks/gpu_bundle.sh): the
+# tritonserver of nvidia-pytriton 0.7.0 (slimmed: Python 3.12 stub only), wheels (numpy 1.26 for
+# the stub, ftfy, tritonclient, open-clip-torch for the vocabulary, perf_analyzer), the Triton
+# r24.10 sources and googletest. Builds Triton's C++ libtorch backend there with CUDA (the
+# onnxruntime one needs onnxruntime-gpu to serve a GPU, which no wheel here carries under the
+# size limit; the CPU reference runs model.onnx in-process), builds the repository,
+# then serves the TorchScript variants with KIND_GPU instances and checks and measures them.
 #   bash benchmarks/gpu_run.sh [--quick]     results in $OUT (or ./gpu-results)
+# With two or more GPUs visible, a second server spreads the encoder over GPUs 0 and 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-results}
@@ -28,7 +32,17 @@ echo "$torch_site" > "$sp/zz-machine-site.pth"
 "$VENV/bin/python3" -c 'import numpy, torch, ftfy; print("stub env: numpy", numpy.__version__, "torch", torch.__version__)'
 export PYTHONPATH="$PWD/build_scripts:$PWD/server:$PWD/client:$PWD:$SITE"
 python3 -c 'import numpy, torch; print("numpy", numpy.__version__, "torch", torch.__version__, torch.cuda.get_device_name(0))'
-python3 -m clip_build --torchscript-device cuda --fp16 2>&1 | grep -v "^\s*$" | tail -5
-# the local runtime puts sys.prefix/bin first on PATH for the stub: run it from the stub venv's
-# prefix by pointing CLIP_STUB_PYTHON_BIN there
-CLIP_STUB_BIN="$VENV/bin" python3 -m benchmarks.gpu_check --out "$OUT" "$@"
+# Triton's C++ backends: the libtorch one against this machine's CUDA torch (sm_90 for Hopper).
+t0=$(date +%s)
+SRC=/tmp/clip-gpu-sources
+[ -d "$SRC/triton-src" ] || { mkdir -p "$SRC" && tar xJf .gpu/sources.tar.xz -C "$SRC"; }
+CLIP_TRITON_SOURCES="$SRC/triton-src" CLIP_GOOGLETEST_SOURCE="$SRC/googletest" \
+  python3 -m clip_server.cxx_backends --gpu --backends pytorch
+echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
+# model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
+python3 -m clip_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
+# the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
+CLIP_STUB_BIN="$VENV/bin" python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@"
+if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  CLIP_STUB_BIN="$VENV/bin" python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
+fi

@@ -77,14 +77,15 @@ def threads(srv) -> int:
 
 def test_intra_op_thread_count_sizes_the_backends_thread_pool(explicit_server):
     """ONNX Runtime's intra-op pool has N-1 threads beside the caller's: loading the encoder with
-    intra_op_thread_count=1 adds none, with 5 it adds four more than that."""
+    intra_op_thread_count=9 adds eight more than with 1 (other threads the first load starts once
+    blur that by one or two)."""
     added = {}
-    for count in ("1", "5"):
+    for count in ("1", "9"):
         before = threads(explicit_server)
         load_encoder(explicit_server, intra_op_thread_count=count)
         added[count] = threads(explicit_server) - before
         unload_encoder(explicit_server)
-    assert added["5"] - added["1"] >= 4, added
+    assert added["9"] - added["1"] >= 6, added
 
 
 def test_the_backend_refuses_a_bad_execution_mode(explicit_server):

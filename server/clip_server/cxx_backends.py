@@ -16,6 +16,7 @@ and an unchanged one costs nothing.
 
     python -m clip_server.cxx_backends            # build (or reuse) and print the output folder
     python -m clip_server.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
+    python -m clip_server.cxx_backends --export-sources DIR   # a mirror for a host without GitHub
 
 Layout of an output folder, ready to be a tritonserver `--backend-directory` entry each:
     onnxruntime/libtriton_onnxruntime.so, libonnxruntime.so.1(.19.2), libtritonserver.so -> wheel's
@@ -149,11 +150,11 @@ def require_tools(gpu: bool) -> None:
 
 
 def rapidjson_include() -> Path:
-    if SYSTEM_RAPIDJSON.is_dir():
-        return SYSTEM_RAPIDJSON.parent
     source = mirror()
     if source and (source / MIRROR_RAPIDJSON / "include" / "rapidjson").is_dir():
         return source / MIRROR_RAPIDJSON / "include"
+    if SYSTEM_RAPIDJSON.is_dir():
+        return SYSTEM_RAPIDJSON.parent
     raise BackendBuildError("RapidJSON headers not found: apt-get install rapidjson-dev "
                             f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)")
 
@@ -167,13 +168,15 @@ def googletest_source() -> Path | None:
     return DEBIAN_GOOGLETEST if DEBIAN_GOOGLETEST.is_dir() else None
 
 
-def cache_key(gpu: bool) -> tuple[str, dict]:
+def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str, dict]:
     source = mirror()
     torch = torch_facts()
     facts = {
         "triton_ref": TRITON_REF,
+        "backends": [b.name for b in backends],
         "sources": f"mirror:{tree_digest([source / n for n in UPSTREAM_COMMITS])}" if source else UPSTREAM_COMMITS,
-        "onnxruntime": f"{ORT_VERSION}:{hashlib.sha256(ort_library().read_bytes()).hexdigest()}",
+        "onnxruntime": (f"{ORT_VERSION}:{hashlib.sha256(ort_library().read_bytes()).hexdigest()}"
+                        if ONNXRUNTIME in backends else None),
         "torch": {k: torch[k] for k in ("version", "cxx11_abi", "cuda")},
         "compiler": compiler_version(),
         "gpu": gpu,
@@ -198,20 +201,18 @@ def fetch_upstream(name: str, dest: Path) -> None:
     run(["git", "checkout", "-q", "FETCH_HEAD"], dest)
 
 
-def stage_sources(work: Path, gpu: bool) -> Path:
-    """Writable copies of the five source trees (a GPU build patches backend/), plus the ORT header."""
-    src = work / "src"
+def export_sources(dest: Path) -> Path:
+    """Writable copies of what the build reads, laid out as a mirror ($CLIP_TRITON_SOURCES takes
+    it): the five r24.10 trees, the ORT C API header and the RapidJSON headers. From the mirror
+    when one is set, else from upstream (and Debian's RapidJSON)."""
     source = mirror()
     for name in UPSTREAM_COMMITS:
         if source:
-            shutil.copytree(source / name, src / name)
+            shutil.copytree(source / name, dest / name)
         else:
-            fetch_upstream(name, src / name)
-    for path in (src / name for name in UPSTREAM_COMMITS):
-        for item in [path, *path.rglob("*")]:  # a mirror may come without write bits
-            item.chmod(item.stat().st_mode | 0o200)
-    include = src / "onnxruntime-include"
-    include.mkdir()
+            fetch_upstream(name, dest / name)
+    include = dest / MIRROR_ORT_INCLUDE
+    include.mkdir(parents=True)
     if source and (source / MIRROR_ORT_INCLUDE / ORT_HEADER).is_file():
         shutil.copy2(source / MIRROR_ORT_INCLUDE / ORT_HEADER, include / ORT_HEADER)
     else:
@@ -220,22 +221,27 @@ def stage_sources(work: Path, gpu: bool) -> Path:
                 (include / ORT_HEADER).write_bytes(resp.read())
         except OSError as exc:
             raise BackendBuildError(f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror") from exc
-    if gpu:
-        cmake = src / "backend" / "CMakeLists.txt"
-        text = cmake.read_text()
-        old = 'CUDA_ARCHITECTURES "53;60-real;62-real;70-real;72-real;75-real;80-real;86-real;89-real;90-real"'
-        if old not in text:
-            raise BackendBuildError(f"{cmake}: the CUDA_ARCHITECTURES list to replace was not found")
-        cmake.write_text(text.replace(old, f'CUDA_ARCHITECTURES "{cuda_architectures()}"'))
-    return src
+    shutil.copytree(rapidjson_include() / "rapidjson", dest / MIRROR_RAPIDJSON / "include" / "rapidjson")
+    for item in [dest, *dest.rglob("*")]:  # a mirror may come without write bits
+        item.chmod(item.stat().st_mode | 0o200)
+    return dest
 
 
-def write_rapidjson_config(work: Path) -> Path:
+def patch_cuda_architectures(src: Path) -> None:
+    cmake = src / "backend" / "CMakeLists.txt"
+    text = cmake.read_text()
+    old = 'CUDA_ARCHITECTURES "53;60-real;62-real;70-real;72-real;75-real;80-real;86-real;89-real;90-real"'
+    if old not in text:
+        raise BackendBuildError(f"{cmake}: the CUDA_ARCHITECTURES list to replace was not found")
+    cmake.write_text(text.replace(old, f'CUDA_ARCHITECTURES "{cuda_architectures()}"'))
+
+
+def write_rapidjson_config(src: Path, work: Path) -> Path:
     """Triton's common asks `find_package(RapidJSON CONFIG)` for RAPIDJSON_INCLUDE_DIRS; a
-    two-line config file serves, from Debian's headers or the mirror's."""
+    two-line config file serves."""
     folder = work / "rapidjson-cmake"
     folder.mkdir(exist_ok=True)
-    include = rapidjson_include()
+    include = src / MIRROR_RAPIDJSON / "include"
     (folder / "RapidJSONConfig.cmake").write_text(
         f'set(RAPIDJSON_INCLUDE_DIRS "{include}")\nset(RapidJSON_INCLUDE_DIRS "{include}")\n')
     return folder
@@ -256,7 +262,7 @@ def common_cmake_args(src: Path, work: Path, gpu: bool) -> list[str]:
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-COMMON={src / 'common'}",
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-CORE={src / 'core'}",
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-BACKEND={src / 'backend'}",
-        f"-DRapidJSON_DIR={write_rapidjson_config(work)}",
+        f"-DRapidJSON_DIR={write_rapidjson_config(src, work)}",
         f"-DPython3_INCLUDE_DIR={sysconfig.get_paths()['include']}",
     ]
     if googletest_source():
@@ -277,7 +283,7 @@ def backend_cmake_args(backend: Backend, src: Path, gpu: bool) -> list[str]:
             f"-DCMAKE_CXX_FLAGS={cxx_flags}",
             "-DTRITON_ENABLE_ONNXRUNTIME_TENSORRT=OFF",  # NGC's ORT has TensorRT; this wheel's has not
             "-DTRITON_ENABLE_ONNXRUNTIME_OPENVINO=OFF",
-            f"-DTRITON_ONNXRUNTIME_INCLUDE_PATHS={src / 'onnxruntime-include'}",
+            f"-DTRITON_ONNXRUNTIME_INCLUDE_PATHS={src / MIRROR_ORT_INCLUDE}",
             # a non-empty lib path turns off the backend's Docker-based ORT build
             f"-DTRITON_ONNXRUNTIME_LIB_PATHS={ort_lib_dir(src)}",
         ]
@@ -305,9 +311,9 @@ def ort_lib_dir(src: Path) -> Path:
 
 
 def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None = None,
-          verbose: bool = True) -> Path:
-    """Build both backends (or reuse the cached build with the same inputs); returns the folder."""
-    key, facts = cache_key(gpu)
+          verbose: bool = True, backends: tuple[Backend, ...] = BACKENDS) -> Path:
+    """Build the backends (or reuse the cached build with the same inputs); returns the folder."""
+    key, facts = cache_key(gpu, backends)
     dest = dest_root / key
     if (dest / MANIFEST).is_file():
         link = current_link(gpu, dest_root)
@@ -324,12 +330,12 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
     say = (lambda msg: print(f"[cxx-backends] {msg}", file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
     say(f"building Triton {TRITON_REF} C++ backends ({'GPU' if gpu else 'CPU'}) into {dest} (log: {log_path})")
     try:
-        _build_into(staged, work, log_path, gpu, jobs, say)
+        _build_into(staged, work, log_path, gpu, jobs, say, backends)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     manifest = {**facts, "key": key, "library_path": [torch_facts()["lib"]],
-                "backends": {b.name: f"{b.name}/{b.library}" for b in BACKENDS}}
+                "backends": {b.name: f"{b.name}/{b.library}" for b in backends}}
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
@@ -342,10 +348,13 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
     return dest
 
 
-def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, say) -> None:
+def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, say,
+                backends: tuple[Backend, ...]) -> None:
     with open(log_path, "w") as log:
-        src = stage_sources(work, gpu)
-        for backend in BACKENDS:
+        src = export_sources(work / "src")
+        if gpu:
+            patch_cuda_architectures(src)
+        for backend in backends:
             build_dir = work / f"build-{backend.name}"
             say(f"{backend.name}: configure + build ({jobs} jobs) ...")
             run(["cmake", "-S", str(src / backend.source), "-B", str(build_dir),
@@ -360,9 +369,10 @@ def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, 
             out.mkdir(parents=True)
             shutil.copy2(built, out / backend.library)
             say(f"{backend.name}: {out / backend.library} ({built.stat().st_size // 1024} KB)")
-        ort = staged / ONNXRUNTIME.name / ort_library().name
-        shutil.copy2(ort_library(), ort)
-        (ort.parent / "libonnxruntime.so.1").symlink_to(ort.name)  # its SONAME, what the backend asks for
+        if ONNXRUNTIME in backends:
+            ort = staged / ONNXRUNTIME.name / ort_library().name
+            shutil.copy2(ort_library(), ort)
+            (ort.parent / "libonnxruntime.so.1").symlink_to(ort.name)  # its SONAME, what the backend asks for
 
 
 def install_into(backend_dir: Path, built: Path) -> list[str]:
@@ -376,7 +386,7 @@ def install_into(backend_dir: Path, built: Path) -> list[str]:
     if server_lib is None:
         raise BackendBuildError(f"no libtritonserver*.so in {libs}")
     manifest = json.loads((built / MANIFEST).read_text())
-    for backend in BACKENDS:
+    for backend in (b for b in BACKENDS if b.name in manifest["backends"]):
         folder = backend_dir / backend.name
         folder.mkdir(parents=True, exist_ok=True)
         for item in (built / backend.name).iterdir():
@@ -404,10 +414,18 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="build with CUDA (TRITON_ENABLE_GPU=ON)")
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--backends", default=",".join(b.name for b in BACKENDS),
+                        help="which to build (default: onnxruntime,pytorch)")
     parser.add_argument("--dest", type=Path, default=DEFAULT_STATE)
+    parser.add_argument("--export-sources", type=Path, default=None, metavar="DIR",
+                        help="only write the sources the build reads to DIR, as a mirror for an offline host")
     args = parser.parse_args(argv)
     try:
-        print(build(args.dest, gpu=args.gpu, jobs=args.jobs))
+        if args.export_sources:
+            print(export_sources(args.export_sources))
+            return 0
+        chosen = tuple(b for b in BACKENDS if b.name in args.backends.split(","))
+        print(build(args.dest, gpu=args.gpu, jobs=args.jobs, backends=chosen))
     except BackendBuildError as exc:
         print(f"[cxx-backends] error: {exc}", file=sys.stderr)
         return 1
