@@ -5,6 +5,10 @@ unescape twice, whitespace collapse, str.lower()); the BPE itself runs in the Ru
 library from `tokenizer.json`, which `build_scripts` writes next to this file.
 Every request of a dynamic batch gets its own response, in order; a bad request gets its own
 INVALID_ARG error and leaves the others untouched.
+
+The work per text is bounded by what CLIP reads: cleaning and BPE run only on the shortest prefix
+that holds the text's first context_length - 1 words (`clean_prefix`), so a 1 MB text costs about
+what a caption does, with the same ids as tokenizing all of it.
 """
 
 import html
@@ -20,11 +24,62 @@ from tokenizers import Tokenizer
 _WHITESPACE = regex.compile(r"\s+")
 
 
-def clean_text(text: str) -> str:
-    """open_clip's `_clean_lower`: whitespace_clean(basic_clean(text)).lower()."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
+def _finish_cleaning(fixed: str) -> str:
+    """The rest of open_clip's `_clean_lower` after ftfy.fix_text: HTML unescape twice, strip,
+    whitespace runs to one space, lower-case."""
+    text = html.unescape(html.unescape(fixed)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+# A word longer than this is cut here before BPE. The first 75 tokens of a word cover at most
+# 75 x 32 characters (32: the longest CLIP token); BPE merges are local, so the ids of those tokens
+# do not depend on text this far away (tests compare against whole-word BPE on adversarial words).
+MAX_WORD_CHARS = 8192
+FIRST_LOOK_CHARS = 2048  # how much text to clean first; grows x4 until it holds enough words
+
+
+def clip_prefix(cleaned: str, split: "regex.Pattern", words: int) -> "str | None":
+    """The shortest prefix of `cleaned` holding its first `words` words (CLIP's word split, the
+    pre-tokenizer of tokenizer.json), or None when it holds fewer. BPE never merges across words
+    and each word gives at least one token, so this prefix gives the first `words` tokens."""
+    for count, match in enumerate(split.finditer(cleaned), 1):
+        if match.end() - match.start() > MAX_WORD_CHARS:
+            return cleaned[: match.start() + MAX_WORD_CHARS]
+        if count >= words:
+            return cleaned[: match.end()]
+    return None
+
+
+def _heads(text: str, boundary: str):
+    """Ever longer prefixes of `text` that end just after a `boundary` character, then all of it."""
+    limit = FIRST_LOOK_CHARS
+    while limit < len(text):
+        cut = text.find(boundary, limit) + 1
+        if cut == 0:
+            break
+        yield text[:cut], False
+        limit = cut * 4
+    yield text, True
+
+
+def clean_prefix(text: str, split: "regex.Pattern", words: int) -> str:
+    """`clip_prefix` of the text cleaned as open_clip cleans it (ftfy.fix_text, then
+    `_finish_cleaning`), computed from as little of `text` as it takes.
+
+    Exact, not a heuristic: ftfy fixes a text line by line (its state only flows forward), so
+    whole lines fix the same alone; HTML entities, whitespace runs and lower-casing never reach
+    across a space, so a fixed text cut after a space cleans to a prefix of the whole, ending on a
+    word boundary. A 1 MB text costs about what its first lines do."""
+    for head, whole_text in _heads(text, "\n"):
+        fixed = ftfy.fix_text(head)
+        for part, whole_line in _heads(fixed, " "):
+            cleaned = _finish_cleaning(part)
+            prefix = clip_prefix(cleaned, split, words)
+            if prefix is not None:
+                return prefix
+            if whole_line and whole_text:
+                return cleaned
+    raise AssertionError("unreachable: the last head is the whole text")
 
 
 class InvalidInput(ValueError):
@@ -43,6 +98,9 @@ class TritonPythonModel:
                 f"{tokenizer_path} is missing: run `python -m clip_build` to build the repository's artifacts"
             )
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # CLIP's word split, as tokenizer.json's pre-tokenizer defines it (one home: the build)
+        split = json.loads(self.tokenizer.to_str())["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
+        self.word_split = regex.compile(split)
         self.sot_id = self.tokenizer.token_to_id(params["sot_token"])
         self.eot_id = self.tokenizer.token_to_id(params["eot_token"])
         self.pad_id = int(params["pad_id"])
@@ -50,7 +108,10 @@ class TritonPythonModel:
         self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
 
     def _decode(self, request):
-        texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+        try:
+            texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+        except Exception as exc:  # e.g. a BYTES length prefix past the data: this request's fault alone
+            raise InvalidInput(f"TEXT is not a well-formed BYTES tensor: {exc}") from None
         if texts.ndim != 2 or texts.shape[1] != 1:
             raise InvalidInput(f"TEXT must have shape [batch, 1], got {list(texts.shape)}")
         decoded = []
@@ -74,7 +135,9 @@ class TritonPythonModel:
         truncated like open_clip (the first context_length - 2 tokens, EOT kept last)."""
         ids = np.full((len(texts), self.context_length), self.pad_id, dtype=self.output_dtype)
         keep = self.context_length - 2
-        encodings = self.tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
+        words = self.context_length - 1  # one more than fits: truncation below still sees the cut
+        prefixes = [clean_prefix(t, self.word_split, words) for t in texts]
+        encodings = self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
         for row, encoding in zip(ids, encodings):
             tokens = encoding.ids[:keep]
             row[0] = self.sot_id

@@ -1,0 +1,74 @@
+"""What a long text costs the tokenizer, next to a caption, on one server in one run.
+
+    python -m benchmarks.long_texts [--repeat 5]
+
+Sends requests of 12 texts each (1 MB of words, one 500k-letter word, 1 MB of CJK, and plain
+captions) to `clip_tokenizer`, and prints seconds per request, the ratio to the caption request,
+and the resident memory of the tokenizer's Python-backend processes before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.corpus import captions
+
+CASES = {
+    "12 captions": None,
+    "12 x 1 MB of words": ("a photo of a cat on a mat " * 40000)[:1_000_000],
+    "12 x one 500k-letter word": "abcdefghij" * 50_000,
+    "12 x 1 MB of CJK": "\u4e2d\u6587\u5b57" * 111_000,
+}
+
+
+def stub_rss_mb(srv) -> float:
+    total = 0
+    for pid in srv.stub_pids():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def main(argv=None) -> int:
+    import tritonclient.grpc as grpc
+
+    from clip_server import LocalTritonServer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    with LocalTritonServer.on_free_ports() as srv:
+        client = grpc.InferenceServerClient(srv.grpc_url)
+        rss_before = stub_rss_mb(srv)
+        seconds = {}
+        for name, text in CASES.items():
+            texts = captions(12, seed=1) if text is None else [text] * 12
+            batch = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+            tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
+            tensor.set_data_from_numpy(batch)
+            runs = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                client.infer("clip_tokenizer", [tensor])
+                runs.append(time.perf_counter() - t0)
+            seconds[name] = statistics.median(runs)
+        rss_after = stub_rss_mb(srv)
+        client.close()
+    base = seconds["12 captions"]
+    for name, value in seconds.items():
+        print(f"{name:28s} {value * 1000:9.1f} ms/request   x{value / base:6.1f} the caption request")
+    print(f"tokenizer stubs resident memory: {rss_before:.0f} MB before, {rss_after:.0f} MB after")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
