@@ -149,7 +149,7 @@ def main(argv=None) -> int:
             run_points(url, "tokenizer-alone", args.quick, args.processes, report["load"], points=[(16, 32), (8, 256)],
                        model="clip_tokenizer", output="input_ids")
         deploy(server.grpc_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
-               args.tokenizer_instances)
+               args.tokenizer_instances, server.admin_headers())
         fp16 = parity(url, VARIED_64, many, reference, report, "fp16")
         report["fp16_min_cosine_vs_fp32_varied64"] = float(cosine(fp16, fp32).min())
         ok = ok and min(report["fp16_min_cosine_vs_cpu_onnx"], report["fp16_min_cosine_vs_fp32_varied64"]) >= 0.999

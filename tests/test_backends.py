@@ -54,7 +54,8 @@ def load_encoder(srv, **parameters) -> None:
         config.parameters[key].string_value = value
     client = grpc.InferenceServerClient(srv.grpc_url)
     try:
-        client.load_model(ENCODER_MODEL, config=json_format.MessageToJson(config, preserving_proto_field_name=True))
+        client.load_model(ENCODER_MODEL, headers=srv.admin_headers(),
+                          config=json_format.MessageToJson(config, preserving_proto_field_name=True))
     finally:
         client.close()
 
@@ -62,7 +63,7 @@ def load_encoder(srv, **parameters) -> None:
 def unload_encoder(srv) -> None:
     client = grpc.InferenceServerClient(srv.grpc_url)
     try:
-        client.unload_model(ENCODER_MODEL)
+        client.unload_model(ENCODER_MODEL, headers=srv.admin_headers())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and client.is_model_ready(ENCODER_MODEL):
             time.sleep(0.1)

@@ -2,6 +2,7 @@
 no cluster here): schema validation, lint, and the settings the fleet relies on."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clip_server import LocalTritonServer
+from clip_text_client.access import ADMIN_APIS, CLIENT_APIS
 from conftest import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -101,3 +104,32 @@ def test_every_file_the_images_need_is_in_the_repository():
                 *sources, _ = line.split()[1:]
                 for source in sources:
                     assert (REPO_ROOT / source).exists(), f"{dockerfile}: COPY {source} is missing"
+
+
+def restricted_groups(text: str) -> dict[str, set[frozenset]]:
+    """The API groups each --http-restricted-api / --grpc-restricted-protocol flag in `text` restricts."""
+    groups: dict[str, set[frozenset]] = {"http": set(), "grpc": set()}
+    for flag, apis in re.findall(r"--(http-restricted-api|grpc-restricted-protocol)=([a-z,-]+):x-api-key=", text):
+        groups[flag[:4]].add(frozenset(apis.split(",")))
+    return groups
+
+
+def test_compose_k8s_and_the_local_runtime_restrict_the_same_apis():
+    expected = {frozenset(ADMIN_APIS), frozenset(CLIENT_APIS)}
+    local = " ".join(LocalTritonServer(api_key="client-key").command(REPO_ROOT / ".local" / "unused"))
+    for name, text in (("docker-compose.yml", COMPOSE.read_text()),
+                       ("deploy/k8s/deployment.yaml", (REPO_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()),
+                       ("local runtime", local)):
+        assert restricted_groups(text) == {"http": expected, "grpc": expected}, name
+
+
+def test_compose_closes_the_admin_apis_even_without_keys():
+    """The admin group is unconditional (a random key when CLIP_ADMIN_KEY is unset); only the
+    client group depends on CLIP_API_KEY."""
+    command = " ".join(compose_config({"CLIP_API_KEY": "", "CLIP_ADMIN_KEY": ""})["services"]["tritonserver"]["command"])
+    command = command.replace("$$", "$")  # compose's escape for a literal $ (the container's shell expands it)
+    admin = ",".join(ADMIN_APIS)
+    assert f"--http-restricted-api={admin}:x-api-key=$admin" in command
+    assert f"--grpc-restricted-protocol={admin}:x-api-key=$admin" in command
+    assert "admin=${CLIP_ADMIN_KEY:-$(head -c 32 /dev/urandom" in command
+    assert not re.search(r":\+--(http|grpc)-restricted-[a-z]+=model-repository", command)

@@ -14,7 +14,7 @@ from clip_build.namespace import namespaced
 from clip_server import LocalTritonServer
 from clip_server.deploy import deploy, unload
 from clip_text_client import AccessDeniedError, CLIPTextClient
-from conftest import REPOSITORY, text_array, triton_infer
+from conftest import url_of, REPOSITORY, text_array, triton_infer
 
 OTHER_MODEL = '''
 import numpy as np
@@ -57,8 +57,9 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
     root, _ = fleet_repository
     with LocalTritonServer.on_free_ports(repository=root, model_control_mode="explicit") as srv:
         admin = grpc.InferenceServerClient(srv.grpc_url)
-        admin.load_model("other_team_echo")
-        loaded = deploy(srv.grpc_url, root, "cpu", encoder_instances=2, tokenizer_instances=3, prefix="search_")
+        admin.load_model("other_team_echo", headers=srv.admin_headers())
+        loaded = deploy(srv.grpc_url, root, "cpu", encoder_instances=2, tokenizer_instances=3,
+                        headers=srv.admin_headers(), prefix="search_")
         assert set(loaded.values()) == {"ready"}
         config = admin.get_model_config("search_clip_text_encoder", as_json=True)["config"]
         assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
@@ -69,7 +70,7 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
             assert c.model_info().weights in ("random-init", "pretrained")  # found through the namespaced steps
         (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"])
         assert np.abs(got - expected).max() <= 1e-5
-        unload(srv.grpc_url, prefix="search_")
+        unload(srv.grpc_url, headers=srv.admin_headers(), prefix="search_")
         assert not admin.is_model_ready("search_clip_text")
         assert admin.is_model_ready("other_team_echo")
         (out,) = triton_infer("grpc", srv.grpc_url, "other_team_echo", {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
@@ -80,8 +81,10 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
 def test_repository_control_api_is_closed_by_default(server):
     client = http.InferenceServerClient(server.http_url)
     try:
+        with pytest.raises(InferenceServerException, match=r"(?i)restricted|permission|403"):
+            client.unload_model("clip_text")  # no admin key
         with pytest.raises(InferenceServerException, match=r"(?i)explicit|not allowed|polling"):
-            client.unload_model("clip_text")
+            client.unload_model("clip_text", headers=server.admin_headers("http"))  # mode "none"
         assert client.is_model_ready("clip_text")
     finally:
         client.close()
@@ -110,3 +113,29 @@ def test_restricted_apis_need_the_key_and_it_never_reaches_the_log(tmp_path):
             health.close()
         log = srv.log_path.read_text(errors="replace")
     assert key not in log
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_admin_apis_refuse_anonymous_callers_while_inference_stays_open(server, protocol):
+    """Shared memory, repository, trace and logging APIs need the admin key on every server
+    (a random one when the operator gives none); inference needs none unless a client key is set."""
+    module = http if protocol == "http" else grpc
+    anonymous = module.InferenceServerClient(url_of(server, protocol))
+    admin_headers = server.admin_headers(protocol)
+    calls = {
+        "logging": lambda **kw: anonymous.update_log_settings({"log_verbose_level": 1}, **kw),
+        "trace": lambda **kw: anonymous.get_trace_settings(**kw),
+        "shared-memory": lambda **kw: anonymous.register_system_shared_memory("probe", "/probe", 64, **kw),
+        "model-repository": lambda **kw: anonymous.get_model_repository_index(**kw),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(InferenceServerException, match=r"(?i)restricted|permission|403|unauthenticated"):
+                call()
+        assert anonymous.get_trace_settings(headers=admin_headers)  # the key opens them
+        assert anonymous.get_model_repository_index(headers=admin_headers)
+        anonymous.update_log_settings({"log_verbose_level": 0}, headers=admin_headers)
+    finally:
+        anonymous.close()
+    (out,) = triton_infer(protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(["open"])}, ["EMBEDDING"])
+    assert out.shape == (1, 512)

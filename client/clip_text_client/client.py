@@ -26,14 +26,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .access import key_headers
 from .errors import AccessDeniedError, CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
 from .transport import RequestRejected, RetryableError, Transport
 
 log = logging.getLogger("clip_text_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-API_KEY_HEADER = "x-api-key"  # the header the server's --http-restricted-api / --grpc-restricted-protocol name
-GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 
 
 class RandomWeightsWarning(UserWarning):
@@ -78,9 +77,7 @@ class CLIPTextClient:
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.headers, self.normalize, self.ssl = dict(headers or {}), normalize, ssl
         if api_key:
-            # Triton's restricted APIs: HTTP checks the header as configured, gRPC checks it with
-            # the "triton-grpc-protocol-" prefix
-            self.headers[API_KEY_HEADER if protocol == "http" else GRPC_HEADER_PREFIX + API_KEY_HEADER] = api_key
+            self.headers.update(key_headers(api_key, protocol))  # Triton's restricted APIs
         self.sort_by_length = sort_by_length
         self._local = threading.local()
         self._transports: list[Transport] = []

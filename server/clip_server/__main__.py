@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--api-key-env", default=None, metavar="VAR",
                         help="require header x-api-key with the value of this environment variable "
                              "(every API but health)")
+    parser.add_argument("--admin-key-env", default=None, metavar="VAR",
+                        help="admin key (model repository, shared memory, trace, logging APIs) from this "
+                             "environment variable; default: a random one, saved to .local/admin-key-<port>")
     parser.add_argument("--no-supervise", action="store_true",
                         help="do not restart the server when it exits or loses a Python-backend stub")
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
@@ -73,6 +76,14 @@ def main(argv=None) -> int:
         gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
+    if args.admin_key_env:
+        server.admin_key = os.environ[args.admin_key_env]
+    else:  # for the operator's own repository/logging calls; readable by this user only
+        key_file = server.state_dir / f"admin-key-{server.http_port}"
+        server.state_dir.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(server.admin_key + "\n")
+        print(f"admin APIs (repository, shared memory, trace, logging) need header x-api-key: see {key_file}")
     print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
     try:
         server.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,15 +24,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_text_client.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
+
 from . import cxx_backends
 from .paths import REPO_ROOT, STATE_DIR, pytriton_paths
 
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
 
 
-API_KEY_HEADER = "x-api-key"
-# everything but health (load balancers and probes need it without a key)
-RESTRICTED_APIS = "inference,metadata,model-config,model-repository,statistics,shared-memory,trace,logging"
 
 
 class ServerFailed(RuntimeError):
@@ -84,9 +84,11 @@ class LocalTritonServer:
     encoder_instances: int | None = None
     gpus: list[int] | None = None
     tokenizer_instances: int | None = None
-    # Access control: with a key, every API but health needs the header `x-api-key: <key>`
-    # (Triton's restricted APIs). The key is passed on the command line, never logged by us.
-    api_key: str | None = None
+    # Access control (clip_text_client.access): the admin APIs (repository, shared memory, trace,
+    # logging) always need `x-api-key: <admin_key>`, a random one unless given; with `api_key`,
+    # inference and metadata need that key too. Keys go on the command line, never into our logs.
+    api_key: str | None = field(default=None, repr=False)
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     model_control_mode: str | None = None  # "explicit" for a fleet; default: Triton's "none"
     prefix: str = ""  # model name prefix of a namespaced repository (clip_build.namespace)
     env: dict[str, str] = field(default_factory=dict)
@@ -170,16 +172,18 @@ class LocalTritonServer:
         mode = "explicit" if self.uses_overrides else self.model_control_mode
         if mode:
             cmd.append(f"--model-control-mode={mode}")
+        cmd += restricted_api_flags(ADMIN_APIS, self.admin_key)
         if self.api_key:
-            restricted = f"{RESTRICTED_APIS}:{API_KEY_HEADER}={self.api_key}"
-            cmd += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
+            cmd += restricted_api_flags(CLIENT_APIS, self.api_key)
         return cmd + list(self.extra_args)
 
     def headers(self, protocol: str = "grpc") -> dict[str, str] | None:
-        """Raw request headers carrying the key (gRPC wants Triton's protocol prefix)."""
-        if not self.api_key:
-            return None
-        return {API_KEY_HEADER if protocol == "http" else "triton-grpc-protocol-" + API_KEY_HEADER: self.api_key}
+        """Raw request headers carrying the client key, if the server has one."""
+        return key_headers(self.api_key, protocol) if self.api_key else None
+
+    def admin_headers(self, protocol: str = "grpc") -> dict[str, str]:
+        """Raw request headers for the admin APIs (repository, shared memory, trace, logging)."""
+        return key_headers(self.admin_key, protocol)
 
     @property
     def uses_overrides(self) -> bool:
@@ -216,7 +220,7 @@ class LocalTritonServer:
                 from .deploy import deploy
 
                 deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
-                       self.tokenizer_instances, self.headers("grpc"), self.prefix)
+                       self.tokenizer_instances, self.admin_headers("grpc"), self.prefix)
         except BaseException:
             self.stop()
             raise
