@@ -161,6 +161,9 @@ def main(argv=None) -> int:
             return 0 if ok else 1
         run_points(url, "fp16", args.quick, args.processes, report["load"])
         run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+        # the small-batch points again, after every point above warmed the server: tells a
+        # first-use cost (per-shape kernel selection, lazy module loading) from a steady one
+        run_points(url, "fp16-again", args.quick, args.processes, report["load"], points=POINTS[:2])
         for concurrency in (1, 64):
             result = perf_analyzer(url, concurrency, args.out, "fp16")
             if result:
