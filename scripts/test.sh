@@ -6,8 +6,12 @@ scripts/setup_venv.sh
 scripts/setup_jina_venv.sh
 scripts/setup_backends.sh
 scripts/build_if_needed.sh
-# docker-compose.yml is validated with Debian's docker-compose (no engine needed for `config`)
-if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) >/dev/null 2>&1 || true
+# Debian's docker-compose validates docker-compose.yml (no engine needed for `config`); Debian's
+# nginx runs the proxy configuration (deploy/proxy) in front of a real server
+need=()
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null 2>&1 || true
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -32,12 +32,33 @@ def compose_config(env: dict | None = None) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+def published(service: dict) -> set[tuple[str, int]]:
+    """(host address, container port) of each published port, in either of compose's forms."""
+    ports = set()
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.add((port["host_ip"], int(port["target"])))
+        else:  # "127.0.0.1:8000:8000/tcp"
+            host, _, target = port.split("/")[0].rsplit(":", 2)
+            ports.add((host, int(target)))
+    return ports
+
+
 def test_compose_validates_and_binds_loopback_by_default():
-    config = compose_config()
-    server = config["services"]["tritonserver"]
-    published = {(p["host_ip"], p["target"]) if isinstance(p, dict) else tuple(p.rsplit(":", 1)) for p in server["ports"]}
-    assert published == {("127.0.0.1", 8000), ("127.0.0.1", 8001), ("127.0.0.1", 8002)} or \
-        all(str(p).startswith("127.0.0.1:") for p in server["ports"])
+    services = compose_config()["services"]
+    # HTTP and gRPC only through the proxy; Triton publishes metrics alone
+    assert published(services["proxy"]) == {("127.0.0.1", 8000), ("127.0.0.1", 8001)}
+    assert published(services["tritonserver"]) == {("127.0.0.1", 8002)}
+
+
+def test_compose_proxy_serves_the_one_template():
+    proxy = compose_config()["services"]["proxy"]
+    assert any("deploy/proxy/nginx.conf.template:/etc/nginx/templates/" in str(v) or
+               (isinstance(v, dict) and v.get("source", "").endswith("deploy/proxy/nginx.conf.template"))
+               for v in proxy["volumes"])
+    assert proxy["environment"]["TRITON_HTTP_UPSTREAM"] == "tritonserver:8000"
+    assert proxy["environment"]["TRITON_GRPC_UPSTREAM"] == "tritonserver:8001"
+    assert proxy["depends_on"]["tritonserver"]["condition"] == "service_healthy"
 
 
 def test_compose_server_settings():
@@ -52,15 +73,19 @@ def test_compose_server_settings():
     assert str(server["shm_size"]).lower() in ("2gb", "2147483648")
     assert any("hf-cache" in str(v) for v in build["volumes"])
     assert any(":/models" in str(v) for v in server["volumes"])
-    assert all(not str(p).startswith("127.0.0.1") for p in server["ports"]) or \
-        all(p.get("host_ip") == "0.0.0.0" for p in server["ports"] if isinstance(p, dict))
+    assert {ip for ip, _ in published(config["services"]["proxy"])} == {"0.0.0.0"}
 
 
-def test_compose_pins_the_release():
+PATCHED_RELEASE = "26.10"  # README "Which Triton release": past the published 2025/2026 Triton CVEs
+
+
+def test_compose_k8s_and_dockerfiles_pin_one_patched_release():
     text = COMPOSE.read_text()
-    assert "TRITON_RELEASE:-24.10" in text
+    assert f"TRITON_RELEASE:-{PATCHED_RELEASE}" in text and "TRITON_RELEASE:-24" not in text
     for dockerfile in DOCKERFILES:
-        assert "ARG TRITON_RELEASE=24.10" in dockerfile.read_text()
+        assert f"ARG TRITON_RELEASE={PATCHED_RELEASE}" in dockerfile.read_text()
+    images = re.findall(r"image: \S+/clip-text-\S+:(\S+)", " ".join(m.read_text() for m in MANIFESTS))
+    assert len(images) == 2 and set(images) == {PATCHED_RELEASE}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -88,6 +113,18 @@ def test_kubernetes_deployment_has_what_the_fleet_needs():
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
     assert deployment["spec"]["replicas"] >= 2
+    # clients reach Triton through the proxy container only
+    assert "--http-address=127.0.0.1" in container["args"] and "--grpc-address=127.0.0.1" in container["args"]
+    proxy = next(c for c in pod["containers"] if c["name"] == "proxy")
+    assert {p["name"] for p in proxy["ports"]} == {"http", "grpc"}
+    assert {p["name"] for p in container["ports"]} == {"metrics"}
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    kustomization = yaml.safe_load((REPO_ROOT / "deploy" / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["name"] == next(v for v in pod["volumes"] if v["name"] == "proxy-template")["configMap"]["name"]
+    source = generator["files"][0].split("=", 1)[1]
+    assert (REPO_ROOT / "deploy" / source).resolve() == (REPO_ROOT / "deploy" / "proxy" / "nginx.conf.template")
     service = next(d for d in docs if d["kind"] == "Service")
     assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
     assert any("restricted" in a for a in container["args"])
