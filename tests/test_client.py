@@ -197,3 +197,36 @@ def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
     bad.write_text('{"text": "ok"}\n{not json}\n')
     assert cli.main([str(bad), "-o", str(tmp_path / "x.npy")]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+# -- what each server answer means to the client --------------------------------------------------
+@pytest.mark.parametrize("status,message,expected", [
+    ("400", "in ensemble 'clip_text', TEXT[0] is not valid UTF-8", "RequestRejectedError"),
+    ("StatusCode.INVALID_ARGUMENT", "TEXT[0] is not valid UTF-8", "RequestRejectedError"),
+    ("500", "CUDA out of memory", "ServerError"),  # never a verdict on the items: no bisection
+    ("StatusCode.INTERNAL", "CUDA out of memory", "ServerError"),
+    ("StatusCode.UNKNOWN", "something broke", "ServerError"),
+    ("503", "server is busy", "RetryableError"),
+    ("StatusCode.UNAVAILABLE", "failed to connect", "RetryableError"),
+    ("StatusCode.RESOURCE_EXHAUSTED", "too many requests", "RetryableError"),
+    ("403", "This API is restricted", "AccessDeniedError"),
+    ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header", "AccessDeniedError"),
+    ("StatusCode.INTERNAL", "Stub process 'clip_tokenizer_0_0' is not healthy.", "RetryableError"),
+    ("400", "Request for unknown model: 'nope' is not found", "ModelNotReadyError"),
+    ("StatusCode.NOT_FOUND", "model not found", "ModelNotReadyError"),
+])
+def test_server_answers_are_classified_by_status(status, message, expected):
+    from tritonclient.utils import InferenceServerException
+
+    from clip_text_client.transport import classify
+
+    assert type(classify(InferenceServerException(message, status=status))).__name__ == expected
+
+
+def test_an_unknown_model_is_model_not_ready_over_both_protocols(server):
+    from clip_text_client import ModelNotReadyError
+
+    for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+        with CLIPTextClient(url, protocol=protocol, model="no_such_model", retries=0) as client:
+            with pytest.raises(ModelNotReadyError):
+                client.encode(["x"])

@@ -1,9 +1,17 @@
 """Python client for the CLIP text embedding Triton repository: documents in, embeddings out."""
 
 from .client import CLIPTextClient, ModelInfo, RandomWeightsWarning
-from .errors import AccessDeniedError, CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
+from .errors import (
+    AccessDeniedError,
+    CLIPClientError,
+    InvalidItemError,
+    ModelNotReadyError,
+    ServerError,
+    ServerUnavailableError,
+)
 
 __all__ = [
     "CLIPTextClient", "ModelInfo", "RandomWeightsWarning",
-    "AccessDeniedError", "CLIPClientError", "InvalidItemError", "ModelNotReadyError", "ServerUnavailableError",
+    "AccessDeniedError", "CLIPClientError", "InvalidItemError", "ModelNotReadyError", "ServerError",
+    "ServerUnavailableError",
 ]

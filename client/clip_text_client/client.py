@@ -27,8 +27,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from .access import key_headers
-from .errors import AccessDeniedError, CLIPClientError, InvalidItemError, ModelNotReadyError, ServerUnavailableError
-from .transport import RequestRejected, RetryableError, Transport
+from .errors import (
+    AccessDeniedError,
+    CLIPClientError,
+    InvalidItemError,
+    ModelNotReadyError,
+    RequestRejectedError,
+    RetryableError,
+    ServerError,
+    ServerUnavailableError,
+)
+from .transport import Transport
 
 log = logging.getLogger("clip_text_client")
 
@@ -122,10 +131,12 @@ class CLIPTextClient:
         while True:
             try:
                 return fn(*args)
-            except (RetryableError, ModelNotReadyError) as exc:
+            except (RetryableError, ModelNotReadyError, ServerError) as exc:
                 if attempt >= self.retries:
                     if isinstance(exc, ModelNotReadyError):
                         raise ModelNotReadyError(f"model {self.model!r} at {self.url}: {exc}") from exc
+                    if isinstance(exc, ServerError):
+                        raise ServerError(f"{self.url} failed {attempt + 1} time(s): {exc}") from exc
                     raise ServerUnavailableError(
                         f"no answer from {self.url} ({self.protocol}) after {attempt + 1} attempt(s): {exc}"
                     ) from exc
@@ -296,7 +307,7 @@ class CLIPTextClient:
         info = self.model_info()
         try:
             vectors = self._with_retries(self._transport().infer, self.model, info.input_name, info.output_name, texts)
-        except RequestRejected as exc:
+        except RequestRejectedError as exc:
             if len(texts) == 1:
                 return np.full((1, info.dim), np.nan, dtype=np.float32), {0: str(exc)}
             mid = len(texts) // 2

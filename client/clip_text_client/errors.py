@@ -19,6 +19,21 @@ class ModelNotReadyError(CLIPClientError):
     """The server answers, but the model is not loaded or not ready."""
 
 
+class ServerError(CLIPClientError):
+    """The server failed on a well-formed request (HTTP 500, gRPC INTERNAL/UNKNOWN: out of memory,
+    a backend fault), after the configured retries. Never a verdict on the items sent."""
+
+
+# Raised between the transport and the client; they never reach the caller.
+class RetryableError(CLIPClientError):
+    """Connection refused/reset, UNAVAILABLE, timeouts, overload: worth another try."""
+
+
+class RequestRejectedError(CLIPClientError):
+    """The server refused this request's content (HTTP 400, gRPC INVALID_ARGUMENT): not worth a
+    retry as is; the client isolates the offending item instead."""
+
+
 class InvalidItemError(CLIPClientError, ValueError):
     """Some input items could not be embedded. The others were embedded.
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import AccessDeniedError, CLIPClientError, ModelNotReadyError, ServerUnavailableError
+from .errors import (
+    AccessDeniedError,
+    CLIPClientError,
+    ModelNotReadyError,
+    RequestRejectedError,
+    RetryableError,
+    ServerError,
+    ServerUnavailableError,
+)
 
-
-class RetryableError(CLIPClientError):
-    """Connection refused/reset, UNAVAILABLE, timeouts: worth another try."""
-
-
-class RequestRejected(CLIPClientError):
-    """The server refused this request's content (INVALID_ARG and friends): not worth a retry
-    as is; the client isolates the offending item instead."""
-
-
-_RETRYABLE_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED",
-                   "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
+# Triton's status -> what the client does: gRPC codes as tritonclient names them, HTTP statuses.
+_REJECTED = {"StatusCode.INVALID_ARGUMENT", "400"}  # this request's content: isolate the bad item
+_DENIED = {"StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED", "401", "403"}
+_NOT_READY = {"StatusCode.NOT_FOUND", "404"}
+_RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED",
+              "StatusCode.CANCELLED", "StatusCode.ABORTED", "408", "429", "502", "503", "504"}
+# Anything else (HTTP 500, gRPC INTERNAL/UNKNOWN, ...) is the server's fault: ServerError.
 
 
 def classify(exc: BaseException) -> CLIPClientError:
@@ -28,16 +31,22 @@ def classify(exc: BaseException) -> CLIPClientError:
     if isinstance(exc, InferenceServerException):
         status, message = str(exc.status() or ""), exc.message() or str(exc)
         lowered = message.lower()
-        if "restricted" in lowered or status in ("StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED", "401", "403"):
+        # Where Triton 2.51's status says less than its message (documented in docs/reliability.md):
+        if "restricted" in lowered:  # a missing key over gRPC comes back as UNAVAILABLE
             return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
-        if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
+        if "not healthy" in lowered or "stub process" in lowered:  # a dead backend process: INTERNAL,
+            return RetryableError(message)                          # but a restart or another instance serves
+        if "unknown model" in lowered or "is not ready" in lowered:
             return ModelNotReadyError(message)
-        if "not healthy" in lowered or "stub process" in lowered:  # a backend process died; others may serve
+        if status in _DENIED:
+            return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
+        if status in _REJECTED:
+            return RequestRejectedError(message)
+        if status in _NOT_READY:
+            return ModelNotReadyError(message)
+        if status in _RETRYABLE or (not status and ("timed out" in lowered or "deadline" in lowered)):
             return RetryableError(message)
-        if status in _RETRYABLE_GRPC or status in ("502", "503", "504") or "timed out" in lowered \
-                or "deadline" in lowered or "connect" in lowered or "unavailable" in lowered:
-            return RetryableError(message)
-        return RequestRejected(message)
+        return ServerError(f"{message} (status {status or 'none'})")
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return RetryableError(f"{type(exc).__name__}: {exc}")
     return CLIPClientError(f"{type(exc).__name__}: {exc}")
