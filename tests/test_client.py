@@ -13,7 +13,6 @@ import pytest
 from clip_server import LocalTritonServer
 from clip_server.local import free_port
 from clip_text_client import (CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError)
-from clip_text_client import cli
 from conftest import build_info, text_array, triton_infer, url_of
 
 
@@ -172,31 +171,6 @@ def test_clear_error_when_no_server():
             with pytest.raises(ServerUnavailableError, match=url):
                 c.encode(["nobody home"])
         assert time.monotonic() - t0 < 30
-
-
-def test_cli_lines_to_npy_and_jsonl_to_jsonl(server, tmp_path, capsys):
-    lines = tmp_path / "texts.txt"
-    lines.write_text("a cat\n\na dog\n", encoding="utf-8")
-    out_npy = tmp_path / "out.npy"
-    assert cli.main([str(lines), "-o", str(out_npy), "--url", server.grpc_url, "--no-progress"]) == 0
-    vectors = np.load(out_npy)
-    assert np.abs(vectors - raw_embed(server, ["a cat", "", "a dog"])).max() <= 1e-5
-
-    records = tmp_path / "docs.jsonl"
-    records.write_text(json.dumps({"id": 1, "text": "a cat"}) + "\n" + json.dumps({"id": 2, "text": "a dog"}) + "\n")
-    out_jsonl = tmp_path / "out.jsonl"
-    assert cli.main([str(records), "-o", str(out_jsonl), "--url", server.http_url, "--protocol", "http",
-                     "--no-progress", "--normalize"]) == 0
-    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [1, 2]
-    assert np.allclose(np.linalg.norm(np.array([r["embedding"] for r in rows]), axis=1), 1.0, atol=1e-5)
-
-
-def test_cli_reports_bad_jsonl_line(tmp_path, capsys):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "ok"}\n{not json}\n')
-    assert cli.main([str(bad), "-o", str(tmp_path / "x.npy")]) == 2
-    assert "line 2" in capsys.readouterr().err
 
 
 # -- what each server answer means to the client --------------------------------------------------

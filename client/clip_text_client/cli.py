@@ -1,84 +1,104 @@
-"""clip-text-embed: texts from a file or stdin -> embeddings as .npy or JSONL, through Triton.
+"""clip-text-embed: texts from a file or stdin -> embeddings, through Triton, in bounded memory.
 
-    clip-text-embed captions.txt -o captions.npy                 # one text per line
+    clip-text-embed captions.txt -o captions.npy                 # one text per line; row i = line i+1
     clip-text-embed docs.jsonl -o out.jsonl --text-field text    # JSONL in, JSONL out (+ "embedding")
-    cat captions.txt | clip-text-embed - -o - --format jsonl --protocol http --url localhost:8000
+    clip-text-embed docs.jsonl -o index/ --format parquet        # parquet parts: ids + embeddings
+    cat docs.jsonl | clip-text-embed - --protocol http --url localhost:8000 > out.jsonl
+
+Input is read, embedded and written a chunk at a time. An interrupted job (Ctrl-C, a server that
+went away, a machine that stopped) continues where it stopped when the same command runs again.
+Lines that are not UTF-8 (or not JSON, for JSONL) are reported with their line number and
+skipped; records without text pass through without an embedding.
+Exit status: 0 all embedded; 1 some lines bad or not embedded (reported, the rest written);
+2 unusable arguments or input; 3 no server answered; 130 interrupted (run it again to continue).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
-import numpy as np
-
+from .bulk import JobError, run_job
 from .client import CLIPTextClient
-from .errors import CLIPClientError, InvalidItemError
+from .errors import CLIPClientError
 
 
-class InputError(ValueError):
-    pass
-
-
-def read_records(stream, input_format: str, text_field: str) -> tuple[list[str], list[dict | None]]:
-    """Texts and, for JSONL input, the original records (to echo them back with the embedding)."""
-    texts, records = [], []
-    for number, line in enumerate(stream, start=1):
-        line = line.rstrip("\n").rstrip("\r")
-        if input_format == "lines":
-            texts.append(line)
-            records.append(None)
-            continue
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"line {number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise InputError(f"line {number}: expected an object with a string field {text_field!r}")
-        texts.append(record[text_field])
-        records.append(record)
-    return texts, records
-
-
-def detect_input_format(path: str, requested: str) -> str:
+def detect_input_format(path: str, requested: str, text_field_given: bool) -> str:
+    """lines or jsonl: by name, by --text-field, else by a look at the first line (stdin too)."""
     if requested != "auto":
         return requested
-    return "jsonl" if path.endswith((".jsonl", ".ndjson")) else "lines"
+    if path.endswith((".jsonl", ".ndjson")) or text_field_given:
+        return "jsonl"
+    if path == "-":
+        head = sys.stdin.buffer.peek(4096)[:4096]
+    else:
+        with open(path, "rb") as stream:
+            head = stream.read(4096)
+    return "jsonl" if head.lstrip().startswith(b"{") else "lines"
 
 
 def detect_output_format(path: str, requested: str) -> str:
     if requested != "auto":
         return requested
-    return "npy" if path.endswith(".npy") else "jsonl"
+    if path.endswith(".npy"):
+        return "npy"
+    if path.endswith(("/", ".parquet")) or os.path.isdir(path):
+        return "parquet"
+    return "jsonl"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="clip-text-embed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="text file (one text per line) or JSONL; '-' for stdin")
-    parser.add_argument("-o", "--output", default="-", help="output .npy or .jsonl; '-' for stdout (JSONL)")
+    parser.add_argument("-o", "--output", default="-",
+                        help="out.jsonl, out.npy or a folder for parquet parts; '-' for stdout (JSONL)")
     parser.add_argument("--input-format", choices=["auto", "lines", "jsonl"], default="auto")
-    parser.add_argument("--format", dest="output_format", choices=["auto", "npy", "jsonl"], default="auto")
-    parser.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    parser.add_argument("--format", dest="output_format", choices=["auto", "npy", "jsonl", "parquet"], default="auto")
+    parser.add_argument("--text-field", default=None, help="JSONL field holding the text (default: text; "
+                                                            "giving it means JSONL input)")
     parser.add_argument("--url", default=None, help="server address (default localhost:8001 gRPC / :8000 HTTP)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--model", default="clip_text")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--chunk-lines", type=int, default=8192,
+                        help="lines read, embedded and written at a time (bounds memory; default 8192)")
+    parser.add_argument("--restart", action="store_true", help="ignore an earlier run's progress and start over")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                         help="request header, e.g. an access key (repeatable)")
     parser.add_argument("--api-key-env", default=None, metavar="VAR",
                         help="send the access key held in this environment variable (restricted servers)")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--retries", type=int, default=8, help="tries per request when the server is away")
     parser.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for the server")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"clip-text-embed: {message}", file=sys.stderr, flush=True)
+
+
+def progress_bar(input_path: str, disabled: bool):
+    """(update(offset, embedded_now), close()): a bar over the input's bytes, with ETA and docs/s."""
+    if disabled:
+        return (lambda offset, embedded_now: None), (lambda: None)
+    import time
+
+    from tqdm import tqdm
+
+    total = os.path.getsize(input_path) if input_path != "-" else None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="embedding", file=sys.stderr)
+    started = time.monotonic()
+
+    def update(offset, embedded_now):
+        bar.update(offset - bar.n)
+        bar.set_postfix(docs_per_s=f"{embedded_now / max(time.monotonic() - started, 1e-9):.0f}", refresh=False)
+
+    return update, bar.close
 
 
 def main(argv=None) -> int:
@@ -87,56 +107,48 @@ def main(argv=None) -> int:
     for item in args.header:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"clip-text-embed: --header needs KEY=VALUE, got {item!r}", file=sys.stderr)
+            say(f"--header needs KEY=VALUE, got {item!r}")
             return 2
         headers[key] = value
-    input_format = detect_input_format(args.input, args.input_format)
-    output_format = detect_output_format(args.output, args.output_format)
-    if output_format == "npy" and args.output == "-":
-        print("clip-text-embed: .npy output needs a file (-o out.npy)", file=sys.stderr)
-        return 2
     try:
-        if args.input == "-":
-            texts, records = read_records(sys.stdin, input_format, args.text_field)
-        else:
-            with open(args.input, encoding="utf-8") as stream:
-                texts, records = read_records(stream, input_format, args.text_field)
-    except (InputError, OSError, UnicodeDecodeError) as exc:
-        print(f"clip-text-embed: {args.input}: {exc}", file=sys.stderr)
+        input_format = detect_input_format(args.input, args.input_format, args.text_field is not None)
+    except OSError as exc:
+        say(f"{args.input}: {exc.strerror or exc}")
         return 2
-
-    status = 0
+    output_format = detect_output_format(args.output, args.output_format)
+    text_field = args.text_field or "text"
+    update, close_bar = progress_bar(args.input, args.no_progress or args.input == "-")
     try:
         with CLIPTextClient(args.url, protocol=args.protocol, model=args.model, batch_size=args.batch_size,
-                            concurrency=args.concurrency, timeout=args.timeout, headers=headers,
-                            wait_ready=args.wait_ready, normalize=args.normalize,
+                            concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                            headers=headers, wait_ready=args.wait_ready, normalize=args.normalize,
                             api_key=os.environ.get(args.api_key_env) if args.api_key_env else None) as client:
-            try:
-                vectors = client.encode(texts, show_progress=not args.no_progress)
-            except InvalidItemError as exc:
-                vectors = exc.result
-                for index, message in exc.errors.items():
-                    print(f"clip-text-embed: item {index + 1}: {message}", file=sys.stderr)
-                status = 1
+            result = run_job(client, args.input, args.output, output_format, jsonl=input_format == "jsonl",
+                             text_field=text_field, chunk_lines=args.chunk_lines, restart=args.restart,
+                             report=lambda message: None, progress=update)
+    except JobError as exc:
+        close_bar()
+        say(str(exc))
+        return 2
     except CLIPClientError as exc:
-        print(f"clip-text-embed: {exc}", file=sys.stderr)
+        close_bar()
+        say(f"{exc}\nthe lines written so far are kept: run the same command to continue")
         return 3
-
-    if output_format == "npy":
-        np.save(args.output, vectors)
-    else:
-        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
-        try:
-            for text, record, vector in zip(texts, records, vectors):
-                row = dict(record) if record is not None else {args.text_field: text}
-                row["embedding"] = None if np.isnan(vector).any() else [float(x) for x in vector]
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        finally:
-            if out is not sys.stdout:
-                out.close()
-    if args.output != "-":
-        print(f"clip-text-embed: {len(texts)} texts -> {args.output} ({output_format})", file=sys.stderr)
-    return status
+    except KeyboardInterrupt:
+        close_bar()
+        say("interrupted: run the same command to continue where it stopped")
+        return 130
+    close_bar()
+    for problem in result.problems:
+        say(problem)
+    c = result.counts
+    if c.bad_line + c.failed > len(result.problems):
+        say(f"... {c.bad_line + c.failed - len(result.problems)} more problems not shown")
+    resumed = f" (resumed after line {result.resumed_from_line})" if result.resumed_from_line else ""
+    rate = (result.embedded_now / result.seconds) if result.seconds > 0 else 0.0
+    say(f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} without text, {c.bad_line} bad, "
+        f"{c.failed} failed, in {result.seconds:.1f} s ({rate:.0f} docs/s) -> {args.output} ({output_format})")
+    return 1 if c.bad_line or c.failed else 0
 
 
 if __name__ == "__main__":
