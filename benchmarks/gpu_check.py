@@ -119,17 +119,23 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--tokenizer-instances", type=int, default=8)
     parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--only-fp16", action="store_true", help="parity, then the fp16 points only")
+    parser.add_argument("--encoder-max-batch-size", type=int, default=None,
+                        help="after the fp16 points, redeploy with this encoder max_batch_size and measure again")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the tritonserver process, e.g. CUDA_MODULE_LOADING=EAGER")
     parser.add_argument("--parity-only", action="store_true",
                         help="instances, fp32 parity and one bulk point (for a multi-GPU check)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",")]
-    report = {"gpus": gpus, "encoder_instances_per_gpu": args.instances,
-              "tokenizer_instances": args.tokenizer_instances, "load": []}
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    report = {"gpus": gpus, "encoder_instances_per_gpu": args.instances, "tokenizer_instances": args.tokenizer_instances,
+              "encoder_max_batch_size": args.encoder_max_batch_size, "server_env": server_env, "load": []}
     report["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                            "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
     server = LocalTritonServer.on_free_ports(config_name="torchscript", encoder_instances=args.instances, gpus=gpus,
-                                             tokenizer_instances=args.tokenizer_instances)
+                                             tokenizer_instances=args.tokenizer_instances, env=server_env)
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
@@ -143,7 +149,7 @@ def main(argv=None) -> int:
                                                                for i in range(0, 2048, 256)]))}
         fp32 = parity(url, VARIED_64, many, reference, report, "fp32")
         ok = report["fp32_max_abs_diff_vs_cpu_onnx"] <= 1e-3
-        if not args.parity_only:
+        if not (args.parity_only or args.only_fp16):
             run_points(url, "fp32", args.quick, args.processes, report["load"])
             run_points(url, "fp32", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
             run_points(url, "tokenizer-alone", args.quick, args.processes, report["load"], points=[(16, 32), (8, 256)],
@@ -164,7 +170,13 @@ def main(argv=None) -> int:
         # the small-batch points again, after every point above warmed the server: tells a
         # first-use cost (per-shape kernel selection, lazy module loading) from a steady one
         run_points(url, "fp16-again", args.quick, args.processes, report["load"], points=POINTS[:2])
-        for concurrency in (1, 64):
+        if args.encoder_max_batch_size:  # the same server, the encoder batching more rows per execution
+            deploy(server.grpc_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
+                   args.tokenizer_instances, server.admin_headers(), encoder_max_batch_size=args.encoder_max_batch_size)
+            label = f"fp16-max-batch-{args.encoder_max_batch_size}"
+            run_points(url, label, args.quick, args.processes, report["load"], points=POINTS[1:])
+            run_points(url, label, args.quick, args.processes, report["load"], kind="short", points=[(8, 256), (16, 256)])
+        for concurrency in (() if args.only_fp16 else (1, 64)):
             result = perf_analyzer(url, concurrency, args.out, "fp16")
             if result:
                 report["load"].append(result)

@@ -42,7 +42,22 @@ echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
 python3 -m clip_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
-CLIP_STUB_BIN="$VENV/bin" python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@"
-if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-  CLIP_STUB_BIN="$VENV/bin" python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
-fi
+export CLIP_STUB_BIN="$VENV/bin"
+# GPU_RUN_STEPS picks what runs (default: check two-gpus):
+#   check     parity + every load point, 2 encoder instances on GPU 0
+#   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
+#   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
+#   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
+for step in ${GPU_RUN_STEPS:-check two-gpus}; do
+  case $step in
+    check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
+    two-gpus)
+      if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+        python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
+      fi ;;
+    variant) python3 -m benchmarks.gpu_check --out "$OUT/variant" --only-fp16 --encoder-max-batch-size 1024 "$@" ;;
+    bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
+            --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

@@ -59,8 +59,10 @@ def _client(url: str):
 
 def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
            encoder_instances: int | None = None, gpus: list[int] | None = None,
-           tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "") -> dict[str, str]:
-    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_build.namespace)."""
+           tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "",
+           encoder_max_batch_size: int | None = None) -> dict[str, str]:
+    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_build.namespace).
+    `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests."""
     client = _client(url)
     counts = {TOKENIZER: (tokenizer_instances, None), ENCODER: (encoder_instances, gpus), ENSEMBLE: (None, None)}
     loaded = {}
@@ -68,6 +70,8 @@ def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None 
         for model in LOAD_ORDER:
             name = prefix + model
             config = with_instances(model_config(repository, name, variant), *counts[model])
+            if model == ENCODER and encoder_max_batch_size:
+                config.max_batch_size = encoder_max_batch_size
             config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
             client.load_model(name, headers=headers, config=config_json)
             loaded[name] = "ready" if client.is_model_ready(name, headers=headers) else "not ready"
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
+    parser.add_argument("--encoder-max-batch-size", type=int, default=None,
+                        help="rows per encoder execution (above the ensemble's 256: the batcher joins requests)")
     parser.add_argument("--prefix", default="", help="model name prefix of a namespaced repository")
     parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
                         help="request header, e.g. the repository API key (repeatable)")
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     for name, state in deploy(args.url, args.repository, args.variant, args.encoder_instances, gpus,
-                              args.tokenizer_instances, headers, args.prefix).items():
+                              args.tokenizer_instances, headers, args.prefix, args.encoder_max_batch_size).items():
         print(f"{name}: {state}")
     return 0
 

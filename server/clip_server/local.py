@@ -84,6 +84,7 @@ class LocalTritonServer:
     encoder_instances: int | None = None
     gpus: list[int] | None = None
     tokenizer_instances: int | None = None
+    encoder_max_batch_size: int | None = None
     # Access control (clip_text_client.access): the admin APIs (repository, shared memory, trace,
     # logging) always need `x-api-key: <admin_key>`, a random one unless given; with `api_key`,
     # inference and metadata need that key too. Keys go on the command line, never into our logs.
@@ -187,7 +188,8 @@ class LocalTritonServer:
 
     @property
     def uses_overrides(self) -> bool:
-        return any(v is not None for v in (self.encoder_instances, self.gpus, self.tokenizer_instances))
+        return any(v is not None for v in (self.encoder_instances, self.gpus, self.tokenizer_instances,
+                                            self.encoder_max_batch_size))
 
     def environment(self, library_path: list[str]) -> dict[str, str]:
         _, libs = pytriton_paths()
@@ -220,7 +222,8 @@ class LocalTritonServer:
                 from .deploy import deploy
 
                 deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
-                       self.tokenizer_instances, self.admin_headers("grpc"), self.prefix)
+                       self.tokenizer_instances, self.admin_headers("grpc"), self.prefix,
+                       self.encoder_max_batch_size)
         except BaseException:
             self.stop()
             raise
