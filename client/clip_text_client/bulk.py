@@ -25,6 +25,8 @@ import json
 import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -320,6 +322,9 @@ class JobResult:
 
 
 MAX_PROBLEMS_KEPT = 1000
+# Two chunks in flight: the next chunk's requests start while this one's last ones finish, so the
+# server never idles at a chunk boundary; memory holds at most two chunks.
+CHUNKS_IN_FLIGHT = 2
 
 
 def run_job(client: CLIPTextClient, input_path: str, output: str, output_format: str, *, jsonl: bool,
@@ -356,25 +361,39 @@ def run_job(client: CLIPTextClient, input_path: str, output: str, output_format:
     resumed_from, embedded_before = state.lines, counts.embedded
     started = time.monotonic()
     stream = open(input_path, "rb") if input_path != "-" else sys.stdin.buffer
+    pending: deque = deque()  # (records, input offset after them, their embedding future), in input order
+
+    def finish_oldest() -> None:
+        records, offset, future = pending.popleft()
+        future.result()
+        writer.write(records)
+        for r in records:
+            counts.add(r.status)
+            if r.status in (BAD_LINE, FAILED):
+                message = f"line {r.line}: {r.error}"
+                report(message)
+                if len(problems) < MAX_PROBLEMS_KEPT:
+                    problems.append(message)
+        state.input_offset, state.lines = offset, records[-1].line
+        state.output, state.counts = writer.position(), asdict(counts)
+        if state_path is not None:
+            state.save(state_path)
+        progress(offset, counts.embedded - embedded_before)
+
+    chunks = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="clip-text-embed-chunk")
     try:
         if state.input_offset:
             stream.seek(state.input_offset)
         for records, offset in read_chunks(stream, state.lines, state.input_offset, chunk_lines, jsonl, text_field):
-            embed_chunk(client, records)
-            writer.write(records)
-            for r in records:
-                counts.add(r.status)
-                if r.status in (BAD_LINE, FAILED):
-                    message = f"line {r.line}: {r.error}"
-                    report(message)
-                    if len(problems) < MAX_PROBLEMS_KEPT:
-                        problems.append(message)
-            state.input_offset, state.lines = offset, records[-1].line
-            state.output, state.counts = writer.position(), asdict(counts)
-            if state_path is not None:
-                state.save(state_path)
-            progress(offset, counts.embedded - embedded_before)
+            pending.append((records, offset, chunks.submit(embed_chunk, client, records)))
+            if len(pending) >= CHUNKS_IN_FLIGHT:
+                finish_oldest()
+        while pending:
+            finish_oldest()
     finally:
+        # On an error or Ctrl-C the chunk still embedding is dropped (its requests end when the
+        # caller closes the client); what was written and recorded stays, for the next run.
+        chunks.shutdown(wait=False, cancel_futures=True)
         if stream is not sys.stdin.buffer:
             stream.close()
         writer.close()
