@@ -21,21 +21,16 @@ import time
 from pathlib import Path
 
 from benchmarks.corpus import captions
+from benchmarks.soak import rss_mb
 
 
 def peak_rss_mb(process: subprocess.Popen) -> float:
     """Polls the process's resident memory until it exits; returns the peak in MB."""
-    peak = 0
-    status = Path(f"/proc/{process.pid}/status")
+    peak = 0.0
     while process.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            break
+        peak = max(peak, rss_mb([process.pid]))
         time.sleep(0.1)
-    return peak / 1024
+    return peak
 
 
 def run_cli(url: str, source: Path, out: Path, output_format: str, batch_size: int,

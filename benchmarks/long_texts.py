@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.corpus import captions
+from benchmarks.soak import rss_mb
 
 CASES = {
     "12 captions": None,
@@ -24,18 +24,6 @@ CASES = {
     "12 x one 500k-letter word": "abcdefghij" * 50_000,
     "12 x 1 MB of CJK": "\u4e2d\u6587\u5b57" * 111_000,
 }
-
-
-def stub_rss_mb(srv) -> float:
-    total = 0
-    for pid in srv.stub_pids():
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def main(argv=None) -> int:
@@ -48,7 +36,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with LocalTritonServer.on_free_ports() as srv:
         client = grpc.InferenceServerClient(srv.grpc_url)
-        rss_before = stub_rss_mb(srv)
+        rss_before = rss_mb(srv.stub_pids())
         seconds = {}
         for name, text in CASES.items():
             texts = captions(12, seed=1) if text is None else [text] * 12
@@ -61,7 +49,7 @@ def main(argv=None) -> int:
                 client.infer("clip_tokenizer", [tensor])
                 runs.append(time.perf_counter() - t0)
             seconds[name] = statistics.median(runs)
-        rss_after = stub_rss_mb(srv)
+        rss_after = rss_mb(srv.stub_pids())
         client.close()
     base = seconds["12 captions"]
     for name, value in seconds.items():
