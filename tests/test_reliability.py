@@ -83,13 +83,11 @@ def test_bad_requests_get_clear_errors_and_the_server_stays_up(server, protocol,
     assert embed(server, ["still fine"], protocol).shape == (1, 512)
 
 
-def test_empty_batch_is_a_defined_result_or_a_clear_error(server):
-    try:
-        out = embed(server, [])
-    except InferenceServerException as exc:
-        assert "shape" in str(exc).lower() or "batch" in str(exc).lower() or "0" in str(exc)
-    else:
-        assert out.shape == (0, 512)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_empty_batch_is_refused_as_a_bad_request(server, protocol):
+    with pytest.raises(InferenceServerException, match=r"string elements for inference input 'TEXT'") as info:
+        embed(server, [], protocol)
+    assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
     assert server.is_ready()
 
 
@@ -195,7 +193,7 @@ def test_killed_tokenizer_stub_under_load_loses_nothing(private_server, server):
     out, seconds = encode_during(srv, texts, kill_soon, concurrency=8, retries=12)
     print(f"\n[figure] stub killed under load: {len(texts)} docs in {seconds:.1f}s, "
           f"server restarts {srv.restarts}, rows embedded {int(np.isfinite(out).all(axis=1).sum())}")
-    assert srv.restarts >= 1 or all(pid != stubs[0] for pid in srv.stub_pids())
+    assert srv.restarts >= 1  # Triton 2.51 never restarts a dead stub itself: the supervisor did
     assert np.isfinite(out).all()
     sample = list(range(0, 3000, 150))
     assert np.abs(out[sample] - embed(server, [texts[i] for i in sample])).max() <= 1e-5

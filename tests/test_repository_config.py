@@ -80,5 +80,10 @@ def test_variants_differ_from_the_source_only_where_intended():
 
 
 def test_build_stamped_the_weights():
-    weights = read_config(REPOSITORY / ENCODER_MODEL / "config.pbtxt").parameters["weights"].string_value
-    assert weights in ("pretrained", "random-init")
+    """The served config says what the last build loaded (build_info.json exists only after a build)."""
+    from conftest import build_info
+
+    parameters = read_config(REPOSITORY / ENCODER_MODEL / "config.pbtxt").parameters
+    info = build_info()
+    assert parameters["weights"].string_value == info["weights"] and info["weights"] in ("pretrained", "random-init")
+    assert parameters["checkpoint"].string_value == info["checkpoint"]
