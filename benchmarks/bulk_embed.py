@@ -20,8 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.corpus import captions
 from benchmarks.soak import rss_mb
+from clip_server.corpus import captions
 
 
 def peak_rss_mb(process: subprocess.Popen) -> float:

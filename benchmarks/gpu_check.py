@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corpus import VARIED_64, captions
 from benchmarks.load import format_row, measure
+from clip_server.corpus import VARIED_64, captions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)

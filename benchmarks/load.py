@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks.corpus import captions, short_captions
+from clip_server.corpus import captions, short_captions
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from benchmarks.corpus import captions
 from benchmarks.soak import rss_mb
+from clip_server.corpus import captions
 
 CASES = {
     "12 captions": None,

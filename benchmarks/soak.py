@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corpus import captions
+from clip_server.corpus import captions
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -116,10 +116,15 @@ def main(argv=None) -> int:
 
         t = [s["t_s"] for s in samples]
         fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
-        axes[0].plot(t, [s["docs_per_s"] for s in samples]); axes[0].set_ylabel("docs/s")
-        axes[1].plot(t, [s["p50_ms"] for s in samples], label="p50"); axes[1].plot(t, [s["p99_ms"] for s in samples], label="p99")
-        axes[1].set_ylabel("latency ms"); axes[1].legend()
-        axes[2].plot(t, [s["rss_mb"] for s in samples]); axes[2].set_ylabel("RSS MB"); axes[2].set_xlabel("seconds")
+        axes[0].plot(t, [s["docs_per_s"] for s in samples])
+        axes[0].set_ylabel("docs/s")
+        axes[1].plot(t, [s["p50_ms"] for s in samples], label="p50")
+        axes[1].plot(t, [s["p99_ms"] for s in samples], label="p99")
+        axes[1].set_ylabel("latency ms")
+        axes[1].legend()
+        axes[2].plot(t, [s["rss_mb"] for s in samples])
+        axes[2].set_ylabel("RSS MB")
+        axes[2].set_xlabel("seconds")
         fig.suptitle(f"soak: concurrency {args.concurrency}, {errors} errors")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)

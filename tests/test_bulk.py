@@ -1,7 +1,6 @@
 """clip-text-embed on big files: streaming, resumable, honest about bad lines; against a real server."""
 
 import json
-import os
 import re
 import signal
 import subprocess

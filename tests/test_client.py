@@ -1,7 +1,6 @@
 """The Python client against the real server: documents in, embeddings out, nothing lost."""
 
 import asyncio
-import json
 import threading
 import time
 import warnings
@@ -12,7 +11,7 @@ import pytest
 
 from clip_server import LocalTritonServer
 from clip_server.local import free_port
-from clip_text_client import (CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError)
+from clip_text_client import CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError
 from conftest import build_info, text_array, triton_infer, url_of
 
 

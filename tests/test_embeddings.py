@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM
+from clip_server.corpus import VARIED_64, captions
 from conftest import get_text_features, text_array, triton_infer, url_of
-from benchmarks.corpus import VARIED_64, captions
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):
@@ -69,8 +69,9 @@ def test_wrong_dtype_and_shape_are_refused_and_server_stays_up(server, protocol)
 
 
 def test_dynamic_batching_joins_concurrent_requests(server):
-    import tritonclient.http as http
     from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.http as http
 
     def stats():
         client = http.InferenceServerClient(server.http_url)

@@ -1,8 +1,6 @@
 """A shared fleet: explicit model control next to another team's model, namespaced names,
 instance counts without editing files, and access control - against real tritonservers."""
 
-import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from clip_build.namespace import namespaced
 from clip_server import LocalTritonServer
 from clip_server.deploy import deploy, unload
 from clip_text_client import AccessDeniedError, CLIPTextClient
-from conftest import url_of, REPOSITORY, text_array, triton_infer
+from conftest import REPOSITORY, text_array, triton_infer, url_of
 
 OTHER_MODEL = '''
 import numpy as np
@@ -111,3 +109,52 @@ def listening_addresses(port: int) -> set[str]:
             ip = ipaddress.ip_address(raw)
             found.add(str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip))
     return found
+
+
+def test_restricted_apis_need_the_key_and_it_never_reaches_the_log(tmp_path):
+    key = "k3y-" + "x" * 20
+    with LocalTritonServer.on_free_ports(api_key=key) as srv:
+        for protocol, url, module in (("http", srv.http_url, http), ("grpc", srv.grpc_url, grpc)):
+            with pytest.raises(InferenceServerException):
+                triton_infer(protocol, url, "clip_text", {"TEXT": text_array(["no key"])}, ["EMBEDDING"])
+            with CLIPTextClient(url, protocol=protocol) as anonymous:
+                with pytest.raises(AccessDeniedError, match="api_key"):
+                    anonymous.encode(["no key"])
+            with CLIPTextClient(url, protocol=protocol, api_key="wrong") as wrong:
+                with pytest.raises(AccessDeniedError):
+                    wrong.encode(["wrong key"])
+            with CLIPTextClient(url, protocol=protocol, api_key=key) as client:
+                assert client.encode(["with the key"]).shape == (1, 512)
+            with CLIPTextClient(url, protocol=protocol, api_key=key, wait_ready=10) as client:
+                assert client.model_info().dim == 512
+            health = module.InferenceServerClient(url)
+            assert health.is_server_ready()  # probes need no key
+            health.close()
+        log = srv.log_path.read_text(errors="replace")
+    assert key not in log
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_admin_apis_refuse_anonymous_callers_while_inference_stays_open(server, protocol):
+    """Shared memory, repository, trace and logging APIs need the admin key on every server
+    (a random one when the operator gives none); inference needs none unless a client key is set."""
+    module = http if protocol == "http" else grpc
+    anonymous = module.InferenceServerClient(url_of(server, protocol))
+    admin_headers = server.admin_headers(protocol)
+    calls = {
+        "logging": lambda **kw: anonymous.update_log_settings({"log_verbose_level": 1}, **kw),
+        "trace": lambda **kw: anonymous.get_trace_settings(**kw),
+        "shared-memory": lambda **kw: anonymous.register_system_shared_memory("probe", "/probe", 64, **kw),
+        "model-repository": lambda **kw: anonymous.get_model_repository_index(**kw),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(InferenceServerException, match=r"(?i)restricted|permission|403|unauthenticated"):
+                call()
+        assert anonymous.get_trace_settings(headers=admin_headers)  # the key opens them
+        assert anonymous.get_model_repository_index(headers=admin_headers)
+        anonymous.update_log_settings({"log_verbose_level": 0}, headers=admin_headers)
+    finally:
+        anonymous.close()
+    (out,) = triton_infer(protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(["open"])}, ["EMBEDDING"])
+    assert out.shape == (1, 512)

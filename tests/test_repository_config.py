@@ -8,8 +8,17 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_build.repository import ENCODER_VARIANTS, read_config
-from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM, ENCODER_MODEL, ENSEMBLE_MODEL, EOT_TOKEN, PAD_ID, SOT_TOKEN, \
-    TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_build.spec import (
+    CONTEXT_LENGTH,
+    EMBED_DIM,
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    EOT_TOKEN,
+    PAD_ID,
+    SOT_TOKEN,
+    TOKENIZER_FILE,
+    TOKENIZER_MODEL,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 ALL_CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt")) + sorted(REPOSITORY.glob("*/configs/*.pbtxt"))

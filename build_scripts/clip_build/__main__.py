@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 from .repository import DEFAULT_REPOSITORY, REPO_ROOT, build_info_path, stamp_parameters, write_encoder_variants
+from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 
 log = logging.getLogger("clip_build")
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from .access import key_headers
 from .errors import (
-    AccessDeniedError,
     CLIPClientError,
     InvalidItemError,
     ModelNotReadyError,

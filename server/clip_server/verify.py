@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks.corpus import VARIED_64, captions
+from .corpus import VARIED_64, captions
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:

@@ -1,4 +1,5 @@
-"""Deterministic caption-like texts of mixed lengths, for tests and benchmarks.
+"""Deterministic caption-like texts of mixed lengths: what `clip_server.verify` compares, and what
+the tests and benchmarks send.
 
 The mix follows what a text-embedding service sees: short search queries, COCO-style captions,
 and some long product/alt-text descriptions that run past CLIP's 77 tokens.
