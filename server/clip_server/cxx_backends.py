@@ -197,7 +197,11 @@ def fetch_upstream(name: str, dest: Path) -> None:
     """One r24.10 repository at its pinned commit (a shallow fetch of that commit)."""
     dest.mkdir(parents=True)
     run(["git", "init", "-q"], dest)
-    run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
+    try:
+        run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
+    except BackendBuildError as exc:
+        raise BackendBuildError(f"cannot fetch {UPSTREAM}/{name} ({exc}); without GitHub, set ${SOURCES_ENV} "
+                                "to a mirror of the r24.10 sources (--export-sources writes one)") from None
     run(["git", "checkout", "-q", "FETCH_HEAD"], dest)
 
 
