@@ -343,11 +343,14 @@ def run_job(client: CLIPTextClient, input_path: str, output: str, output_format:
         if state.job != identity:
             raise JobError(f"{state_path} belongs to another job (input or options changed); "
                            "pass --restart to start over")
-    elif state_path is not None and output_format != "parquet" and os.path.exists(output):
-        os.remove(output)  # a fresh job: no stale rows from an earlier, finished one
-    elif output_format == "parquet" and Path(output).exists():
-        for stale in Path(output).glob("part-*.parquet*"):
-            stale.unlink()
+    else:  # a fresh job: nothing stale from an earlier one, finished or not
+        if state_path is not None:
+            state_path.unlink(missing_ok=True)
+        if output_format == "parquet" and Path(output).exists():
+            for stale in Path(output).glob("part-*.parquet*"):
+                stale.unlink()
+        elif output_format != "parquet" and output != "-" and os.path.exists(output):
+            os.remove(output)
 
     dim = client.model_info().dim
     writer: Writer = {"jsonl": lambda: JsonlWriter(output, text_field), "npy": lambda: NpyWriter(output, dim),

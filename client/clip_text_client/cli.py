@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                             api_key=os.environ.get(args.api_key_env) if args.api_key_env else None) as client:
             result = run_job(client, args.input, args.output, output_format, jsonl=input_format == "jsonl",
                              text_field=text_field, chunk_lines=args.chunk_lines, restart=args.restart,
-                             report=lambda message: None, progress=update)
+                             report=say, progress=update)
     except JobError as exc:
         close_bar()
         say(str(exc))
@@ -139,11 +139,7 @@ def main(argv=None) -> int:
         say("interrupted: run the same command to continue where it stopped")
         return 130
     close_bar()
-    for problem in result.problems:
-        say(problem)
     c = result.counts
-    if c.bad_line + c.failed > len(result.problems):
-        say(f"... {c.bad_line + c.failed - len(result.problems)} more problems not shown")
     resumed = f" (resumed after line {result.resumed_from_line})" if result.resumed_from_line else ""
     rate = (result.embedded_now / result.seconds) if result.seconds > 0 else 0.0
     say(f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} without text, {c.bad_line} bad, "
