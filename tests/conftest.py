@@ -56,17 +56,22 @@ def get_text_features(model, ids) -> np.ndarray:
     return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
 
 
-@pytest.fixture(scope="session")
-def open_clip_tokenizer():
-    """open_clip's SimpleTokenizer, loaded from its file (importing the open_clip package would
-    pull torchvision, which this environment does not need)."""
+def open_clip_tokenizer_module():
+    """open_clip's tokenizer.py, loaded from its file (importing the open_clip package would pull
+    torchvision, which this environment does not need)."""
     import importlib.util
 
     package = Path(list(importlib.util.find_spec("open_clip").submodule_search_locations)[0])
     spec = importlib.util.spec_from_file_location("open_clip_tokenizer", package / "tokenizer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.SimpleTokenizer()
+    return module
+
+
+@pytest.fixture(scope="session")
+def open_clip_tokenizer():
+    """open_clip's SimpleTokenizer."""
+    return open_clip_tokenizer_module().SimpleTokenizer()
 
 
 def triton_infer(protocol: str, url: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):

@@ -1,7 +1,6 @@
 """Hostile input against the real server: a malformed request fails alone, and long or adversarial
 texts cost what CLIP reads while giving exactly the ids of tokenizing them whole."""
 
-import importlib.util
 import json
 import random
 import struct
@@ -9,7 +8,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from clip_build.spec import CONTEXT_LENGTH, PAD_ID, TOKENIZER_FILE, TOKENIZER_MODEL
-from conftest import REPOSITORY, text_array, triton_infer, url_of
+from conftest import REPOSITORY, open_clip_tokenizer_module, text_array, triton_infer, url_of
 
 MALFORMED = struct.pack("<I", 1000) + b"hello"  # a BYTES element whose length prefix overstates its data
 WELL_FORMED = struct.pack("<I", 5) + b"hello"
@@ -85,20 +83,15 @@ def test_a_malformed_bytes_request_fails_alone(server, send, model):
 
 
 # -- long and adversarial texts: bounded work, identical ids -------------------------------------------
-def open_clip_cleaning():
-    """open_clip's own text cleaning (ftfy, HTML unescape twice, whitespace, lower), from its file."""
-    package = Path(list(importlib.util.find_spec("open_clip").submodule_search_locations)[0])
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_module", package / "tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return lambda text: module.whitespace_clean(module.basic_clean(text)).lower()
-
-
 @pytest.fixture(scope="module")
 def reference():
     """ids from tokenizing the WHOLE cleaned text (open_clip's cleaning, the repository's BPE, which
     the parity tests hold equal to open_clip's), truncated as open_clip truncates."""
-    clean = open_clip_cleaning()
+    module = open_clip_tokenizer_module()  # open_clip's own cleaning: ftfy, HTML unescape twice, whitespace, lower
+
+    def clean(text):
+        return module.whitespace_clean(module.basic_clean(text)).lower()
+
     bpe = Tokenizer.from_file(str(REPOSITORY / TOKENIZER_MODEL / "1" / TOKENIZER_FILE))
     sot, eot = bpe.token_to_id("<|startoftext|>"), bpe.token_to_id("<|endoftext|>")
 

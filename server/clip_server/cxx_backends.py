@@ -259,18 +259,19 @@ def run(cmd: list[str], cwd: Path, log=None) -> None:
         raise BackendBuildError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{tail}")
 
 
-def common_cmake_args(src: Path, work: Path, gpu: bool) -> list[str]:
+def common_cmake_args(src: Path, work: Path) -> list[str]:
+    googletest = googletest_source()
     args = [
         "-DCMAKE_BUILD_TYPE=Release",
-        "-DFETCHCONTENT_FULLY_DISCONNECTED=" + ("ON" if googletest_source() else "OFF"),
+        "-DFETCHCONTENT_FULLY_DISCONNECTED=" + ("ON" if googletest else "OFF"),
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-COMMON={src / 'common'}",
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-CORE={src / 'core'}",
         f"-DFETCHCONTENT_SOURCE_DIR_REPO-BACKEND={src / 'backend'}",
         f"-DRapidJSON_DIR={write_rapidjson_config(src, work)}",
         f"-DPython3_INCLUDE_DIR={sysconfig.get_paths()['include']}",
     ]
-    if googletest_source():
-        args.append(f"-DFETCHCONTENT_SOURCE_DIR_GOOGLETEST={googletest_source()}")
+    if googletest:
+        args.append(f"-DFETCHCONTENT_SOURCE_DIR_GOOGLETEST={googletest}")
     if shutil.which("ninja"):
         args.append("-GNinja")
     return args
@@ -320,10 +321,7 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
     key, facts = cache_key(gpu, backends)
     dest = dest_root / key
     if (dest / MANIFEST).is_file():
-        link = current_link(gpu, dest_root)
-        if not link.is_symlink() or link.resolve() != dest.resolve():
-            link.unlink(missing_ok=True)
-            link.symlink_to(dest.name)
+        point_current_link(gpu, dest)
         return dest
     require_tools(gpu)
     dest_root.mkdir(parents=True, exist_ok=True)
@@ -345,9 +343,7 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
         shutil.rmtree(dest)
     staged.rename(dest)
     shutil.rmtree(work)
-    link = current_link(gpu, dest_root)
-    link.unlink(missing_ok=True)
-    link.symlink_to(dest.name)
+    point_current_link(gpu, dest)
     say(f"done: {dest}")
     return dest
 
@@ -362,7 +358,7 @@ def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, 
             build_dir = work / f"build-{backend.name}"
             say(f"{backend.name}: configure + build ({jobs} jobs) ...")
             run(["cmake", "-S", str(src / backend.source), "-B", str(build_dir),
-                 *common_cmake_args(src, work, gpu), *backend_cmake_args(backend, src, gpu)], work, log)
+                 *common_cmake_args(src, work), *backend_cmake_args(backend, src, gpu)], work, log)
             # only the backend target: the pytorch backend's install rules copy CUDA libraries a
             # CPU torch wheel does not have
             run(["cmake", "--build", str(build_dir), "--target", backend.target, "-j", str(jobs)], work, log)
@@ -374,8 +370,9 @@ def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, 
             shutil.copy2(built, out / backend.library)
             say(f"{backend.name}: {out / backend.library} ({built.stat().st_size // 1024} KB)")
         if ONNXRUNTIME in backends:
-            ort = staged / ONNXRUNTIME.name / ort_library().name
-            shutil.copy2(ort_library(), ort)
+            library = ort_library()
+            ort = staged / ONNXRUNTIME.name / library.name
+            shutil.copy2(library, ort)
             (ort.parent / "libonnxruntime.so.1").symlink_to(ort.name)  # its SONAME, what the backend asks for
 
 
@@ -401,6 +398,15 @@ def install_into(backend_dir: Path, built: Path) -> list[str]:
 
 def current_link(gpu: bool, dest_root: Path = DEFAULT_STATE) -> Path:
     return dest_root / ("current-gpu" if gpu else "current-cpu")
+
+
+def point_current_link(gpu: bool, dest: Path) -> None:
+    """`current-gpu`/`current-cpu` beside `dest` names it: what the runtime serves with."""
+    link = current_link(gpu, dest.parent)
+    if link.is_symlink() and link.resolve() == dest.resolve():
+        return
+    link.unlink(missing_ok=True)
+    link.symlink_to(dest.name)
 
 
 def find_built(gpu: bool | None = None, dest_root: Path = DEFAULT_STATE) -> Path:
