@@ -1,7 +1,10 @@
 """GPU run: KIND_GPU instances through the local runtime, parity with the CPU build, fp16 vs fp32,
-and the load points of docs/benchmarks.md. Run by benchmarks/gpu_run.sh on a GPU machine.
+the raw encoder in-process on the same texts, the load points of docs/benchmarks.md next to it,
+a latency breakdown of one text at concurrency 1 from Triton's trace API, and (--sweep) other
+serving settings on the same server. Run by benchmarks/gpu_run.sh on a GPU machine; writes
+gpu_report.json and a plot into --out.
 
-    python -m benchmarks.gpu_check --out results/ [--quick] [--gpus 0] [--instances 2]
+    python -m benchmarks.gpu_check --out results/ [--quick] [--gpus 0] [--sweep 2:8:256:500,4:8:1024:0]
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
-from clip_server.corpus import VARIED_64, captions
+from clip_server.corpus import VARIED_64, captions, short_captions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
@@ -47,9 +51,9 @@ def cosine(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def parity(url, varied, many, reference, report, label) -> np.ndarray:
+def parity(url, varied, many, reference, report, label) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of `varied` and of `many` (sent 8 requests at a time, so every encoder instance,
-    on every GPU, takes batches) against the CPU ONNX reference; returns the varied ones."""
+    on every GPU, takes batches) against the CPU ONNX reference; returns both."""
     from concurrent.futures import ThreadPoolExecutor
 
     got = infer(url, "clip_text", varied, "EMBEDDING")
@@ -63,7 +67,7 @@ def parity(url, varied, many, reference, report, label) -> np.ndarray:
     report[f"{label}_finite"] = bool(np.isfinite(got_many).all() and np.isfinite(got).all())
     print(f"{label} GPU vs CPU ONNX ({len(varied)} varied + {len(many)} captions): max abs diff {diff:.2e}, "
           f"min cosine {cos:.6f}", flush=True)
-    return got
+    return got, got_many
 
 
 def gpu_instances(log_path: Path) -> list[str]:
@@ -108,84 +112,134 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
     return result
 
 
+def tokenize(url: str, texts: list[str]) -> np.ndarray:
+    return np.concatenate([infer(url, "clip_tokenizer", texts[i:i + 256], "input_ids") for i in range(0, len(texts), 256)])
+
+
+def raw_encoder(out: Path, model: Path, ids: dict[str, Path], threads: int, quick: bool) -> dict:
+    """benchmarks.raw_encoder in its own process (its CUDA context gone when it ends), while the
+    server idles: the encoder's ceiling on this GPU for these texts, one caller and `threads`."""
+    json_path = out / "raw_encoder.json"
+    cmd = [sys.executable, "-m", "benchmarks.raw_encoder", "--model", str(model), "--batches", "256,1024",
+           "--threads", f"1,{threads}", "--seconds", "2" if quick else "5", "--json", str(json_path)]
+    for kind, path in ids.items():
+        cmd += ["--ids", f"{kind}={path}"]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    return json.loads(json_path.read_text())
+
+
+def raw_ceiling(raw: dict, kind: str, batch: int) -> float:
+    return max(r["docs_per_s"] for r in raw["results"] if r.get("kind") == kind and r.get("batch") == batch)
+
+
+def one_text_trace(server, url: str, count: int, trace_file: Path) -> dict:
+    """`count` one-text requests at concurrency 1, every one traced; the median breakdown."""
+    trace_breakdown.start(server.http_url, server.admin_headers("http"), count)
+    texts = captions(count, seed=11)
+    for text in texts:
+        infer(url, "clip_text", [text], "EMBEDDING")
+    records = trace_breakdown.read(trace_file)
+    return trace_breakdown.breakdown(records, "clip_text", ["clip_tokenizer", "clip_text_encoder"])
+
+
 def main(argv=None) -> int:
     from clip_server import LocalTritonServer
     from clip_server.deploy import deploy
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--gpus", default="0")
-    parser.add_argument("--instances", type=int, default=2)
-    parser.add_argument("--tokenizer-instances", type=int, default=8)
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--only-fp16", action="store_true", help="parity, then the fp16 points only")
-    parser.add_argument("--encoder-max-batch-size", type=int, default=None,
-                        help="after the fp16 points, redeploy with this encoder max_batch_size and measure again")
+    parser.add_argument("--instances", type=int, default=None, help="encoder instances per GPU (default: the config's)")
+    parser.add_argument("--tokenizer-instances", type=int, default=None, help="default: the config's")
+    parser.add_argument("--processes", type=int, default=8, help="load-generator processes")
+    parser.add_argument("--sweep", default="", metavar="E:T:B:D,...",
+                        help="after the headline points, each setting on the same server: E encoder instances "
+                             "per GPU, T tokenizer instances, B encoder max_batch_size, D encoder queue delay (us)")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment of the tritonserver process, e.g. CUDA_MODULE_LOADING=EAGER")
     parser.add_argument("--parity-only", action="store_true",
-                        help="instances, fp32 parity and one bulk point (for a multi-GPU check)")
+                        help="instances, parity and one bulk point (for a multi-GPU check)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",")]
     server_env = dict(item.split("=", 1) for item in args.server_env)
     report = {"gpus": gpus, "encoder_instances_per_gpu": args.instances, "tokenizer_instances": args.tokenizer_instances,
-              "encoder_max_batch_size": args.encoder_max_batch_size, "server_env": server_env, "load": []}
+              "server_env": server_env, "load": [], "sweep": []}
     report["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                            "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    trace_file = args.out / "trace.json"
     server = LocalTritonServer.on_free_ports(config_name="torchscript", encoder_instances=args.instances, gpus=gpus,
-                                             tokenizer_instances=args.tokenizer_instances, env=server_env)
+                                             tokenizer_instances=args.tokenizer_instances, env=server_env,
+                                             extra_args=trace_breakdown.server_flags(trace_file))
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
+    repository = REPO_ROOT / "model_repository"
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)
         print("encoder instances:", report["gpu_instances"], flush=True)
         many = captions(2048, seed=7)
         reference = {"varied": cpu_reference(infer(url, "clip_tokenizer", VARIED_64, "input_ids")),
-                     "captions": cpu_reference(np.concatenate([infer(url, "clip_tokenizer", many[i:i + 256], "input_ids")
-                                                               for i in range(0, 2048, 256)]))}
-        fp32 = parity(url, VARIED_64, many, reference, report, "fp32")
+                     "captions": cpu_reference(tokenize(url, many))}
+        fp32, fp32_many = parity(url, VARIED_64, many, reference, report, "fp32")
         ok = report["fp32_max_abs_diff_vs_cpu_onnx"] <= 1e-3
-        if not (args.parity_only or args.only_fp16):
-            run_points(url, "fp32", args.quick, args.processes, report["load"])
-            run_points(url, "fp32", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
-            run_points(url, "tokenizer-alone", args.quick, args.processes, report["load"], points=[(16, 32), (8, 256)],
-                       model="clip_tokenizer", output="input_ids")
-        deploy(server.grpc_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
-               args.tokenizer_instances, server.admin_headers())
-        fp16 = parity(url, VARIED_64, many, reference, report, "fp16")
+        deploy(url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers())
+        fp16, fp16_many = parity(url, VARIED_64, many, reference, report, "fp16")
         report["fp16_min_cosine_vs_fp32_varied64"] = float(cosine(fp16, fp32).min())
-        ok = ok and min(report["fp16_min_cosine_vs_cpu_onnx"], report["fp16_min_cosine_vs_fp32_varied64"]) >= 0.999
-        print("fp16 vs fp32: min cosine %.6f (64 varied)" % report["fp16_min_cosine_vs_fp32_varied64"], flush=True)
+        report["fp16_min_cosine_vs_fp32_captions2048"] = float(cosine(fp16_many, fp32_many).min())
+        ok = ok and min(report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]) >= 0.999
+        print("fp16 vs fp32: min cosine %.6f (64 varied), %.6f (2,048 captions)" % (
+            report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]), flush=True)
         report["parity_ok"] = ok
         print("PARITY", "OK" if ok else "FAILED", "(fp32 <= 1e-3 vs CPU ONNX, fp16 cosine >= 0.999)", flush=True)
         if args.parity_only:
             run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(16, 256)])
             return 0 if ok else 1
+
+        # the raw encoder on the texts the load generator sends, tokenized by this server
+        ids = {}
+        for kind, texts in (("short", short_captions(8192, 0)), ("mixed", captions(8192, 0))):
+            ids[kind] = args.out / f"ids_{kind}.npy"
+            np.save(ids[kind], tokenize(url, texts))
+        instances = len(report["gpu_instances"]) or 1
+        report["raw_encoder"] = raw_encoder(args.out, repository / "clip_text_encoder/1/model_fp16.pt", ids, instances,
+                                            args.quick)
+
         run_points(url, "fp16", args.quick, args.processes, report["load"])
         run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
-        # the small-batch points again, after every point above warmed the server: tells a
-        # first-use cost (per-shape kernel selection, lazy module loading) from a steady one
-        run_points(url, "fp16-again", args.quick, args.processes, report["load"], points=POINTS[:2])
-        if args.encoder_max_batch_size:  # the same server, the encoder batching more rows per execution
-            deploy(server.grpc_url, REPO_ROOT / "model_repository", "torchscript_fp16", args.instances, gpus,
-                   args.tokenizer_instances, server.admin_headers(), encoder_max_batch_size=args.encoder_max_batch_size)
-            label = f"fp16-max-batch-{args.encoder_max_batch_size}"
-            run_points(url, label, args.quick, args.processes, report["load"], points=POINTS[1:])
-            run_points(url, label, args.quick, args.processes, report["load"], kind="short", points=[(8, 256), (16, 256)])
-        for concurrency in (() if args.only_fp16 else (1, 64)):
+        for row in report["load"]:
+            if row["texts_per_request"] == 256:
+                row["raw_encoder_docs_per_s"] = raw_ceiling(report["raw_encoder"], row["texts"], 256)
+                row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
+                print(f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
+                      f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)", flush=True)
+        report["one_text_breakdown"] = one_text_trace(server, url, 200 if args.quick else 1000, trace_file)
+        for part, value in report["one_text_breakdown"].items():
+            print(f"  c=1 one text, {part:>26}: p50 {value['p50_us']:8.0f} us  p99 {value['p99_us']:8.0f} us", flush=True)
+        for concurrency in (1, 64):
             result = perf_analyzer(url, concurrency, args.out, "fp16")
             if result:
                 report["load"].append(result)
+
+        for setting in filter(None, args.sweep.split(",")):
+            enc, tok, batch, delay = (int(x) for x in setting.split(":"))
+            deploy(url, repository, "torchscript_fp16", enc, gpus, tok, server.admin_headers(),
+                   encoder_max_batch_size=batch, encoder_queue_delay_us=delay)
+            label = f"fp16 enc{enc} tok{tok} max{batch} delay{delay}"
+            rows: list[dict] = []
+            run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
+            run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
+            for row in rows:
+                row.update(encoder_instances=enc, tokenizer_instances=tok, encoder_max_batch_size=batch,
+                           encoder_queue_delay_us=delay)
+            report["sweep"] += rows
         return 0 if ok else 1
     finally:
         server.stop()
         (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-200_000:])
         (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

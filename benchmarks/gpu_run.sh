@@ -48,6 +48,8 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
 #   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
+#   lab       benchmarks.raw_encoder alone on the ids `check` saved (or LAB_IDS), once per
+#             environment in LAB_ENVS and model file in LAB_MODELS, with LAB_ARGS
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
@@ -58,6 +60,16 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
     variant) python3 -m benchmarks.gpu_check --out "$OUT/variant" --only-fp16 --encoder-max-batch-size 1024 "$@" ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
             --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
+    lab)
+      ids=${LAB_IDS:-$OUT/one-gpu}
+      for model in ${LAB_MODELS:-model_fp16.pt}; do
+        for env in ${LAB_ENVS:-NONE=1}; do
+          echo "== lab: $model with $env"
+          env "$env" python3 -m benchmarks.raw_encoder --model "model_repository/clip_text_encoder/1/$model" \
+            --ids "short=$ids/ids_short.npy" --ids "mixed=$ids/ids_mixed.npy" ${LAB_ARGS:-} \
+            --json "$OUT/lab-${model%%.pt}-${env%%=*}.json"
+        done
+      done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

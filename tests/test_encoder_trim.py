@@ -79,4 +79,20 @@ def test_torchscript_export_names_no_device():
 
     module = torch.jit.load(str(REPOSITORY / "clip_text_encoder" / "1" / "model.pt"), map_location="cpu")
     code = module.code + module.inner.code + str(module.inner.graph)
-    assert not re.search(r"cuda|device\s*=", code)
+    assert not re.search(r"cuda:|device\s*=", code)  # asking `is_cuda` names none
+
+
+@pytest.mark.parametrize("group_rows", [1, 5, 16])
+def test_torchscript_length_groups_give_each_row_its_one_pass_result(group_rows):
+    """Big batches run in length-sorted groups (a GPU export's launch-bound forward); each row
+    must come back in its place with the result it gets from one pass over the whole batch."""
+    module = torch.jit.load(str(REPOSITORY / "clip_text_encoder" / "1" / "model.pt"), map_location="cpu")
+    rng = np.random.default_rng(group_rows)
+    ids = torch.from_numpy(random_ids(rng, rng.integers(0, 76, 37).tolist()))
+    with torch.no_grad():
+        module.cpu_group_rows = 1000
+        one_pass = module(ids)
+        module.cpu_group_rows = group_rows
+        grouped = module(ids)
+    assert grouped.shape == (37, 512)
+    assert (grouped - one_pass).abs().max().item() <= 1e-5

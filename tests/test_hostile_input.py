@@ -3,6 +3,7 @@ texts cost what CLIP reads while giving exactly the ids of tokenizing them whole
 
 import json
 import random
+import string
 import struct
 import threading
 import time
@@ -204,3 +205,21 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
     (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array([texts[i] for i in sample])},
                                ["EMBEDDING"])
     assert np.abs(out[sample] - expected).max() <= 1e-5
+
+
+# Plain-ASCII texts take the tokenizer's fast path (no ftfy, words looked up once); texts one
+# character away from it (a control character, '&', '\r', a non-ASCII letter) take the full one.
+ASCII_WORDS = st.one_of(
+    st.text(alphabet=string.printable + "\x00\x1b\x7f&", min_size=1, max_size=10),
+    st.sampled_from(["photo", "Photo", "PHOTO", "it's", "we'll", "a", "dog", "2024", "&amp;", "&lt;b&gt;",
+                     "caf\u00e9", "\r\n", " \t ", "x" * 300, "don't!!", "<|endoftext|>"]),
+)
+ASCII_TEXTS = st.lists(ASCII_WORDS, min_size=0, max_size=90).map(lambda words: " ".join(words))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(ASCII_TEXTS, min_size=1, max_size=16))
+def test_ascii_texts_give_open_clips_own_ids(server, open_clip_tokenizer, texts):
+    expected = open_clip_tokenizer(texts, context_length=CONTEXT_LENGTH).numpy()
+    assert np.array_equal(server_ids(server, texts), expected)

@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from .repository import DEFAULT_REPOSITORY, REPO_ROOT, build_info_path, stamp_parameters, write_encoder_variants
+from .repository import (
+    DEFAULT_REPOSITORY,
+    REPO_ROOT,
+    build_info_path,
+    stamp_parameters,
+    write_encoder_variants,
+    write_tokenizer_variants,
+)
 from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 
 log = logging.getLogger("clip_build")
@@ -75,7 +82,7 @@ def main(argv=None) -> int:
         info["reference_checkpoint"] = args.checkpoint
     build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
     stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
-    for path in write_encoder_variants(encoder_dir):
+    for path in write_encoder_variants(encoder_dir) + write_tokenizer_variants(repo / TOKENIZER_MODEL):
         log.info("config variant: %s", path)
     log.info("done in %.1fs: weights=%s (%s)", time.perf_counter() - started, loaded.weights, loaded.source)
     if loaded.weights == RANDOM_INIT:

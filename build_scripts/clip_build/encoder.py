@@ -27,7 +27,9 @@ from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 log = logging.getLogger("clip_build")
 
 RANDOM_INIT = "random-init"
-BUCKET_ROWS = 128  # TorchScript export: batches larger than this run in length-sorted groups
+# TorchScript export: batches larger than this run in length-sorted groups (see _ScriptedTrim)
+GPU_GROUP_ROWS = 512
+CPU_GROUP_ROWS = 128
 PRETRAINED = "pretrained"
 
 
@@ -166,7 +168,8 @@ def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu", 
     backend loads it to. `fp16` computes in half precision and still takes int64 ids and returns
     fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tower = CLIPTextTower(copy.deepcopy(model)).to(device, torch.float16 if fp16 else torch.float32).eval()
+    tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
+    tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
     with torch.no_grad():
         traced = torch.jit.trace(_Float32Output(tower), (example_input_ids().to(device),), check_trace=False)
     scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id))
@@ -184,31 +187,39 @@ class _Float32Output(torch.nn.Module):
 
 
 class _ScriptedTrim(torch.nn.Module):
-    """Valid ids, trim, and for large batches bucket: rows are ordered by length and run in groups
-    of `bucket_rows`, each group cut to its own longest text, so one long text in a big batch no
-    longer makes every row pay for 77 positions. Each row's result is the same either way."""
+    """Valid ids, trim, and for large batches groups: rows are ordered by length and run in groups
+    of `group_rows`, each group cut to its own longest text, so one long text in a big batch no
+    longer makes every row pay for 77 positions. Each row's result is the same either way.
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int, bucket_rows: int = BUCKET_ROWS):
+    The group size depends on the device. On a GPU a forward pass of a few hundred rows costs
+    about what one row does (kernel launches bound it, not arithmetic), so groups are large; on a
+    CPU the cost follows rows x length, so groups are small. Every group's length comes from one
+    device-to-host copy before the first group starts, so the GPU runs the groups back to back
+    instead of waiting for the host between them."""
+
+    def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__()
         self.inner = inner
         self.vocab_size = vocab_size
         self.pad_id = PAD_ID
         self.eos_token_id = eos_token_id
-        self.bucket_rows = bucket_rows
+        self.gpu_group_rows = GPU_GROUP_ROWS
+        self.cpu_group_rows = CPU_GROUP_ROWS
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         positions = pooling_positions(input_ids, self.eos_token_id)
         rows = input_ids.size(0)
-        if rows <= self.bucket_rows:
+        group = self.gpu_group_rows if input_ids.is_cuda else self.cpu_group_rows
+        if rows <= group:
             length = int(positions.max().item()) + 1
             return self.inner(input_ids[:, :length])
-        order = torch.argsort(positions)
+        sorted_positions, order = torch.sort(positions)
+        host_positions: List[int] = sorted_positions.tolist()  # the one wait for the device
+        ordered = input_ids.index_select(0, order)
         pieces: List[torch.Tensor] = []
-        for start in range(0, rows, self.bucket_rows):
-            index = order[start : start + self.bucket_rows]
-            length = int(positions.index_select(0, index).max().item()) + 1
-            pieces.append(self.inner(input_ids.index_select(0, index)[:, :length]))
-        out = torch.empty_like(torch.cat(pieces))
-        out[order] = torch.cat(pieces)
-        return out
+        for start in range(0, rows, group):
+            length = host_positions[min(start + group, rows) - 1] + 1  # the group's longest
+            pieces.append(self.inner(ordered[start : start + group, :length]))
+        ordered_out = torch.cat(pieces)
+        return torch.empty_like(ordered_out).index_copy_(0, order, ordered_out)

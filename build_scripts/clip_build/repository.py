@@ -64,6 +64,18 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
     config.optimization.graph.level = ORT_GRAPH_LEVEL_ALL
 
 
+# The GPU TorchScript variants, tuned on one H100/H200 with 16 cores (docs/benchmarks.md):
+# - up to 1024 rows per execution (the ensemble's requests stay <= its own max_batch_size; the
+#   encoder's batcher joins several): the export runs big batches in length-sorted groups, and a
+#   GPU forward costs about the same up to hundreds of rows (kernel launches bound it);
+# - 4 instances: each is a host thread launching kernels on its own CUDA stream, so 4 keep the
+#   GPU fed while any one of them is launching;
+# - no batching delay: under load the queue fills while all instances are busy anyway, and a
+#   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
+# - 8 tokenizer instances (Python processes, one request each at a time): 12 gained < 5%.
+TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 4, "max_queue_delay_us": 0, "tokenizer_instances": 8}
+
+
 def build_info_path(repository: Path = DEFAULT_REPOSITORY) -> Path:
     return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
 
@@ -115,10 +127,36 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
             # encoder sees a new sequence length with almost every batch (it trims to the longest
             # text), so optimised execution costs far more than it gains here.
             config.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
+            if kind is None:  # the GPU ones
+                config.max_batch_size = TORCHSCRIPT_GPU["max_batch_size"]
+                config.instance_group[0].count = TORCHSCRIPT_GPU["encoder_instances"]
+                config.dynamic_batching.max_queue_delay_microseconds = TORCHSCRIPT_GPU["max_queue_delay_us"]
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
             f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}); do not edit.\n"
             f"# Served with: tritonserver --model-config-name={name}\n" + text_format.MessageToString(config)
+        )
+        written.append(path)
+    return written
+
+
+def write_tokenizer_variants(tokenizer_dir: Path) -> list[Path]:
+    """configs/NAME.pbtxt for the GPU TorchScript variants: `--model-config-name` applies to every
+    model, so a GPU host's tokenizer instances come with the encoder's variant."""
+    source = read_config(tokenizer_dir / "config.pbtxt")
+    out_dir = tokenizer_dir / "configs"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for name, (_, _, kind) in ENCODER_VARIANTS.items():
+        if kind is not None or not name.startswith("torchscript"):
+            continue
+        config = mc.ModelConfig()
+        config.CopyFrom(source)
+        config.instance_group[0].count = TORCHSCRIPT_GPU["tokenizer_instances"]
+        path = out_dir / f"{name}.pbtxt"
+        path.write_text(
+            f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}: a GPU host); do not edit.\n"
+            + text_format.MessageToString(config)
         )
         written.append(path)
     return written

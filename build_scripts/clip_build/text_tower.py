@@ -5,9 +5,14 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
   mask and pooling index with `device=hidden_states.device`, which a trace bakes in as a constant
   (a TorchScript file traced on cuda:0 then fails on cuda:1). Here the causal mask is SDPA's
   `is_causal` and pooling is a `gather`, so one file serves any device Triton loads it to;
-- fewer, larger ops: one QKV matmul per layer instead of three, and PyTorch's fused
-  scaled_dot_product_attention (flash / memory-efficient kernels on GPU) instead of
-  matmul-mask-softmax-matmul;
+- fewer, larger ops (a GPU forward of a few hundred rows is bound by kernel launches): one QKV
+  matmul per layer instead of three; PyTorch's fused attention instead of
+  matmul-mask-softmax-matmul; quick_gelu as one SiLU, its 1.702 folded into fc1 and fc2
+  (x * sigmoid(1.702 x) = silu(1.702 x) / 1.702), one kernel instead of three;
+- `memory_efficient_attention` (the fp16 GPU export) calls the memory-efficient attention kernel
+  itself. Through `scaled_dot_product_attention`, fp16 on Hopper may run cuDNN's attention,
+  which builds a plan for every new shape and thread: 70-500 ms the first time each sequence
+  length reaches each Triton instance (measured, docs/benchmarks.md);
 - ids outside the vocabulary become the pad id before anything reads them (`in_vocabulary`).
 """
 
@@ -38,11 +43,22 @@ def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tenso
     return (input_ids == eos_token_id).int().argmax(dim=-1)
 
 
+QUICK_GELU_SCALE = 1.702
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, memory_efficient: bool) -> torch.Tensor:
+    """[batch, heads, length, head_dim] -> same; scale 1/sqrt(head_dim), as HF."""
+    if memory_efficient:  # a CUDA-only kernel: the fp16 GPU export
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False, 0.0, True)[0]
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 class _Layer(nn.Module):
-    def __init__(self, layer: nn.Module, heads: int):
+    def __init__(self, layer: nn.Module, heads: int, memory_efficient_attention: bool):
         super().__init__()
         attn = layer.self_attn
         self.heads = heads
+        self.memory_efficient_attention = memory_efficient_attention
         self.layer_norm1 = layer.layer_norm1
         self.qkv = nn.Linear(attn.q_proj.in_features, 3 * attn.q_proj.out_features)
         with torch.no_grad():
@@ -50,30 +66,37 @@ class _Layer(nn.Module):
             self.qkv.bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
         self.out_proj = attn.out_proj
         self.layer_norm2 = layer.layer_norm2
-        self.fc1 = layer.mlp.fc1
-        self.act = layer.mlp.activation_fn
-        self.fc2 = layer.mlp.fc2
+        if layer.mlp.activation_fn.__class__.__name__ != "QuickGELUActivation":
+            raise ValueError(f"CLIP's text MLP uses quick_gelu, not {layer.mlp.activation_fn.__class__.__name__}")
+        self.fc1 = nn.Linear(layer.mlp.fc1.in_features, layer.mlp.fc1.out_features)
+        self.fc2 = nn.Linear(layer.mlp.fc2.in_features, layer.mlp.fc2.out_features)
+        with torch.no_grad():
+            self.fc1.weight.copy_(layer.mlp.fc1.weight * QUICK_GELU_SCALE)
+            self.fc1.bias.copy_(layer.mlp.fc1.bias * QUICK_GELU_SCALE)
+            self.fc2.weight.copy_(layer.mlp.fc2.weight / QUICK_GELU_SCALE)
+            self.fc2.bias.copy_(layer.mlp.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         qkv = self.qkv(self.layer_norm1(x)).view(batch, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(head_dim), as HF
+        attended = _causal_attention(q, k, v, self.memory_efficient_attention)
         x = x + self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
-        return x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
+        return x + self.fc2(F.silu(self.fc1(self.layer_norm2(x))))  # = fc2(quick_gelu(fc1(...)))
 
 
 class CLIPTextTower(nn.Module):
     """input_ids [B, L] (any L <= 77) -> text_embeds [B, projection_dim] in the weights' dtype."""
 
-    def __init__(self, model: nn.Module):  # a transformers CLIPTextModelWithProjection
+    def __init__(self, model: nn.Module, memory_efficient_attention: bool = False):  # HF CLIPTextModelWithProjection
         super().__init__()
         config, text = model.config, model.text_model
         self.vocab_size = int(config.vocab_size)
         self.eos_token_id = int(config.eos_token_id)
         self.token_embedding = text.embeddings.token_embedding
         self.position_embedding = text.embeddings.position_embedding
-        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads) for layer in text.encoder.layers)
+        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads, memory_efficient_attention)
+                                    for layer in text.encoder.layers)
         self.final_layer_norm = text.final_layer_norm
         self.text_projection = model.text_projection
 

@@ -60,9 +60,10 @@ def _client(url: str):
 def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
            encoder_instances: int | None = None, gpus: list[int] | None = None,
            tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "",
-           encoder_max_batch_size: int | None = None) -> dict[str, str]:
+           encoder_max_batch_size: int | None = None, encoder_queue_delay_us: int | None = None) -> dict[str, str]:
     """Load (or reload) the three models; `prefix` for a namespaced repository (clip_build.namespace).
-    `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests."""
+    `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
+    `encoder_queue_delay_us` is how long that batcher waits for more."""
     client = _client(url)
     counts = {TOKENIZER: (tokenizer_instances, None), ENCODER: (encoder_instances, gpus), ENSEMBLE: (None, None)}
     loaded = {}
@@ -72,6 +73,8 @@ def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None 
             config = with_instances(model_config(repository, name, variant), *counts[model])
             if model == ENCODER and encoder_max_batch_size:
                 config.max_batch_size = encoder_max_batch_size
+            if model == ENCODER and encoder_queue_delay_us is not None:
+                config.dynamic_batching.max_queue_delay_microseconds = encoder_queue_delay_us
             config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
             client.load_model(name, headers=headers, config=config_json)
             loaded[name] = "ready" if client.is_model_ready(name, headers=headers) else "not ready"

@@ -1,0 +1,143 @@
+"""The exported TorchScript encoder alone, in-process, on the ids the server's tokenizer gives:
+the ceiling the server is compared with (docs/benchmarks.md), and a lab for the settings the
+libtorch backend exposes (executor mode, group size, parallel instances).
+
+    python -m benchmarks.raw_encoder --model model_repository/clip_text_encoder/1/model_fp16.pt \\
+        --ids short=ids_short.npy --ids mixed=ids_mixed.npy --json raw.json
+
+Every timing waits for the GPU (torch.cuda.synchronize) before it stops the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# what the libtorch backend's model-config parameters switch, as the backend switches them
+EXECUTORS = {
+    # DISABLE_OPTIMIZED_EXECUTION=true: no profiling, no specialisation per input shape
+    "no-optimize": lambda: torch._C._set_graph_executor_optimize(False),
+    # the backend's default: TorchScript's profiling executor, which re-specialises per shape
+    "profiling": lambda: torch._C._set_graph_executor_optimize(True),
+}
+
+
+def load(model: Path, device: str, executor: str, group_rows: int | None):
+    EXECUTORS[executor]()
+    module = torch.jit.load(str(model), map_location=device).eval()
+    if group_rows is not None:
+        module.gpu_group_rows = group_rows
+        module.cpu_group_rows = group_rows
+    return module
+
+
+def sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def throughput(module, ids: torch.Tensor, batch: int, seconds: float, device: str, threads: int = 1) -> dict:
+    """docs/s with `threads` callers, each on its own CUDA stream (as Triton's instances are),
+    running consecutive `batch`-row slices of `ids` for `seconds` after one warm pass."""
+    batches = [ids[i:i + batch] for i in range(0, len(ids) - batch + 1, batch)] or [ids]
+    with torch.no_grad():
+        for b in batches:  # every shape once: first-use costs stay out of the clock
+            module(b)
+        sync(device)
+        done = [0] * threads
+        stop = time.perf_counter() + seconds
+
+        def caller(k):
+            stream = torch.cuda.Stream() if device.startswith("cuda") else None
+            ctx = torch.cuda.stream(stream) if stream is not None else torch.no_grad()
+            with torch.no_grad(), ctx:
+                i = k
+                while time.perf_counter() < stop:
+                    module(batches[i % len(batches)])
+                    if stream is not None:
+                        stream.synchronize()
+                    done[k] += len(batches[i % len(batches)])
+                    i += threads
+
+        start = time.perf_counter()
+        workers = [threading.Thread(target=caller, args=(k,)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - start
+    return {"docs_per_s": sum(done) / elapsed, "batch": batch, "threads": threads}
+
+
+def single_text_latency(module, ids: torch.Tensor, count: int, device: str) -> dict:
+    """One text per call, `count` different texts, twice: the first pass pays every first-use
+    cost (a new shape, a kernel not yet loaded), the second shows the steady state."""
+    passes = []
+    with torch.no_grad():
+        for _ in range(2):
+            times = []
+            for row in ids[:count]:
+                t0 = time.perf_counter()
+                module(row[None])
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            passes.append(np.array(times) * 1e3)
+    cold, warm = passes
+    return {"cold_p50_ms": float(np.percentile(cold, 50)), "cold_p99_ms": float(np.percentile(cold, 99)),
+            "cold_max_ms": float(cold.max()), "p50_ms": float(np.percentile(warm, 50)),
+            "p99_ms": float(np.percentile(warm, 99)), "max_ms": float(warm.max())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--ids", action="append", required=True, metavar="KIND=FILE.npy")
+    parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--executors", default="no-optimize")
+    parser.add_argument("--group-rows", default="", help="comma list; empty: the export's own")
+    parser.add_argument("--batches", default="256")
+    parser.add_argument("--threads", default="1")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--latency-texts", type=int, default=200, help="0: skip the one-text latency")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    corpora = {kind: torch.from_numpy(np.load(path)).to(args.device)
+               for kind, path in (item.split("=", 1) for item in args.ids)}
+    groups = [int(g) for g in args.group_rows.split(",") if g] or [None]
+    results = []
+    for executor in args.executors.split(","):
+        module = load(args.model, args.device, executor, None)
+        if args.latency_texts:
+            kind = next(iter(corpora))
+            row = {"executor": executor, "kind": kind, **single_text_latency(module, corpora[kind], args.latency_texts,
+                                                                            args.device)}
+            results.append(row)
+            print(f"[raw {executor}] 1 text: cold p50 {row['cold_p50_ms']:.2f} p99 {row['cold_p99_ms']:.2f} "
+                  f"max {row['cold_max_ms']:.1f} ms | warm p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} "
+                  f"max {row['max_ms']:.1f} ms", flush=True)
+        for group in groups:
+            module = load(args.model, args.device, executor, group)
+            for kind, ids in corpora.items():
+                for batch in (int(b) for b in args.batches.split(",")):
+                    for threads in (int(t) for t in args.threads.split(",")):
+                        row = {"executor": executor, "group_rows": group, "kind": kind,
+                               **throughput(module, ids, batch, args.seconds, args.device, threads)}
+                        results.append(row)
+                        print(f"[raw {executor} group {group}] {kind} batch {batch} x{threads}: "
+                              f"{row['docs_per_s']:,.0f} docs/s", flush=True)
+    report = {"model": str(args.model), "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+              else "cpu", "torch": torch.__version__, "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
