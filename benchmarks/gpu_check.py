@@ -209,7 +209,10 @@ def main(argv=None) -> int:
 
         run_points(url, "fp16", args.quick, args.processes, report["load"])
         run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+        one_text = next(r for r in report["raw_encoder"]["results"] if "p50_ms" in r)
         for row in report["load"]:
+            if (row["concurrency"], row["texts_per_request"]) == (1, 1):
+                row["raw_encoder_docs_per_s"] = 1e3 / one_text["p50_ms"]  # one text at a time, in-process
             if row["texts_per_request"] == 256:
                 row["raw_encoder_docs_per_s"] = raw_ceiling(report["raw_encoder"], row["texts"], 256)
                 row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
@@ -240,6 +243,12 @@ def main(argv=None) -> int:
         server.stop()
         (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-200_000:])
         (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            from benchmarks.plot_gpu import plot
+
+            plot(report, str(args.out / "gpu_report.png"))
+        except ImportError:  # a GPU machine without matplotlib: plot the JSON elsewhere
+            print(f"no matplotlib here: python -m benchmarks.plot_gpu {args.out / 'gpu_report.json'} OUT.png", flush=True)
 
 
 if __name__ == "__main__":

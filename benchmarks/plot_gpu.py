@@ -1,4 +1,8 @@
-"""Plot a GPU report of benchmarks.gpu_check:  python -m benchmarks.plot_gpu docs/gpu_report_h200_run2.json docs/benchmarks_gpu.png"""
+"""Plot a report of benchmarks.gpu_check: each load point next to the raw encoder (same run, same
+GPU, same texts), the settings sweep, and where one text's time goes at concurrency 1.
+
+    python -m benchmarks.plot_gpu docs/gpu_report_h100.json docs/benchmarks_gpu.png
+"""
 
 import json
 import sys
@@ -9,27 +13,53 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(report_path: str, out: str) -> int:
-    report = json.load(open(report_path))
-    rows = [r for r in report["load"] if r.get("model", "clip_text") == "clip_text" and r.get("tool") != "perf_analyzer"]
-    labels = [f"{r['concurrency']}x{r['texts_per_request']}\n{r['texts']}" for r in rows if r["variant"] == "fp32"]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    width = 0.4
-    for k, variant in enumerate(("fp32", "fp16")):
-        values = [r["docs_per_s"] for r in rows if r["variant"] == variant]
-        bars = ax.bar([i + (k - 0.5) * width for i in range(len(values))], values, width, label=variant)
-        for bar, r in zip(bars, [r for r in rows if r["variant"] == variant]):
-            ax.annotate(f"{r['docs_per_s']:.0f}\np50 {r['p50_ms']:.0f}ms", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(labels)), labels)
+def label(row: dict) -> str:
+    return f"{row['concurrency']}x{row['texts_per_request']}\n{row['texts']}"
+
+
+def plot(report: dict, out: str) -> None:
+    rows = [r for r in report["load"] if r.get("tool") != "perf_analyzer"]
+    fig, (ax, ax_sweep, ax_trace) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [3, 3, 2]})
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["docs_per_s"] for r in rows], 0.4, label="server (clip_text ensemble)")
+    raw = [r.get("raw_encoder_docs_per_s", 0) for r in rows]
+    ax.bar([x + 0.2 for x in xs], raw, 0.4, label="raw encoder in-process, same texts (1 at a time / batch 256)")
+    for x, r in zip(xs, rows):
+        ax.annotate(f"{r['docs_per_s']:,.0f}\np50 {r['p50_ms']:.1f} ms", (x - 0.2, r["docs_per_s"]), ha="center",
+                    va="bottom", fontsize=7)
+    ax.set_xticks(list(xs), [label(r) for r in rows])
     ax.set_yscale("log")
     ax.set_ylabel("docs/s (log)")
-    ax.set_xlabel("concurrency x texts per request, texts")
-    ax.set_title(f"clip_text ensemble on {report['nvidia_smi'].split(',')[0]}, "
-                 f"{report['encoder_instances_per_gpu']} encoder instances (TorchScript stand-in)")
-    ax.legend()
+    ax.set_title("fp16, the repository's GPU default")
+    ax.legend(fontsize=7, loc="upper left")
+
+    settings = sorted({r["variant"] for r in report.get("sweep", [])})
+    points = [(8, 256, "short"), (8, 256, "mixed"), (64, 1, "mixed")]
+    width = 0.8 / max(1, len(settings))
+    for k, setting in enumerate(settings):
+        values = [next((r["docs_per_s"] for r in report["sweep"] if r["variant"] == setting and
+                        (r["concurrency"], r["texts_per_request"], r["texts"]) == p), 0) for p in points]
+        ax_sweep.bar([i + (k - (len(settings) - 1) / 2) * width for i in range(len(points))], values, width,
+                     label=setting.replace("fp16 ", ""))
+    ax_sweep.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
+    ax_sweep.set_yscale("log")
+    ax_sweep.set_title("settings, same server")
+    ax_sweep.legend(fontsize=7)
+
+    parts = {k: v for k, v in report.get("one_text_breakdown", {}).items() if k != "ensemble_total"}
+    ax_trace.barh(list(parts), [v["p50_us"] / 1e3 for v in parts.values()], label="p50")
+    ax_trace.set_xlabel("ms (p50), one text at concurrency 1")
+    ax_trace.set_title("Triton trace breakdown")
+    ax_trace.tick_params(axis="y", labelsize=7)
+    fig.suptitle(f"{report['nvidia_smi'].split(',')[0]}: Triton C++ libtorch backend, "
+                 f"{len(report.get('gpu_instances', []))} encoder instances")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
+
+
+def main(report_path: str, out: str) -> int:
+    with open(report_path) as f:
+        plot(json.load(f), out)
     return 0
 
 
