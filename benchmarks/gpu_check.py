@@ -75,13 +75,28 @@ def gpu_instances(log_path: Path) -> list[str]:
                    if "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder" in line and "GPU" in line})
 
 
+def encoder_counts(url) -> tuple[int, int]:
+    """(rows, executions) the encoder has run so far: Triton's statistics API."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics("clip_text_encoder").model_stats[0]
+        return stats.inference_count, stats.execution_count
+    finally:
+        client.close()
+
+
 def run_points(url, label, quick, processes, results, kind="mixed", points=POINTS, model="clip_text", output="EMBEDDING"):
     for concurrency, tpr in points:
+        rows, executions = encoder_counts(url)
         r = measure(url, model, concurrency, tpr, processes=min(processes, concurrency), warmup=2 if quick else 4,
                     duration=4 if quick else 10, kind=kind, output=output)
+        rows_after, executions_after = encoder_counts(url)
+        r["encoder_rows_per_execution"] = (rows_after - rows) / max(1, executions_after - executions)
         r["variant"] = label
         results.append(r)
-        print(f"[{label}] {format_row(r)}", flush=True)
+        print(f"[{label}] {format_row(r)}  encoder rows/execution {r['encoder_rows_per_execution']:.1f}", flush=True)
 
 
 def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | None:
@@ -132,13 +147,16 @@ def raw_ceiling(raw: dict, kind: str, batch: int) -> float:
     return max(r["docs_per_s"] for r in raw["results"] if r.get("kind") == kind and r.get("batch") == batch)
 
 
-def one_text_trace(server, url: str, count: int, trace_file: Path) -> dict:
-    """`count` one-text requests at concurrency 1, every one traced; the median breakdown."""
+def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, concurrency: int) -> dict:
+    """`count` one-text requests at `concurrency`, every one traced: the median breakdown.
+    Triton numbers its trace files: this is the server's trace number `index`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     trace_breakdown.start(server.http_url, server.admin_headers("http"), count)
-    texts = captions(count, seed=11)
-    for text in texts:
-        infer(url, "clip_text", [text], "EMBEDDING")
-    records = trace_breakdown.read(trace_file)
+    texts = captions(count, seed=11 + concurrency)
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda text: infer(url, "clip_text", [text], "EMBEDDING"), texts))
+    records = trace_breakdown.read(trace_file, index)
     return trace_breakdown.breakdown(records, "clip_text", ["clip_tokenizer", "clip_text_encoder"])
 
 
@@ -218,9 +236,11 @@ def main(argv=None) -> int:
                 row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
                 print(f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
                       f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)", flush=True)
-        report["one_text_breakdown"] = one_text_trace(server, url, 200 if args.quick else 1000, trace_file)
-        for part, value in report["one_text_breakdown"].items():
-            print(f"  c=1 one text, {part:>26}: p50 {value['p50_us']:8.0f} us  p99 {value['p99_us']:8.0f} us", flush=True)
+        for index, (concurrency, key) in enumerate(((1, "one_text_breakdown"), (64, "one_text_breakdown_c64"))):
+            report[key] = one_text_trace(server, url, 300 if args.quick else 1000, trace_file, index, concurrency)
+            for part, value in report[key].items():
+                print(f"  c={concurrency} one text, {part:>26}: p50 {value['p50_us']:8.0f} us  "
+                      f"p99 {value['p99_us']:8.0f} us", flush=True)
         for concurrency in (1, 64):
             result = perf_analyzer(url, concurrency, args.out, "fp16")
             if result:

@@ -2,7 +2,8 @@
 
 The trace file is a server start-up flag (`--trace-config triton,file=PATH`: Triton refuses to
 move it over the network); the level, rate and count are set over HTTP (the admin `trace` API).
-With log_frequency = count, Triton writes `PATH.0` once it has `count` traces.
+With log_frequency = count, Triton writes `PATH.0` once it has `count` traces, `PATH.1` after
+the next `count`, and so on for the server's lifetime.
 
 Per ensemble request: the tokenizer's and the encoder's queue and compute time, the rest of the
 ensemble's time (scheduling between steps, response assembly), and the gRPC send.
@@ -32,9 +33,9 @@ def start(http_url: str, headers: dict[str, str], count: int) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-def read(trace_file: Path, timeout: float = 20.0) -> list[dict]:
-    """The traces as {id: {"model": name, "parent": id, "ts": {NAME: ns}}} merged records."""
-    path = Path(f"{trace_file}.0")
+def read(trace_file: Path, index: int = 0, timeout: float = 20.0) -> list[dict]:
+    """The traces of file number `index`, as {"id", "model", "parent", "ts": {NAME: ns}} records."""
+    path = Path(f"{trace_file}.{index}")
     deadline = time.monotonic() + timeout
     while True:  # Triton writes the file after the last traced request returns: wait for all of it
         try:
