@@ -58,6 +58,7 @@ class _Layer(nn.Module):
         super().__init__()
         attn = layer.self_attn
         self.heads = heads
+        self.head_dim = attn.q_proj.out_features // heads
         self.memory_efficient_attention = memory_efficient_attention
         self.layer_norm1 = layer.layer_norm1
         self.qkv = nn.Linear(attn.q_proj.in_features, 3 * attn.q_proj.out_features)
@@ -77,11 +78,12 @@ class _Layer(nn.Module):
             self.fc2.bias.copy_(layer.mlp.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        qkv = self.qkv(self.layer_norm1(x)).view(batch, length, 3, self.heads, width // self.heads)
+        # Shapes from constants only (unflatten/flatten of the last dims): no size/divide ops for
+        # the interpreter to run per layer, and batch and length stay free in the trace.
+        qkv = self.qkv(self.layer_norm1(x)).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
         attended = _causal_attention(q, k, v, self.memory_efficient_attention)
-        x = x + self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
+        x = x + self.out_proj(attended.transpose(1, 2).flatten(2))
         return x + self.fc2(F.silu(self.fc1(self.layer_norm2(x))))  # = fc2(quick_gelu(fc1(...)))
 
 
