@@ -21,8 +21,9 @@ import numpy as np
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_server.corpus import VARIED_64, captions, short_captions
+from clip_server.paths import REPO_ROOT
+from clip_text_client.transport import text_tensor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
 
 
@@ -30,7 +31,7 @@ def infer(url, model, texts, output):
     import tritonclient.grpc as grpc
 
     client = grpc.InferenceServerClient(url)
-    batch = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+    batch = text_tensor(texts)
     tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
     tensor.set_data_from_numpy(batch)
     try:

@@ -21,12 +21,12 @@ import time
 import numpy as np
 
 from clip_server.corpus import captions, short_captions
+from clip_text_client.transport import text_tensor
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:
     pool = short_captions(count * texts_per_request, seed) if kind == "short" else captions(count * texts_per_request, seed)
-    return [np.array([t.encode() for t in pool[i * texts_per_request:(i + 1) * texts_per_request]],
-                     dtype=np.object_).reshape(-1, 1) for i in range(count)]
+    return [text_tensor(pool[i * texts_per_request:(i + 1) * texts_per_request]) for i in range(count)]
 
 
 async def worker(client, module, model, output, batches, offset, stop_at, record_from, latencies, counts):

@@ -13,10 +13,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
 from benchmarks.soak import rss_mb
 from clip_server.corpus import captions
+from clip_text_client.transport import text_tensor
 
 CASES = {
     "12 captions": None,
@@ -40,7 +39,7 @@ def main(argv=None) -> int:
         seconds = {}
         for name, text in CASES.items():
             texts = captions(12, seed=1) if text is None else [text] * 12
-            batch = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+            batch = text_tensor(texts)
             tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
             tensor.set_data_from_numpy(batch)
             runs = []

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_server.corpus import captions
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from clip_server.paths import REPO_ROOT
 
 
 def hf_baseline(texts: list[str], batch_size: int = 32):

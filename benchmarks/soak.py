@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_server.corpus import captions
+from clip_text_client.transport import text_tensor
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -47,7 +48,7 @@ async def soak(url: str, concurrency: int, texts_per_request: int, duration: flo
         while time.perf_counter() < stop_at:
             texts = [pool[(i + j) % len(pool)] for j in range(texts_per_request)]
             i += texts_per_request
-            batch = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+            batch = text_tensor(texts)
             tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
             tensor.set_data_from_numpy(batch)
             t0 = time.perf_counter()

@@ -13,8 +13,9 @@ import pytest
 
 from clip_build.repository import read_build_info
 from clip_server import LocalTritonServer
+from clip_server.paths import REPO_ROOT
+from clip_text_client.transport import text_tensor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = REPO_ROOT / "model_repository"
 
 
@@ -99,4 +100,4 @@ def url_of(srv: LocalTritonServer, protocol: str) -> str:
 
 
 def text_array(texts) -> np.ndarray:
-    return np.array([t.encode("utf-8") if isinstance(t, str) else t for t in texts], dtype=np.object_).reshape(-1, 1)
+    return text_tensor(texts)

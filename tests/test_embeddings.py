@@ -1,5 +1,7 @@
 """The clip_text ensemble, through a real server, returns HF get_text_features for each text."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,10 @@ def test_dynamic_batching_joins_concurrent_requests(server):
     texts = [f"concurrent request number {i}" for i in range(96)]
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda t: embed(server, [t]), texts))
+    # Triton records an execution's statistics after its responses go out: wait for the last ones
+    deadline = time.monotonic() + 10
+    while (inferences1 := stats()[0]) - inferences0 < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.05)
     inferences1, executions1 = stats()
     assert inferences1 - inferences0 == len(texts)
     assert executions1 - executions0 < len(texts), (inferences1 - inferences0, executions1 - executions0)

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clip_build.repository import ENCODER_VARIANTS, read_config
+from clip_build.repository import ENCODER_VARIANTS, TORCHSCRIPT_GPU, read_config
 from clip_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
@@ -82,10 +82,30 @@ def test_variants_differ_from_the_source_only_where_intended():
         assert (variant.backend, variant.default_model_filename) == (backend, filename)
         if kind is not None:
             assert all(g.kind == kind for g in variant.instance_group)
-        for field in ("input", "output", "max_batch_size", "dynamic_batching"):
+        for field in ("input", "output"):
             assert getattr(variant, field) == getattr(source, field), field
         for key, value in source.parameters.items():
             assert variant.parameters[key] == value, key
+        if backend == "pytorch" and kind is None:  # the GPU TorchScript variants: tuned on an H100
+            assert variant.max_batch_size == TORCHSCRIPT_GPU["max_batch_size"]
+            assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["encoder_instances"]]
+            assert variant.dynamic_batching.max_queue_delay_microseconds == TORCHSCRIPT_GPU["max_queue_delay_us"]
+        else:
+            assert variant.max_batch_size == source.max_batch_size
+            assert variant.dynamic_batching == source.dynamic_batching
+
+
+def test_gpu_variants_bring_their_tokenizer_instances():
+    """`--model-config-name` applies to every model: a GPU variant's tokenizer config comes along."""
+    source = read_config(REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
+    for name in ("torchscript", "torchscript_fp16"):
+        variant = read_config(REPOSITORY / TOKENIZER_MODEL / "configs" / f"{name}.pbtxt")
+        assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["tokenizer_instances"]]
+        variant.ClearField("instance_group")
+        expected = type(source)()
+        expected.CopyFrom(source)
+        expected.ClearField("instance_group")
+        assert variant == expected  # nothing else differs: still no dynamic batching
 
 
 def test_build_stamped_the_weights():

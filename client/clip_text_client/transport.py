@@ -23,6 +23,11 @@ _RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusC
 # Anything else (HTTP 500, gRPC INTERNAL/UNKNOWN, ...) is the server's fault: ServerError.
 
 
+def text_tensor(texts) -> np.ndarray:
+    """The ensemble's TEXT input: a [batch, 1] BYTES tensor of UTF-8 texts (str or bytes)."""
+    return np.array([t.encode("utf-8") if isinstance(t, str) else t for t in texts], dtype=np.object_).reshape(-1, 1)
+
+
 def classify(exc: BaseException) -> CLIPClientError:
     from tritonclient.utils import InferenceServerException
 
@@ -97,7 +102,7 @@ class Transport:
         return self._call(self.client.get_model_config, model, headers=self.headers)
 
     def infer(self, model: str, input_name: str, output_name: str, texts: list[bytes]) -> np.ndarray:
-        batch = np.array(texts, dtype=np.object_).reshape(-1, 1)
+        batch = text_tensor(texts)
         tensor = self.module.InferInput(input_name, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         outputs = [self.module.InferRequestedOutput(output_name)]
