@@ -31,8 +31,8 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     import torch
     from tokenizers import Regex, Tokenizer, normalizers
 
-    from clip_build.encoder import reference_clip_model
     from clip_build.repository import read_build_info
+    from clip_build.weights import reference_clip_model
 
     model = reference_clip_model(read_build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,

@@ -43,7 +43,7 @@ def torchscript_server():
 def hf_model():
     """HF `CLIPModel` with the weights the repository was built from, for `get_text_features`
     in-process (the Jina executor's computation)."""
-    from clip_build.encoder import reference_clip_model
+    from clip_build.weights import reference_clip_model
 
     return reference_clip_model(build_info()["reference_checkpoint"])
 

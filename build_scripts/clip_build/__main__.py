@@ -49,8 +49,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[clip_build] %(levelname)s %(message)s")
     args = parse_args(argv)
-    from .encoder import RANDOM_INIT, WeightsUnavailable, export_onnx, export_torchscript, load_encoder
+    from .export import export_onnx, export_torchscript
     from .tokenizer_assets import write_tokenizer
+    from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
 
     started = time.perf_counter()
     repo = args.repository.resolve()

@@ -1,123 +1,28 @@
-"""The CLIP text tower as the repository's encoder: load, wrap, export, verify.
+"""The CLIP text tower as the repository's encoder files: model.onnx and the TorchScript files.
 
-`TrimmedTextEncoder` is what gets exported: input_ids [B, 77] -> text_embeds [B, 512], equal to
-HF `get_text_features(input_ids)` for ids in the vocabulary (others read as the pad id). It runs
-`text_tower.CLIPTextTower` after cutting the batch to its largest pooling position + 1.
+`TrimmedTextEncoder` is what gets exported to ONNX: input_ids [B, 77] -> text_embeds [B, 512],
+equal to HF `get_text_features(input_ids)` for ids in the vocabulary (others read as the pad id).
+It runs `text_tower.CLIPTextTower` after cutting the batch to its largest pooling position + 1.
 CLIP's text transformer is causal and pools the hidden state at the EOT position, so positions
 after the last EOT of the batch never reach the output; cutting them is exact and saves most of
-the compute for caption-length texts (typically 10-20 of 77 positions).
+the compute for caption-length texts (typically 10-20 of 77 positions). The TorchScript files
+also run big batches in length-sorted groups (`_ScriptedTrim`).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import os
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List
-from urllib.parse import urlparse
 
 import torch
 
-from .spec import CONTEXT_LENGTH, DEFAULT_CHECKPOINT, PAD_ID, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
+from .spec import CONTEXT_LENGTH, PAD_ID, VIT_B32_TEXT_CONFIG
 from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 
-log = logging.getLogger("clip_build")
-
-RANDOM_INIT = "random-init"
 # TorchScript export: batches larger than this run in length-sorted groups (see _ScriptedTrim)
 GPU_GROUP_ROWS = 512
 CPU_GROUP_ROWS = 128
-PRETRAINED = "pretrained"
-
-
-@dataclass
-class LoadedEncoder:
-    model: torch.nn.Module  # transformers CLIPTextModelWithProjection, eval mode, fp32
-    weights: str  # PRETRAINED or RANDOM_INIT
-    source: str  # checkpoint id/path, or a description of the random init
-
-
-class WeightsUnavailable(RuntimeError):
-    pass
-
-
-def random_init_encoder(seed: int = RANDOM_INIT_SEED):
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(**VIT_B32_TEXT_CONFIG)
-    return CLIPTextModelWithProjection(config).eval()
-
-
-def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = False) -> LoadedEncoder:
-    """The text tower of `checkpoint` (HF hub id or local folder); without one, the real ViT-B/32
-    text architecture with seeded random weights, said loudly (or an error if require_weights)."""
-    from transformers import CLIPTextModelWithProjection
-
-    reason = ""
-    # Local folder or HF cache first; the hub only when it answers (an unreachable hub otherwise
-    # costs half a minute of retries before the fallback).
-    attempts = [dict(local_files_only=True)]
-    if not Path(checkpoint).is_dir():
-        if hub_reachable():
-            attempts.append({})
-        else:
-            reason = "the Hugging Face hub is not reachable from here; "
-    for kwargs in attempts:
-        try:
-            model = CLIPTextModelWithProjection.from_pretrained(checkpoint, **kwargs)
-            return LoadedEncoder(model.eval(), PRETRAINED, checkpoint)
-        except Exception as exc:  # offline, unknown id, missing files: all mean "no weights here"
-            message = str(exc).strip().splitlines()
-            last_error = f"{type(exc).__name__}: {message[0] if message else ''}"
-    reason += last_error
-    if require_weights:
-        raise WeightsUnavailable(f"cannot load weights from {checkpoint!r} ({reason}) and --require-weights is set")
-    banner = "!" * 78
-    log.warning(
-        "\n%s\n  NO PRETRAINED WEIGHTS: could not load %r\n  (%s).\n"
-        "  Building the real ViT-B/32 text architecture with RANDOM weights (seed %d).\n"
-        "  Embeddings will have the right shape and be deterministic, but carry NO meaning.\n"
-        "  The encoder config is stamped weights=random-init; clients warn about it.\n"
-        "  Pass --checkpoint <hub id or local folder> with real weights, or --require-weights.\n%s",
-        banner, checkpoint, reason, RANDOM_INIT_SEED, banner,
-    )
-    return LoadedEncoder(random_init_encoder(), RANDOM_INIT,
-                         f"seed {RANDOM_INIT_SEED} ViT-B/32 text architecture; {checkpoint} could not be loaded")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((host.hostname, host.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def reference_clip_model(source: str):
-    """HF `CLIPModel` holding the text weights of `source` (a full CLIP checkpoint, or the
-    text-tower-only folder a random-init build saves), so `get_text_features` - the Jina
-    executor's computation - can run in-process on the repository's exact weights."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextModelWithProjection
-
-    try:
-        return CLIPModel.from_pretrained(source, local_files_only=True).eval()
-    except Exception:
-        text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
-        tiny_vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
-                           image_size=32, patch_size=16)
-        config = CLIPConfig(text_config=text.config.to_dict(), vision_config=tiny_vision,
-                            projection_dim=text.config.projection_dim)
-        model = CLIPModel(config).eval()
-        model.text_model.load_state_dict(text.text_model.state_dict())
-        model.text_projection.load_state_dict(text.text_projection.state_dict())
-        return model
 
 
 class TrimmedTextEncoder(torch.nn.Module):
