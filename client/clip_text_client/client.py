@@ -201,28 +201,7 @@ class CLIPTextClient:
             raise TypeError("encode() takes a list of texts or documents, not a single string: "
                             "use encode([text]) to embed one text")
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
-        docs_mode = any(hasattr(item, "text") for item in items)
-        positions, payloads, errors = [], [], {}
-        for index, item in enumerate(items):
-            if docs_mode:
-                if not hasattr(item, "text"):
-                    errors[index] = f"{type(item).__name__} has no .text attribute"
-                    continue
-                text = item.text
-                if text is None or (isinstance(text, str) and text == ""):
-                    continue  # like Jina's CLIPTextEncoder: documents without text are skipped
-            else:
-                text = item
-            if not isinstance(text, str):
-                errors[index] = f"text must be str, not {type(text).__name__}"
-                continue
-            try:
-                payloads.append(text.encode("utf-8"))
-            except UnicodeEncodeError as exc:
-                errors[index] = f"text is not encodable as UTF-8 ({exc.reason} at position {exc.start})"
-                continue
-            positions.append(index)
-
+        docs_mode, positions, payloads, errors = collect_texts(items)
         info = self.model_info() if payloads or not docs_mode else None
         embeddings, failed = self._embed_all(payloads, show_progress, _cancel) if payloads else (None, {})
         for local, message in failed.items():
@@ -230,16 +209,7 @@ class CLIPTextClient:
         if embeddings is not None and (self.normalize if normalize is None else normalize):
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
             embeddings = embeddings / np.maximum(norms, 1e-12)
-
-        if docs_mode:
-            for local, index in enumerate(positions):
-                if local not in failed:
-                    items[index].embedding = embeddings[local]
-            result = items
-        else:
-            result = np.full((len(items), info.dim), np.nan, dtype=np.float32)
-            if positions:
-                result[positions] = embeddings
+        result = scatter(items, docs_mode, positions, embeddings, failed, info.dim if info else 0)
         if errors:
             if on_error == "raise":
                 raise InvalidItemError(errors, result)
@@ -331,3 +301,45 @@ class CLIPTextClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def collect_texts(items) -> tuple[bool, list[int], list[bytes], dict[int, str]]:
+    """What encode() sends: (documents or plain texts, the index of each text sent, its UTF-8
+    bytes, {index: why not sent} for items that cannot be embedded). Documents without text are
+    neither sent nor errors (like Jina's CLIPTextEncoder, they are skipped)."""
+    docs_mode = any(hasattr(item, "text") for item in items)
+    positions, payloads, errors = [], [], {}
+    for index, item in enumerate(items):
+        if docs_mode:
+            if not hasattr(item, "text"):
+                errors[index] = f"{type(item).__name__} has no .text attribute"
+                continue
+            text = item.text
+            if text is None or (isinstance(text, str) and text == ""):
+                continue
+        else:
+            text = item
+        if not isinstance(text, str):
+            errors[index] = f"text must be str, not {type(text).__name__}"
+            continue
+        try:
+            payloads.append(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            errors[index] = f"text is not encodable as UTF-8 ({exc.reason} at position {exc.start})"
+            continue
+        positions.append(index)
+    return docs_mode, positions, payloads, errors
+
+
+def scatter(items, docs_mode: bool, positions: list[int], embeddings, failed: dict[int, str], dim: int):
+    """encode()'s result: documents get `.embedding` in place (failed ones untouched); plain texts
+    get an [N, dim] array, row i for item i, NaN where nothing was embedded."""
+    if docs_mode:
+        for local, index in enumerate(positions):
+            if local not in failed:
+                items[index].embedding = embeddings[local]
+        return items
+    result = np.full((len(items), dim), np.nan, dtype=np.float32)
+    if positions:
+        result[positions] = embeddings
+    return result
