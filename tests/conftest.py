@@ -1,29 +1,15 @@
 """Session fixtures: real tritonserver processes (the binary inside nvidia-pytriton) on free ports.
 
 Never a mock: every test here talks to a tritonserver over HTTP or gRPC. Server logs are kept in
-.local/ and printed when a server fails to start.
+.local/ and printed when a server fails to start. Helpers the tests import are in helpers.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
-from clip_build.repository import read_build_info
 from clip_server import LocalTritonServer
-from clip_server.paths import REPO_ROOT
-from clip_text_client.transport import text_tensor
-
-REPOSITORY = REPO_ROOT / "model_repository"
-
-
-def build_info() -> dict:
-    try:
-        return read_build_info(REPOSITORY)
-    except FileNotFoundError:
-        pytest.exit("model repository not built: run `python -m clip_build` (scripts/test.sh does)", returncode=2)
+from helpers import build_info, open_clip_tokenizer_module
 
 
 @pytest.fixture(scope="session")
@@ -48,56 +34,7 @@ def hf_model():
     return reference_clip_model(build_info()["reference_checkpoint"])
 
 
-def get_text_features(model, ids) -> np.ndarray:
-    """CLIPModel.get_text_features as a [N, 512] array (transformers 5 wraps it in an output object)."""
-    import torch
-
-    with torch.no_grad():
-        out = model.get_text_features(input_ids=torch.as_tensor(ids))
-    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
-
-
-def open_clip_tokenizer_module():
-    """open_clip's tokenizer.py, loaded from its file (importing the open_clip package would pull
-    torchvision, which this environment does not need)."""
-    import importlib.util
-
-    package = Path(list(importlib.util.find_spec("open_clip").submodule_search_locations)[0])
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer", package / "tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def open_clip_tokenizer():
     """open_clip's SimpleTokenizer."""
     return open_clip_tokenizer_module().SimpleTokenizer()
-
-
-def triton_infer(protocol: str, url: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
-    """One raw Triton request (no project client in between). BYTES for object arrays."""
-    import tritonclient.grpc as grpc
-    import tritonclient.http as http
-    from tritonclient.utils import np_to_triton_dtype
-
-    module = grpc if protocol == "grpc" else http
-    client = module.InferenceServerClient(url)
-    try:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        result = client.infer(model, tensors, outputs=[module.InferRequestedOutput(o) for o in outputs])
-        return [result.as_numpy(o) for o in outputs]
-    finally:
-        client.close()
-
-
-def url_of(srv: LocalTritonServer, protocol: str) -> str:
-    return srv.grpc_url if protocol == "grpc" else srv.http_url
-
-
-def text_array(texts) -> np.ndarray:
-    return text_tensor(texts)

@@ -12,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 from clip_build.repository import ORT_CPU_PARAMETERS, read_config
 from clip_build.spec import ENCODER_MODEL
 from clip_server import LocalTritonServer
-from conftest import REPOSITORY
+from helpers import REPOSITORY
 
 
 def log_of(srv) -> str:

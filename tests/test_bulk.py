@@ -13,7 +13,7 @@ import pytest
 
 from clip_server import LocalTritonServer
 from clip_text_client import cli
-from conftest import text_array, triton_infer
+from helpers import text_array, triton_infer
 
 
 def embed_direct(server, texts) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from clip_server import LocalTritonServer
 from clip_server.local import free_port
 from clip_text_client import CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError
-from conftest import build_info, text_array, triton_infer, url_of
+from helpers import build_info, text_array, triton_infer, url_of
 
 
 def raw_embed(server, texts):

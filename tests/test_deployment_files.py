@@ -12,7 +12,7 @@ import yaml
 
 from clip_server import LocalTritonServer
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILES = sorted((REPO_ROOT / "docker").glob("*/Dockerfile"))

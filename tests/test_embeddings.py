@@ -7,7 +7,7 @@ import pytest
 
 from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM
 from clip_server.corpus import VARIED_64, captions
-from conftest import get_text_features, text_array, triton_infer, url_of
+from helpers import get_text_features, text_array, triton_infer, url_of
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):

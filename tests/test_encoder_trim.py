@@ -8,7 +8,7 @@ import torch
 from clip_build.export import TrimmedTextEncoder
 from clip_build.spec import CONTEXT_LENGTH, PAD_ID
 from clip_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
-from conftest import REPOSITORY, get_text_features
+from helpers import REPOSITORY, get_text_features
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from clip_build.namespace import namespaced
 from clip_server import LocalTritonServer
 from clip_server.deploy import deploy, unload
 from clip_text_client import AccessDeniedError, CLIPTextClient
-from conftest import REPOSITORY, text_array, triton_infer, url_of
+from helpers import REPOSITORY, text_array, triton_infer, url_of
 
 OTHER_MODEL = '''
 import numpy as np

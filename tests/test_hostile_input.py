@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from clip_build.spec import CONTEXT_LENGTH, PAD_ID, TOKENIZER_FILE, TOKENIZER_MODEL
-from conftest import REPOSITORY, open_clip_tokenizer_module, text_array, triton_infer, url_of
+from helpers import REPOSITORY, open_clip_tokenizer_module, text_array, triton_infer, url_of
 
 MALFORMED = struct.pack("<I", 1000) + b"hello"  # a BYTES element whose length prefix overstates its data
 WELL_FORMED = struct.pack("<I", 5) + b"hello"

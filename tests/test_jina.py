@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, text_array, triton_infer
+from helpers import REPO_ROOT, text_array, triton_infer
 
 JINA_PYTHON = REPO_ROOT / ".venv-jina" / "bin" / "python"
 

@@ -17,7 +17,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from clip_server.local import free_port
-from conftest import REPO_ROOT, text_array, triton_infer, url_of
+from helpers import REPO_ROOT, text_array, triton_infer, url_of
 
 TEMPLATE = REPO_ROOT / "deploy" / "proxy" / "nginx.conf.template"
 HEADER_TIMEOUT_S = 10  # client_header_timeout in the template

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from clip_build.spec import PAD_ID, VIT_B32_TEXT_CONFIG
 from clip_server import LocalTritonServer
 from clip_text_client import CLIPTextClient, InvalidItemError, ServerUnavailableError
-from conftest import text_array, triton_infer, url_of
+from helpers import text_array, triton_infer, url_of
 
 VOCAB_SIZE = VIT_B32_TEXT_CONFIG["vocab_size"]
 

@@ -110,7 +110,7 @@ def test_gpu_variants_bring_their_tokenizer_instances():
 
 def test_build_stamped_the_weights():
     """The served config says what the last build loaded (build_info.json exists only after a build)."""
-    from conftest import build_info
+    from helpers import build_info
 
     parameters = read_config(REPOSITORY / ENCODER_MODEL / "config.pbtxt").parameters
     info = build_info()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from clip_build.spec import CONTEXT_LENGTH
-from conftest import text_array, triton_infer, url_of
 from hard_strings import ACCEPTED_MISMATCHES, HARD_STRINGS
+from helpers import text_array, triton_infer, url_of
 
 
 def server_ids(server, texts, protocol="grpc"):
