@@ -26,7 +26,7 @@ from pathlib import Path
 
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
 
-from . import cxx_backends
+from . import cxx_backends, supervisor
 from .paths import REPO_ROOT, STATE_DIR, pytriton_paths
 
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
@@ -98,50 +98,15 @@ class LocalTritonServer:
     process: subprocess.Popen | None = None
     restarts: int = 0  # how often the supervisor restarted the server
 
-    # -- supervision ----------------------------------------------------------------------
+    # -- supervision (clip_server.supervisor) -----------------------------------------------
     def stub_pids(self) -> list[int]:
-        """Python-backend stub processes of this server (their path holds this server's port)."""
-        marker = f"backends-{self.http_port}/python/triton_python_backend_stub"
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                        pids.append(int(entry.name))
-                except OSError:
-                    continue
-        return pids
+        """Python-backend stub processes of this server."""
+        return supervisor.stub_pids(self.http_port)
 
     def supervise(self, interval: float = 1.0) -> threading.Thread:
-        """Restart the server (same ports) when it exits or loses a Python-backend stub.
-
-        Triton 2.51 does not restart a stub that died (its instance then fails every request
-        routed to it with "Stub process ... is not healthy"); a restart restores every instance.
-        Clients ride it out with their retries."""
+        """Restart the server (same ports) when it exits or loses a Python-backend stub."""
         self._stop_supervising = threading.Event()
-        expected = len(self.stub_pids())
-
-        def loop():
-            nonlocal expected
-            while not self._stop_supervising.wait(interval):
-                alive = self.process is not None and self.process.poll() is None
-                if alive and len(self.stub_pids()) >= expected:
-                    continue
-                if self._stop_supervising.is_set():
-                    return
-                reason = "exited" if not alive else "lost a Python-backend stub"
-                print(f"[clip_server] tritonserver {reason}; restarting it", file=sys.stderr, flush=True)
-                self.stop(timeout=10)
-                try:
-                    self.start()
-                    self.restarts += 1
-                    expected = len(self.stub_pids())
-                except ServerFailed as exc:
-                    print(f"[clip_server] restart failed: {exc}", file=sys.stderr, flush=True)
-
-        thread = threading.Thread(target=loop, name="tritonserver-supervisor", daemon=True)
-        thread.start()
-        return thread
+        return supervisor.supervise(self, interval, self._stop_supervising)
 
     @property
     def http_url(self) -> str:
@@ -253,7 +218,7 @@ class LocalTritonServer:
             return "(no log)"
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if getattr(self, "_stop_supervising", None) is not None and threading.current_thread().name != "tritonserver-supervisor":
+        if getattr(self, "_stop_supervising", None) is not None and threading.current_thread().name != supervisor.THREAD_NAME:
             self._stop_supervising.set()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
