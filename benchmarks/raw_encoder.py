@@ -11,6 +11,7 @@ Every timing waits for the GPU (torch.cuda.synchronize) before it stops the cloc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -56,8 +57,8 @@ def throughput(module, ids: torch.Tensor, batch: int, seconds: float, device: st
 
         def caller(k):
             stream = torch.cuda.Stream() if device.startswith("cuda") else None
-            ctx = torch.cuda.stream(stream) if stream is not None else torch.no_grad()
-            with torch.no_grad(), ctx:
+            on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+            with torch.no_grad(), on_stream:  # grad mode is per thread
                 i = k
                 while time.perf_counter() < stop:
                     module(batches[i % len(batches)])

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clip_build.repository import ENCODER_VARIANTS, TORCHSCRIPT_GPU, read_config
+from clip_build.repository import ENCODER_VARIANTS, TORCHSCRIPT_GPU, read_config, serves_gpu_torchscript
 from clip_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
@@ -86,7 +86,7 @@ def test_variants_differ_from_the_source_only_where_intended():
             assert getattr(variant, field) == getattr(source, field), field
         for key, value in source.parameters.items():
             assert variant.parameters[key] == value, key
-        if backend == "pytorch" and kind is None:  # the GPU TorchScript variants: tuned on an H100
+        if serves_gpu_torchscript(backend, kind):  # tuned on an H100
             assert variant.max_batch_size == TORCHSCRIPT_GPU["max_batch_size"]
             assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["encoder_instances"]]
             assert variant.dynamic_batching.max_queue_delay_microseconds == TORCHSCRIPT_GPU["max_queue_delay_us"]

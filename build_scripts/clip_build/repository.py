@@ -76,6 +76,11 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
 TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 4, "max_queue_delay_us": 0, "tokenizer_instances": 8}
 
 
+def serves_gpu_torchscript(backend: str, kind) -> bool:
+    """The variants TORCHSCRIPT_GPU tunes: libtorch, with the source's (GPU) instance kind."""
+    return backend == "pytorch" and kind is None
+
+
 def build_info_path(repository: Path = DEFAULT_REPOSITORY) -> Path:
     return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
 
@@ -127,7 +132,7 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
             # encoder sees a new sequence length with almost every batch (it trims to the longest
             # text), so optimised execution costs far more than it gains here.
             config.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
-            if kind is None:  # the GPU ones
+            if serves_gpu_torchscript(backend, kind):
                 config.max_batch_size = TORCHSCRIPT_GPU["max_batch_size"]
                 config.instance_group[0].count = TORCHSCRIPT_GPU["encoder_instances"]
                 config.dynamic_batching.max_queue_delay_microseconds = TORCHSCRIPT_GPU["max_queue_delay_us"]
@@ -147,8 +152,8 @@ def write_tokenizer_variants(tokenizer_dir: Path) -> list[Path]:
     out_dir = tokenizer_dir / "configs"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for name, (_, _, kind) in ENCODER_VARIANTS.items():
-        if kind is not None or not name.startswith("torchscript"):
+    for name, (backend, _, kind) in ENCODER_VARIANTS.items():
+        if not serves_gpu_torchscript(backend, kind):
             continue
         config = mc.ModelConfig()
         config.CopyFrom(source)

@@ -188,16 +188,13 @@ class TritonPythonModel:
         keep = self.context_length - 2
         words = self.context_length - 1  # one more than fits: truncation below still sees the cut
         plain = [plain_ascii_clean(text) for text in texts]
-        tokens = [None] * len(texts)
-        for i, found in zip([i for i, p in enumerate(plain) if p is not None],
-                            self.word_ids([p for p in plain if p is not None], words)):
-            tokens[i] = found
-        others = [i for i, p in enumerate(plain) if p is None]
-        prefixes = [clean_prefix(texts[i], self.word_split, words) for i in others]
-        for i, encoding in zip(others, self.tokenizer.encode_batch(prefixes, add_special_tokens=False)):
-            tokens[i] = encoding.ids
-        for row, found in zip(ids, tokens):
-            found = found[:keep]
+        fast = [i for i, cleaned in enumerate(plain) if cleaned is not None]
+        slow = [i for i, cleaned in enumerate(plain) if cleaned is None]
+        prefixes = [clean_prefix(texts[i], self.word_split, words) for i in slow]
+        found_rows = self.word_ids([plain[i] for i in fast], words) + \
+            [encoding.ids for encoding in self.tokenizer.encode_batch(prefixes, add_special_tokens=False)]
+        for i, found in zip(fast + slow, found_rows):
+            row, found = ids[i], found[:keep]
             row[0] = self.sot_id
             row[1 : 1 + len(found)] = found
             row[1 + len(found)] = self.eot_id
