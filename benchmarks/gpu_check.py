@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_server.corpus import VARIED_64, captions, short_captions
-from clip_server.paths import REPO_ROOT
+from clip_server.paths import BUILT_REPOSITORY, REPO_ROOT
 from clip_text_client.transport import text_tensor
 
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
@@ -43,7 +43,7 @@ def infer(url, model, texts, output):
 def cpu_reference(ids: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(REPO_ROOT / "model_repository/clip_text_encoder/1/model.onnx"),
+    session = ort.InferenceSession(str(BUILT_REPOSITORY / "clip_text_encoder/1/model.onnx"),
                                    providers=["CPUExecutionProvider"])
     return session.run(["text_embeds"], {"input_ids": ids})[0]
 
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
-    repository = REPO_ROOT / "model_repository"
+    repository = BUILT_REPOSITORY
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)

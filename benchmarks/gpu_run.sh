@@ -65,7 +65,7 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       for model in ${LAB_MODELS:-model_fp16.pt}; do
         for env in ${LAB_ENVS:-NONE=1}; do
           echo "== lab: $model with $env"
-          env "$env" python3 -m benchmarks.raw_encoder --model "model_repository/clip_text_encoder/1/$model" \
+          env "$env" python3 -m benchmarks.raw_encoder --model "build/model_repository/clip_text_encoder/1/$model" \
             --ids "short=$ids/ids_short.npy" --ids "mixed=$ids/ids_mixed.npy" ${LAB_ARGS:-} \
             --json "$OUT/lab-${model%%.pt}-${env%%=*}.json"
         done

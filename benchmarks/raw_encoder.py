@@ -2,7 +2,7 @@
 the ceiling the server is compared with (docs/benchmarks.md), and a lab for the settings the
 libtorch backend exposes (executor mode, group size, parallel instances).
 
-    python -m benchmarks.raw_encoder --model model_repository/clip_text_encoder/1/model_fp16.pt \\
+    python -m benchmarks.raw_encoder --model build/model_repository/clip_text_encoder/1/model_fp16.pt \\
         --ids short=ids_short.npy --ids mixed=ids_mixed.npy --json raw.json
 
 Every timing waits for the GPU (torch.cuda.synchronize) before it stops the clock.

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_server.corpus import captions
-from clip_server.paths import REPO_ROOT
+from clip_server.paths import BUILT_REPOSITORY
 
 
 def hf_baseline(texts: list[str], batch_size: int = 32):
@@ -37,7 +37,7 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     model = reference_clip_model(read_build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
     # truncation to 77, padding to the longest of the batch (pad = EOT, like openai's checkpoints).
-    tok = Tokenizer.from_file(str(REPO_ROOT / "model_repository" / "clip_tokenizer" / "1" / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(BUILT_REPOSITORY / "clip_tokenizer" / "1" / "tokenizer.json"))
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
                                            normalizers.Lowercase()])
     sot, eot = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Build the repository's artifacts (tokenizer.json, model.onnx, model.pt, config variants) when
-# they are missing or older than the build code and configs they come from.
+# Build the servable repository (build/model_repository: the hand-written model_repository/ plus
+# tokenizer.json, model.onnx, model.pt and the config variants) when it is missing or older than
+# the build code and the source repository it comes from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-inputs=$(cat build_scripts/clip_build/*.py model_repository/*/config.pbtxt scripts/build_if_needed.sh | sed '/parameters { key: "weights"/d; /parameters { key: "checkpoint"/d' | sha1sum | cut -c1-16)
+out=build/model_repository
+inputs=$( (find build_scripts/clip_build model_repository -type f ! -path '*/__pycache__/*' | LC_ALL=C sort \
+           | xargs cat; cat scripts/build_if_needed.sh) | sha1sum | cut -c1-16)
 stamp=build/.built-$inputs
-if [ ! -f "$stamp" ] || [ ! -f model_repository/clip_text_encoder/1/model.onnx ] || [ ! -f model_repository/clip_text_encoder/1/model.pt ] \
-   || [ ! -f model_repository/clip_tokenizer/1/tokenizer.json ]; then
-  .venv/bin/python -m clip_build "$@"
+if [ ! -f "$stamp" ] || [ ! -f $out/clip_text_encoder/1/model.onnx ] || [ ! -f $out/clip_text_encoder/1/model.pt ] \
+   || [ ! -f $out/clip_tokenizer/1/tokenizer.json ]; then
+  .venv/bin/python -m clip_build --output $out "$@"
   rm -f build/.built-*
   touch "$stamp"
 fi

@@ -1,13 +1,19 @@
-"""Every config parses with Triton's own model-config protobuf, the ensemble's wiring agrees, and
-the numbers the configs repeat agree with clip_build.spec (the one source of truth)."""
-
-from pathlib import Path
+"""Every config, hand-written or built, parses with Triton's own model-config protobuf; the
+ensemble's wiring agrees; the numbers the configs repeat agree with clip_build.spec (the one source
+of truth); the build derives exactly what it should from the source."""
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clip_build.repository import ENCODER_VARIANTS, TORCHSCRIPT_GPU, read_config, serves_gpu_torchscript
+from clip_build.repository import (
+    BUILT_REPOSITORY,
+    ENCODER_VARIANTS,
+    SOURCE_REPOSITORY,
+    TORCHSCRIPT_GPU,
+    read_config,
+    serves_gpu_torchscript,
+)
 from clip_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
@@ -20,15 +26,15 @@ from clip_build.spec import (
     TOKENIZER_MODEL,
 )
 
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-ALL_CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt")) + sorted(REPOSITORY.glob("*/configs/*.pbtxt"))
+ALL_CONFIGS = [path for repository in (SOURCE_REPOSITORY, BUILT_REPOSITORY)
+               for path in sorted(repository.glob("*/config.pbtxt")) + sorted(repository.glob("*/configs/*.pbtxt"))]
 
 
 def configs():
-    return {p.parent.name: read_config(p) for p in REPOSITORY.glob("*/config.pbtxt")}
+    return {p.parent.name: read_config(p) for p in SOURCE_REPOSITORY.glob("*/config.pbtxt")}
 
 
-@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(REPOSITORY)))
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(SOURCE_REPOSITORY.parent)))
 def test_config_parses_and_names_its_folder(path):
     config = text_format.Parse(path.read_text(), mc.ModelConfig())
     model_dir = path.parent if path.name == "config.pbtxt" else path.parent.parent
@@ -75,10 +81,20 @@ def test_batching_and_instances():
     assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in cfg[TOKENIZER_MODEL].instance_group)
 
 
+def test_the_build_writes_a_variant_for_each_model_file_it_built():
+    """A CPU build exports model.onnx and model.pt, not model_fp16.pt (half precision needs CUDA):
+    torchscript_fp16.pbtxt would point Triton at a missing file, so it is not written."""
+    encoder = BUILT_REPOSITORY / ENCODER_MODEL
+    built = {name for name, (_, filename, _) in ENCODER_VARIANTS.items() if (encoder / "1" / filename).is_file()}
+    assert {"cpu", "torchscript", "torchscript_cpu", "tensorrt_fp16"} <= built
+    assert {p.stem for p in (encoder / "configs").glob("*.pbtxt")} == built
+
+
 def test_variants_differ_from_the_source_only_where_intended():
-    source = read_config(REPOSITORY / ENCODER_MODEL / "config.pbtxt")
-    for name, (backend, filename, kind) in ENCODER_VARIANTS.items():
-        variant = read_config(REPOSITORY / ENCODER_MODEL / "configs" / f"{name}.pbtxt")
+    source = read_config(BUILT_REPOSITORY / ENCODER_MODEL / "config.pbtxt")
+    for path in sorted((BUILT_REPOSITORY / ENCODER_MODEL / "configs").glob("*.pbtxt")):
+        backend, filename, kind = ENCODER_VARIANTS[path.stem]
+        variant = read_config(path)
         assert (variant.backend, variant.default_model_filename) == (backend, filename)
         if kind is not None:
             assert all(g.kind == kind for g in variant.instance_group)
@@ -95,11 +111,20 @@ def test_variants_differ_from_the_source_only_where_intended():
             assert variant.dynamic_batching == source.dynamic_batching
 
 
+def is_gpu_variant(name: str) -> bool:
+    backend, _, kind = ENCODER_VARIANTS[name]
+    return serves_gpu_torchscript(backend, kind)
+
+
 def test_gpu_variants_bring_their_tokenizer_instances():
     """`--model-config-name` applies to every model: a GPU variant's tokenizer config comes along."""
-    source = read_config(REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
-    for name in ("torchscript", "torchscript_fp16"):
-        variant = read_config(REPOSITORY / TOKENIZER_MODEL / "configs" / f"{name}.pbtxt")
+    source = read_config(SOURCE_REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
+    encoder_variants = {p.stem for p in (BUILT_REPOSITORY / ENCODER_MODEL / "configs").glob("*.pbtxt")}
+    gpu_variants = {name for name in encoder_variants if is_gpu_variant(name)}
+    assert "torchscript" in gpu_variants
+    assert {p.stem for p in (BUILT_REPOSITORY / TOKENIZER_MODEL / "configs").glob("*.pbtxt")} == gpu_variants
+    for name in sorted(gpu_variants):
+        variant = read_config(BUILT_REPOSITORY / TOKENIZER_MODEL / "configs" / f"{name}.pbtxt")
         assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["tokenizer_instances"]]
         variant.ClearField("instance_group")
         expected = type(source)()
@@ -108,11 +133,17 @@ def test_gpu_variants_bring_their_tokenizer_instances():
         assert variant == expected  # nothing else differs: still no dynamic batching
 
 
-def test_build_stamped_the_weights():
-    """The served config says what the last build loaded (build_info.json exists only after a build)."""
+def test_the_built_configs_are_the_source_with_what_the_build_loaded_stamped_in():
+    """The served encoder config says what the last build loaded (build_info.json exists only after
+    a build); apart from that stamp, every built config.pbtxt is its source."""
     from helpers import build_info
 
-    parameters = read_config(REPOSITORY / ENCODER_MODEL / "config.pbtxt").parameters
     info = build_info()
-    assert parameters["weights"].string_value == info["weights"] and info["weights"] in ("pretrained", "random-init")
-    assert parameters["checkpoint"].string_value == info["checkpoint"]
+    assert info["weights"] in ("pretrained", "random-init")
+    for source_path in sorted(SOURCE_REPOSITORY.glob("*/config.pbtxt")):
+        expected = read_config(source_path)
+        if expected.name == ENCODER_MODEL:
+            assert expected.parameters["weights"].string_value == ""  # the source is never served
+            expected.parameters["weights"].string_value = info["weights"]
+            expected.parameters["checkpoint"].string_value = info["checkpoint"]
+        assert read_config(BUILT_REPOSITORY / expected.name / "config.pbtxt") == expected

@@ -1,7 +1,10 @@
-"""python -m clip_build: build the model repository's artifacts from a CLIP checkpoint.
+"""python -m clip_build: write a servable model repository from the hand-written one and a CLIP checkpoint.
 
     python -m clip_build                                  # default checkpoint, ONNX + TorchScript
     python -m clip_build --checkpoint /path/to/clip --format onnx --require-weights
+    python -m clip_build --output /models                 # anywhere (default build/model_repository)
+
+The source (`model_repository/`) is only read; the output is replaced as a whole.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import time
 from pathlib import Path
 
 from .repository import (
-    DEFAULT_REPOSITORY,
+    BUILT_REPOSITORY,
     REPO_ROOT,
+    SOURCE_REPOSITORY,
+    NotABuiltRepository,
     build_info_path,
     stamp_parameters,
+    start_repository,
     write_encoder_variants,
     write_tokenizer_variants,
 )
@@ -31,7 +37,10 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository to fill")
+    parser.add_argument("--source", type=Path, default=SOURCE_REPOSITORY,
+                        help="the hand-written repository: configs and model.py (default: model_repository/)")
+    parser.add_argument("--output", type=Path, default=BUILT_REPOSITORY,
+                        help="where the servable repository is written (default: build/model_repository/)")
     parser.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all",
                         help="encoder export(s) to write (default: all; ONNX is what config.pbtxt serves)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 loads in ONNX Runtime >= 1.14)")
@@ -54,7 +63,12 @@ def main(argv=None) -> int:
     from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
 
     started = time.perf_counter()
-    repo = args.repository.resolve()
+    repo = args.output.resolve()
+    try:
+        start_repository(args.source, repo)
+    except NotABuiltRepository as exc:
+        log.error("%s", exc)
+        return 2
     tokenizer_path = write_tokenizer(repo / TOKENIZER_MODEL / "1")
     log.info("tokenizer: %s", tokenizer_path)
 
@@ -83,9 +97,11 @@ def main(argv=None) -> int:
         info["reference_checkpoint"] = args.checkpoint
     build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
     stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
-    for path in write_encoder_variants(encoder_dir) + write_tokenizer_variants(repo / TOKENIZER_MODEL):
+    encoder_variants = write_encoder_variants(encoder_dir)
+    for path in encoder_variants + write_tokenizer_variants(repo / TOKENIZER_MODEL, encoder_variants):
         log.info("config variant: %s", path)
-    log.info("done in %.1fs: weights=%s (%s)", time.perf_counter() - started, loaded.weights, loaded.source)
+    log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights,
+             loaded.source)
     if loaded.weights == RANDOM_INIT:
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
     return 0

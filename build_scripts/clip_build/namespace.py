@@ -18,7 +18,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from .repository import DEFAULT_REPOSITORY, read_config
+from .repository import BUILT_REPOSITORY, read_config
 from .spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 
 MODELS = (TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefix", required=True, help="e.g. search_ -> search_clip_text")
     parser.add_argument("--dest", type=Path, required=True, help="repository folder to write into (shared is fine)")
-    parser.add_argument("--source", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--source", type=Path, default=BUILT_REPOSITORY)
     args = parser.parse_args(argv)
     for name in namespaced(args.source, args.dest, args.prefix):
         print(f"{args.dest / name}")

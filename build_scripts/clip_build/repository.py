@@ -1,30 +1,45 @@
-"""Model-repository bookkeeping: stamp build facts into the encoder config, derive its variants.
+"""The servable repository, assembled from the hand-written source one.
 
-`clip_text_encoder/config.pbtxt` stays the one readable source. The variants Triton selects with
-`--model-config-name=NAME` (`configs/NAME.pbtxt`) are derived from it here, so a change to the
-source (batch size, batching delay, parameters) reaches every variant.
+`model_repository/` (tracked) holds what people write: each model's config.pbtxt and the
+tokenizer's model.py. The build never touches it. It writes a complete repository elsewhere
+(`build/model_repository/` by default, `/models` in the compose build image): a copy of the source,
+the exported artifacts, the build facts stamped into the encoder's config, and the config variants
+Triton selects with `--model-config-name=NAME` (`configs/NAME.pbtxt`). The variants are derived
+from `clip_text_encoder/config.pbtxt`, so a change to it (batch size, batching delay, parameters)
+reaches every variant; a variant is written only when the file it serves was built.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .spec import BUILD_INFO_FILE, ENCODER_MODEL, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
+from .spec import (
+    BUILD_INFO_FILE,
+    ENCODER_MODEL,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    TORCHSCRIPT_FILE,
+    TORCHSCRIPT_FP16_FILE,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+SOURCE_REPOSITORY = REPO_ROOT / "model_repository"  # hand-written, tracked
+BUILT_REPOSITORY = REPO_ROOT / "build" / "model_repository"  # what the build writes and Triton serves
+BUILT_MARKER = ".clip_build"  # in a built repository's root (Triton reads only its folders)
+BUILT_FILES = (TOKENIZER_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE, BUILD_INFO_FILE)
 
 # name -> (backend, default_model_filename, instance kind or None to keep the source's)
 ENCODER_VARIANTS = {
     "cpu": ("onnxruntime", ONNX_FILE, mc.ModelInstanceGroup.KIND_CPU),
     "torchscript": ("pytorch", TORCHSCRIPT_FILE, None),
     "torchscript_cpu": ("pytorch", TORCHSCRIPT_FILE, mc.ModelInstanceGroup.KIND_CPU),
-    "torchscript_fp16": ("pytorch", TORCHSCRIPT_FP16_FILE, None),  # written when the build has --fp16
+    "torchscript_fp16": ("pytorch", TORCHSCRIPT_FP16_FILE, None),  # model_fp16.pt: builds with --fp16
     "tensorrt_fp16": ("onnxruntime", ONNX_FILE, None),  # + ONNX Runtime's TensorRT accelerator, below
 }
 TRT_ENGINE_CACHE = "/trt-cache"  # a volume in docker-compose.yml: engines survive restarts
@@ -81,11 +96,39 @@ def serves_gpu_torchscript(backend: str, kind) -> bool:
     return backend == "pytorch" and kind is None
 
 
-def build_info_path(repository: Path = DEFAULT_REPOSITORY) -> Path:
+class NotABuiltRepository(RuntimeError):
+    """The build was pointed at a folder it did not write; it never deletes those."""
+
+
+def start_repository(source: Path, output: Path) -> None:
+    """Make `output` a fresh copy of `source`'s hand-written files (configs, model.py), ready for
+    the artifacts. An existing `output` is emptied first, if it is empty or the build wrote it."""
+    source, output = source.resolve(), output.resolve()
+    if output == source or source in output.parents:
+        raise NotABuiltRepository(f"{output}: the build writes outside the source repository {source}")
+    if output.exists():
+        written_by_build = (output / BUILT_MARKER).is_file() or build_info_path(output).is_file()  # or older builds
+        if any(output.iterdir()) and not written_by_build:
+            raise NotABuiltRepository(f"{output} is not empty and was not written by the build: remove it "
+                                      "or pick another --output")
+        for entry in output.iterdir():  # keep `output` itself: it may be a mounted volume
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / BUILT_MARKER).write_text("written by python -m clip_build; the next build replaces this folder\n")
+    # artifacts a source checkout may still hold from older builds are never copied as if fresh
+    ignore = shutil.ignore_patterns("__pycache__", ".gitkeep", "configs", *BUILT_FILES)
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+        shutil.copytree(model_dir, output / model_dir.name, ignore=ignore)
+
+
+def build_info_path(repository: Path = BUILT_REPOSITORY) -> Path:
     return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
 
 
-def read_build_info(repository: Path = DEFAULT_REPOSITORY) -> dict:
+def read_build_info(repository: Path = BUILT_REPOSITORY) -> dict:
     """What the last build loaded (weights, checkpoint, reference_checkpoint); FileNotFoundError
     when the repository was never built."""
     return json.loads(build_info_path(repository).read_text())
@@ -110,11 +153,14 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
 
 
 def write_encoder_variants(encoder_dir: Path) -> list[Path]:
+    """configs/NAME.pbtxt for each variant whose model file is in the built version folder."""
     source = read_config(encoder_dir / "config.pbtxt")
     out_dir = encoder_dir / "configs"
     out_dir.mkdir(exist_ok=True)
     written = []
     for name, (backend, filename, kind) in ENCODER_VARIANTS.items():
+        if not (encoder_dir / "1" / filename).is_file():
+            continue
         config = mc.ModelConfig()
         config.CopyFrom(source)
         config.backend = backend
@@ -145,14 +191,15 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
     return written
 
 
-def write_tokenizer_variants(tokenizer_dir: Path) -> list[Path]:
-    """configs/NAME.pbtxt for the GPU TorchScript variants: `--model-config-name` applies to every
-    model, so a GPU host's tokenizer instances come with the encoder's variant."""
+def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path]) -> list[Path]:
+    """configs/NAME.pbtxt for the GPU TorchScript variants among the encoder's: `--model-config-name`
+    applies to every model, so a GPU host's tokenizer instances come with the encoder's variant."""
     source = read_config(tokenizer_dir / "config.pbtxt")
     out_dir = tokenizer_dir / "configs"
     out_dir.mkdir(exist_ok=True)
     written = []
-    for name, (backend, _, kind) in ENCODER_VARIANTS.items():
+    for name in (path.stem for path in encoder_variants):
+        backend, _, kind = ENCODER_VARIANTS[name]
         if not serves_gpu_torchscript(backend, kind):
             continue
         config = mc.ModelConfig()

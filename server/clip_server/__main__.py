@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .local import DEFAULT_REPOSITORY, LocalTritonServer, ServerFailed
+from .local import LocalTritonServer, ServerFailed
+from .paths import BUILT_REPOSITORY
 
 DEMO_TEXTS = [
     "a photo of a cat",
@@ -45,7 +46,7 @@ def demo(server: LocalTritonServer) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_server", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--repository", type=Path, default=BUILT_REPOSITORY)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)

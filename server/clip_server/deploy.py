@@ -19,7 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .local import DEFAULT_REPOSITORY
+from .paths import BUILT_REPOSITORY
 
 LOAD_ORDER = ("clip_tokenizer", "clip_text_encoder", "clip_text")  # composing models before the ensemble
 TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
@@ -57,7 +57,7 @@ def _client(url: str):
     return grpc.InferenceServerClient(url)
 
 
-def deploy(url: str, repository: Path = DEFAULT_REPOSITORY, variant: str | None = None,
+def deploy(url: str, repository: Path = BUILT_REPOSITORY, variant: str | None = None,
            encoder_instances: int | None = None, gpus: list[int] | None = None,
            tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "",
            encoder_max_batch_size: int | None = None, encoder_queue_delay_us: int | None = None) -> dict[str, str]:
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_server.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+    parser.add_argument("--repository", type=Path, default=BUILT_REPOSITORY,
                         help="local copy of the repository the server serves (configs are read from it)")
     parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")
     parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")

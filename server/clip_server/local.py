@@ -27,11 +27,8 @@ from pathlib import Path
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
 
 from . import cxx_backends, supervisor
-from .paths import REPO_ROOT, STATE_DIR, pytriton_paths
-
-DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
-
-
+from .deploy import deploy
+from .paths import BUILT_REPOSITORY, STATE_DIR, pytriton_paths
 
 
 class ServerFailed(RuntimeError):
@@ -70,7 +67,7 @@ def free_port() -> int:
 class LocalTritonServer:
     """A tritonserver process serving `repository`. Use as a context manager or start()/stop()."""
 
-    repository: Path = DEFAULT_REPOSITORY
+    repository: Path = BUILT_REPOSITORY
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -184,8 +181,6 @@ class LocalTritonServer:
         try:
             self.wait_ready(timeout)
             if self.uses_overrides:
-                from .deploy import deploy
-
                 deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
                        self.tokenizer_instances, self.admin_headers("grpc"), self.prefix,
                        self.encoder_max_batch_size)

@@ -1,11 +1,14 @@
-"""Where the local runtime finds things: this checkout, its state folder, the wheel's tritonserver."""
+"""Where the local runtime finds things: the built repository, its state folder, the wheel's tritonserver."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from clip_build.repository import BUILT_REPOSITORY, REPO_ROOT
+
+__all__ = ["BUILT_REPOSITORY", "REPO_ROOT", "STATE_DIR", "pytriton_paths"]
+
 STATE_DIR = REPO_ROOT / ".local"  # backend directories, server logs, the C++ backend builds
 
 

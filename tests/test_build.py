@@ -1,0 +1,68 @@
+"""The build reads the hand-written repository and writes the servable one elsewhere: a build
+never dirties the checkout, and never deletes a folder it did not write."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from clip_build.repository import BUILT_MARKER, NotABuiltRepository, start_repository
+from clip_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_FILE, TOKENIZER_MODEL
+from helpers import REPO_ROOT
+
+
+def git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
+    """A clone of this checkout, with the working tree's uncommitted files laid over it and
+    committed (so the clone's HEAD is what a fresh clone of main would be once they are), built with
+    its own build code to the default output."""
+    clone = tmp_path / "clone"
+    git("clone", "--quiet", str(REPO_ROOT), str(clone), cwd=tmp_path)
+    for name in git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=REPO_ROOT).split("\0"):
+        source, target = REPO_ROOT / name, clone / name
+        if name and source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif name and target.is_file():  # deleted here, not yet committed
+            target.unlink()
+    git("add", "--all", cwd=clone)
+    git("-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "--quiet", "--allow-empty",
+        "-m", "the working tree", cwd=clone)
+    env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_build, not ours
+    build = subprocess.run([sys.executable, "-m", "clip_build", "--format", "onnx"], cwd=clone, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    built = clone / "build" / "model_repository"
+    assert (built / ENCODER_MODEL / "1" / ONNX_FILE).is_file()
+    assert (built / TOKENIZER_MODEL / "1" / TOKENIZER_FILE).is_file()
+    assert git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
+
+
+def test_the_build_refuses_to_empty_a_folder_it_did_not_write(tmp_path):
+    output = tmp_path / "models"
+    output.mkdir()
+    (output / "someone_elses_model").mkdir()
+    with pytest.raises(NotABuiltRepository):
+        start_repository(REPO_ROOT / "model_repository", output)
+    assert (output / "someone_elses_model").is_dir()
+
+
+def test_a_rebuild_replaces_everything_the_last_build_wrote(tmp_path):
+    output = tmp_path / "models"
+    start_repository(REPO_ROOT / "model_repository", output)
+    stale = output / ENCODER_MODEL / "1" / "model_fp16.pt"  # e.g. from a GPU build, not made this time
+    stale.write_bytes(b"stale")
+    start_repository(REPO_ROOT / "model_repository", output)
+    assert (output / BUILT_MARKER).is_file() and not stale.exists()
+    assert sorted(p.name for p in output.iterdir() if p.is_dir()) == sorted(
+        p.name for p in (REPO_ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file())
+
+
+def test_the_build_never_writes_into_its_source(tmp_path):
+    with pytest.raises(NotABuiltRepository):
+        start_repository(REPO_ROOT / "model_repository", REPO_ROOT / "model_repository" / "built")
