@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.soak import rss_mb
-from clip_server.corpus import captions
+from clip_triton.corpus import captions
 
 
 def peak_rss_mb(process: subprocess.Popen) -> float:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     server = None
     url = args.url
     if not url:
-        from clip_server import LocalTritonServer
+        from clip_triton import LocalTritonServer
 
         server = LocalTritonServer.on_free_ports(
             config_name=args.config_name, encoder_instances=args.encoder_instances,

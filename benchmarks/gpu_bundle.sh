@@ -23,7 +23,7 @@ cp -r "$tmp/nvidia_pytriton.libs" "$slim/" && rm -f "$slim"/nvidia_pytriton.libs
 tar cJf .gpu/pytriton.tar.xz -C "$slim" .
 rm -rf "$tmp" "$slim"
 src=$(mktemp -d)
-.venv/bin/python -m clip_server.cxx_backends --export-sources "$src/triton-src" >/dev/null
+.venv/bin/python -m clip_triton.cxx_backends --export-sources "$src/triton-src" >/dev/null
 [ -d /usr/src/googletest ] || { echo "googletest sources missing: apt-get install googletest" >&2; exit 1; }
 cp -r /usr/src/googletest "$src/googletest"
 tar cJf .gpu/sources.tar.xz -C "$src" triton-src googletest

@@ -20,9 +20,9 @@ import numpy as np
 
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
-from clip_server.corpus import VARIED_64, captions, short_captions
-from clip_server.paths import BUILT_REPOSITORY, REPO_ROOT
 from clip_text_client.transport import text_tensor
+from clip_triton.corpus import VARIED_64, captions, short_captions
+from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
 
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
 
@@ -162,8 +162,8 @@ def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, c
 
 
 def main(argv=None) -> int:
-    from clip_server import LocalTritonServer
-    from clip_server.deploy import deploy
+    from clip_triton import LocalTritonServer
+    from clip_triton.deploy import deploy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)

@@ -37,10 +37,10 @@ t0=$(date +%s)
 SRC=/tmp/clip-gpu-sources
 [ -d "$SRC/triton-src" ] || { mkdir -p "$SRC" && tar xJf .gpu/sources.tar.xz -C "$SRC"; }
 CLIP_TRITON_SOURCES="$SRC/triton-src" CLIP_GOOGLETEST_SOURCE="$SRC/googletest" \
-  python3 -m clip_server.cxx_backends --gpu --backends pytorch
+  python3 -m clip_triton.cxx_backends --gpu --backends pytorch
 echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
-python3 -m clip_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
+python3 -m clip_triton_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
 # GPU_RUN_STEPS picks what runs (default: check two-gpus):

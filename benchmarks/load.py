@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from clip_server.corpus import captions, short_captions
 from clip_text_client.transport import text_tensor
+from clip_triton.corpus import captions, short_captions
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:

@@ -14,8 +14,8 @@ import statistics
 import time
 
 from benchmarks.soak import rss_mb
-from clip_server.corpus import captions
 from clip_text_client.transport import text_tensor
+from clip_triton.corpus import captions
 
 CASES = {
     "12 captions": None,
@@ -28,7 +28,7 @@ CASES = {
 def main(argv=None) -> int:
     import tritonclient.grpc as grpc
 
-    from clip_server import LocalTritonServer
+    from clip_triton import LocalTritonServer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_server.corpus import captions
-from clip_server.paths import BUILT_REPOSITORY
+from clip_triton.corpus import captions
+from clip_triton.paths import BUILT_REPOSITORY
 
 
 def hf_baseline(texts: list[str], batch_size: int = 32):
@@ -31,8 +31,8 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     import torch
     from tokenizers import Regex, Tokenizer, normalizers
 
-    from clip_build.repository import read_build_info
-    from clip_build.weights import reference_clip_model
+    from clip_triton_build.repository import read_build_info
+    from clip_triton_build.weights import reference_clip_model
 
     model = reference_clip_model(read_build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     server = None
     url = args.url
     if not url:
-        from clip_server import LocalTritonServer
+        from clip_triton import LocalTritonServer
 
         server = LocalTritonServer.on_free_ports().start()
         url = server.grpc_url

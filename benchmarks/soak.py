@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_server.corpus import captions
 from clip_text_client.transport import text_tensor
+from clip_triton.corpus import captions
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -81,7 +81,7 @@ async def soak(url: str, concurrency: int, texts_per_request: int, duration: flo
 
 
 def main(argv=None) -> int:
-    from clip_server import LocalTritonServer
+    from clip_triton import LocalTritonServer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=300)

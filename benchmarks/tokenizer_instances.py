@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from benchmarks.load import format_row, measure
-from clip_server import LocalTritonServer
+from clip_triton import LocalTritonServer
 
 
 def main(argv=None) -> int:

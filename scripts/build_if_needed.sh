@@ -5,12 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/model_repository
-inputs=$( (find build_scripts/clip_build model_repository -type f ! -path '*/__pycache__/*' | LC_ALL=C sort \
+inputs=$( (find build_scripts/clip_triton_build model_repository -type f ! -path '*/__pycache__/*' | LC_ALL=C sort \
            | xargs cat; cat scripts/build_if_needed.sh) | sha1sum | cut -c1-16)
 stamp=build/.built-$inputs
 if [ ! -f "$stamp" ] || [ ! -f $out/clip_text_encoder/1/model.onnx ] || [ ! -f $out/clip_text_encoder/1/model.pt ] \
    || [ ! -f $out/clip_tokenizer/1/tokenizer.json ]; then
-  .venv/bin/python -m clip_build --output $out "$@"
+  .venv/bin/python -m clip_triton_build --output $out "$@"
   rm -f build/.built-*
   touch "$stamp"
 fi

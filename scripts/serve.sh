@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup_venv.sh
 scripts/setup_backends.sh
 scripts/build_if_needed.sh
-exec .venv/bin/python -m clip_server "$@"
+exec .venv/bin/python -m clip_triton "$@"

@@ -26,4 +26,4 @@ if [ -z "${CLIP_TRITON_SOURCES:-}" ] && [ -d ../shared/triton-r24.10 ]; then
   CLIP_TRITON_SOURCES=$(cd ../shared/triton-r24.10 && pwd)
   export CLIP_TRITON_SOURCES
 fi
-.venv/bin/python -m clip_server.cxx_backends >/dev/null
+.venv/bin/python -m clip_triton.cxx_backends >/dev/null

@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-jina
-stamp="$VENV/.installed-$(cat requirements/jina.txt scripts/setup_jina_venv.sh | sha1sum | cut -c1-12)"
+stamp="$VENV/.installed-$(cat requirements/jina.txt client/pyproject.toml scripts/setup_jina_venv.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements/jina.txt
-"$VENV/bin/python" -m pip install -q --no-deps "tritonclient==2.73.0" -e .
+"$VENV/bin/python" -m pip install -q --no-deps "tritonclient==2.73.0" -e ./client
 rm -f "$VENV"/.installed-*
 touch "$stamp"

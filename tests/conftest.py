@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_server import LocalTritonServer
+from clip_triton import LocalTritonServer
 from helpers import build_info, open_clip_tokenizer_module
 
 
@@ -29,7 +29,7 @@ def torchscript_server():
 def hf_model():
     """HF `CLIPModel` with the weights the repository was built from, for `get_text_features`
     in-process (the Jina executor's computation)."""
-    from clip_build.weights import reference_clip_model
+    from clip_triton_build.weights import reference_clip_model
 
     return reference_clip_model(build_info()["reference_checkpoint"])
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_build.repository import BUILT_REPOSITORY, read_build_info
-from clip_server import LocalTritonServer
-from clip_server.paths import REPO_ROOT
 from clip_text_client.transport import text_tensor
+from clip_triton import LocalTritonServer
+from clip_triton.paths import REPO_ROOT
+from clip_triton_build.repository import BUILT_REPOSITORY, read_build_info
 
 __all__ = ["REPO_ROOT", "REPOSITORY", "build_info", "get_text_features", "open_clip_tokenizer_module",
            "text_array", "triton_infer", "url_of"]
@@ -24,7 +24,7 @@ def build_info() -> dict:
     try:
         return read_build_info(REPOSITORY)
     except FileNotFoundError:
-        pytest.exit(f"{REPOSITORY} not built: run `python -m clip_build` (scripts/test.sh does)", returncode=2)
+        pytest.exit(f"{REPOSITORY} not built: run `python -m clip_triton_build` (scripts/test.sh does)", returncode=2)
 
 
 def get_text_features(model, ids) -> np.ndarray:

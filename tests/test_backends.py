@@ -9,9 +9,9 @@ import tritonclient.grpc as grpc
 from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
-from clip_build.repository import ORT_CPU_PARAMETERS, read_config
-from clip_build.spec import ENCODER_MODEL
-from clip_server import LocalTritonServer
+from clip_triton import LocalTritonServer
+from clip_triton_build.repository import ORT_CPU_PARAMETERS, read_config
+from clip_triton_build.spec import ENCODER_MODEL
 from helpers import REPOSITORY
 
 

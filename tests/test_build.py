@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from clip_build.repository import BUILT_MARKER, NotABuiltRepository, start_repository
-from clip_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_triton_build.repository import BUILT_MARKER, NotABuiltRepository, start_repository
+from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_FILE, TOKENIZER_MODEL
 from helpers import REPO_ROOT
 
 
@@ -33,8 +33,8 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
     git("add", "--all", cwd=clone)
     git("-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "--quiet", "--allow-empty",
         "-m", "the working tree", cwd=clone)
-    env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_build, not ours
-    build = subprocess.run([sys.executable, "-m", "clip_build", "--format", "onnx"], cwd=clone, env=env,
+    env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_triton_build, not ours
+    build = subprocess.run([sys.executable, "-m", "clip_triton_build", "--format", "onnx"], cwd=clone, env=env,
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     built = clone / "build" / "model_repository"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_server import LocalTritonServer
 from clip_text_client import cli
+from clip_triton import LocalTritonServer
 from helpers import text_array, triton_infer
 
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from clip_server import LocalTritonServer
-from clip_server.local import free_port
 from clip_text_client import CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError
+from clip_triton import LocalTritonServer
+from clip_triton.local import free_port
 from helpers import build_info, text_array, triton_infer, url_of
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clip_server import LocalTritonServer
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS
+from clip_triton import LocalTritonServer
 from helpers import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"

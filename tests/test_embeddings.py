@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from clip_build.spec import CONTEXT_LENGTH, EMBED_DIM
-from clip_server.corpus import VARIED_64, captions
+from clip_triton.corpus import VARIED_64, captions
+from clip_triton_build.spec import CONTEXT_LENGTH, EMBED_DIM
 from helpers import get_text_features, text_array, triton_infer, url_of
 
 

@@ -5,9 +5,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from clip_build.export import TrimmedTextEncoder
-from clip_build.spec import CONTEXT_LENGTH, PAD_ID
-from clip_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
+from clip_triton_build.export import TrimmedTextEncoder
+from clip_triton_build.spec import CONTEXT_LENGTH, PAD_ID
+from clip_triton_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 from helpers import REPOSITORY, get_text_features
 
 

@@ -8,10 +8,10 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from clip_build.namespace import namespaced
-from clip_server import LocalTritonServer
-from clip_server.deploy import deploy, unload
 from clip_text_client import AccessDeniedError, CLIPTextClient
+from clip_triton import LocalTritonServer
+from clip_triton.deploy import deploy, unload
+from clip_triton_build.namespace import namespaced
 from helpers import REPOSITORY, text_array, triton_infer, url_of
 
 OTHER_MODEL = '''

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from clip_build.spec import CONTEXT_LENGTH, PAD_ID, TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_triton_build.spec import CONTEXT_LENGTH, PAD_ID, TOKENIZER_FILE, TOKENIZER_MODEL
 from helpers import REPOSITORY, open_clip_tokenizer_module, text_array, triton_infer, url_of
 
 MALFORMED = struct.pack("<I", 1000) + b"hello"  # a BYTES element whose length prefix overstates its data
@@ -177,8 +177,8 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
     """Triton 2.51 aborts on these (bad_alloc, JSON parser recursion, batch-size overflow). The
     local runner's supervisor restarts it; clients retry; every document is embedded once, in order.
     Production: the orchestrator restarts it (compose `restart`, k8s), docs/reliability.md."""
-    from clip_server import LocalTritonServer
     from clip_text_client import CLIPTextClient
+    from clip_triton import LocalTritonServer
 
     model, body = ABORTING_REQUESTS[name]
     texts = [f"document {i} next to a poisoned request" for i in range(600)]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clip_server.local import free_port
+from clip_triton.local import free_port
 from helpers import REPO_ROOT, text_array, triton_infer, url_of
 
 TEMPLATE = REPO_ROOT / "deploy" / "proxy" / "nginx.conf.template"

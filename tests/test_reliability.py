@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clip_build.spec import PAD_ID, VIT_B32_TEXT_CONFIG
-from clip_server import LocalTritonServer
 from clip_text_client import CLIPTextClient, InvalidItemError, ServerUnavailableError
+from clip_triton import LocalTritonServer
+from clip_triton_build.spec import PAD_ID, VIT_B32_TEXT_CONFIG
 from helpers import text_array, triton_infer, url_of
 
 VOCAB_SIZE = VIT_B32_TEXT_CONFIG["vocab_size"]

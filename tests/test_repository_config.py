@@ -1,12 +1,12 @@
 """Every config, hand-written or built, parses with Triton's own model-config protobuf; the
-ensemble's wiring agrees; the numbers the configs repeat agree with clip_build.spec (the one source
+ensemble's wiring agrees; the numbers the configs repeat agree with clip_triton_build.spec (the one source
 of truth); the build derives exactly what it should from the source."""
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clip_build.repository import (
+from clip_triton_build.repository import (
     BUILT_REPOSITORY,
     ENCODER_VARIANTS,
     SOURCE_REPOSITORY,
@@ -14,7 +14,7 @@ from clip_build.repository import (
     read_config,
     serves_gpu_torchscript,
 )
-from clip_build.spec import (
+from clip_triton_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
     ENCODER_MODEL,

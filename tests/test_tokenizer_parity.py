@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clip_build.spec import CONTEXT_LENGTH
+from clip_triton_build.spec import CONTEXT_LENGTH
 from hard_strings import ACCEPTED_MISMATCHES, HARD_STRINGS
 from helpers import text_array, triton_infer, url_of
 

@@ -162,7 +162,7 @@ class CLIPTextClient:
                 warnings.warn(
                     f"the server's CLIP text encoder ({self.url}, model {self.model!r}) was built with RANDOM "
                     "weights (no checkpoint could be loaded when its repository was built): embeddings have "
-                    "the right shape but carry no meaning. Rebuild with real weights: python -m clip_build "
+                    "the right shape but carry no meaning. Rebuild with real weights: python -m clip_triton_build "
                     "--checkpoint <id or folder> --require-weights",
                     RandomWeightsWarning, stacklevel=3,
                 )

@@ -5,10 +5,10 @@
 # config variants. The volume's old contents are replaced (the build marks what it wrote).
 #   CLIP_CHECKPOINT        HF id or a folder mounted in the container (default openai/clip-vit-base-patch32)
 #   CLIP_REQUIRE_WEIGHTS=1 fail instead of building random weights when the checkpoint can't be loaded
-#   CLIP_BUILD_ARGS        more arguments for python -m clip_build
+#   CLIP_BUILD_ARGS        more arguments for python -m clip_triton_build
 set -eu
 set -- --source /src/model_repository --output /models --checkpoint "${CLIP_CHECKPOINT:-openai/clip-vit-base-patch32}" \
        --torchscript-device "${CLIP_TORCHSCRIPT_DEVICE:-cuda}" --fp16
 if [ "${CLIP_REQUIRE_WEIGHTS:-0}" = "1" ]; then set -- "$@" --require-weights; fi
 # shellcheck disable=SC2086
-exec python -m clip_build "$@" ${CLIP_BUILD_ARGS:-}
+exec python -m clip_triton_build "$@" ${CLIP_BUILD_ARGS:-}

@@ -145,7 +145,7 @@ class TritonPythonModel:
         tokenizer_path = Path(args["model_repository"]) / args["model_version"] / params["tokenizer_file"]
         if not tokenizer_path.is_file():
             raise pb_utils.TritonModelException(
-                f"{tokenizer_path} is missing: run `python -m clip_build` to build the repository's artifacts"
+                f"{tokenizer_path} is missing: run `python -m clip_triton_build` to build the repository's artifacts"
             )
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # CLIP's word split, as tokenizer.json's pre-tokenizer defines it (one home: the build)

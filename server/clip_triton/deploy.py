@@ -6,8 +6,8 @@ live beside these). Each model's config is read from the repository (the `--vari
 `configs/NAME.pbtxt` where present, else `config.pbtxt`), its instance groups are rewritten,
 and it is loaded with that config as Triton's `config` override.
 
-    python -m clip_server.deploy --url 127.0.0.1:8001 --variant torchscript --encoder-instances 2 --gpus 0,1
-    python -m clip_server.deploy --url 127.0.0.1:8001 --unload
+    python -m clip_triton.deploy --url 127.0.0.1:8001 --variant torchscript --encoder-instances 2 --gpus 0,1
+    python -m clip_triton.deploy --url 127.0.0.1:8001 --unload
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def deploy(url: str, repository: Path = BUILT_REPOSITORY, variant: str | None = 
            encoder_instances: int | None = None, gpus: list[int] | None = None,
            tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "",
            encoder_max_batch_size: int | None = None, encoder_queue_delay_us: int | None = None) -> dict[str, str]:
-    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_build.namespace).
+    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_triton_build.namespace).
     `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
     `encoder_queue_delay_us` is how long that batcher waits for more."""
     client = _client(url)
@@ -93,7 +93,7 @@ def unload(url: str, headers: dict | None = None, prefix: str = "") -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_server.deploy", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clip_triton.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     parser.add_argument("--repository", type=Path, default=BUILT_REPOSITORY,

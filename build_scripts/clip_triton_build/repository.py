@@ -31,7 +31,7 @@ from .spec import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"  # hand-written, tracked
 BUILT_REPOSITORY = REPO_ROOT / "build" / "model_repository"  # what the build writes and Triton serves
-BUILT_MARKER = ".clip_build"  # in a built repository's root (Triton reads only its folders)
+BUILT_MARKER = ".clip_triton_build"  # in a built repository's root (Triton reads only its folders)
 BUILT_FILES = (TOKENIZER_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE, BUILD_INFO_FILE)
 
 # name -> (backend, default_model_filename, instance kind or None to keep the source's)
@@ -48,7 +48,7 @@ TRT_ENGINE_CACHE = "/trt-cache"  # a volume in docker-compose.yml: engines survi
 def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
     """ONNX Runtime's TensorRT execution accelerator in FP16, engine cache on a volume, one
     optimisation profile covering 1..max_batch_size rows of context-length ids. Check FP16
-    against FP32 before trusting it: python -m clip_server.verify (cosine >= 0.999)."""
+    against FP32 before trusting it: python -m clip_triton.verify (cosine >= 0.999)."""
     name, dims = config.input[0].name, "x".join(str(d) for d in config.input[0].dims)
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"
@@ -117,7 +117,7 @@ def start_repository(source: Path, output: Path) -> None:
             else:
                 entry.unlink()
     output.mkdir(parents=True, exist_ok=True)
-    (output / BUILT_MARKER).write_text("written by python -m clip_build; the next build replaces this folder\n")
+    (output / BUILT_MARKER).write_text("written by python -m clip_triton_build; the next build replaces this folder\n")
     # artifacts a source checkout may still hold from older builds are never copied as if fresh
     ignore = shutil.ignore_patterns("__pycache__", ".gitkeep", "configs", *BUILT_FILES)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
@@ -184,7 +184,7 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
                 config.dynamic_batching.max_queue_delay_microseconds = TORCHSCRIPT_GPU["max_queue_delay_us"]
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
-            f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}); do not edit.\n"
+            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}); do not edit.\n"
             f"# Served with: tritonserver --model-config-name={name}\n" + text_format.MessageToString(config)
         )
         written.append(path)
@@ -207,7 +207,7 @@ def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path]) 
         config.instance_group[0].count = TORCHSCRIPT_GPU["tokenizer_instances"]
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
-            f"# Derived from ../config.pbtxt by `python -m clip_build` (variant {name!r}: a GPU host); do not edit.\n"
+            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}: a GPU host); do not edit.\n"
             + text_format.MessageToString(config)
         )
         written.append(path)

@@ -4,7 +4,7 @@ this repository."""
 __all__ = ["LocalTritonServer", "ServerFailed"]
 
 
-def __getattr__(name):  # lazy, so `python -m clip_server.cxx_backends` runs before anything imports it
+def __getattr__(name):  # lazy, so `python -m clip_triton.cxx_backends` runs before anything imports it
     if name in __all__:
         from . import local
 

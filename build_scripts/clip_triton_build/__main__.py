@@ -1,8 +1,8 @@
-"""python -m clip_build: write a servable model repository from the hand-written one and a CLIP checkpoint.
+"""python -m clip_triton_build: write a servable model repository from the hand-written one and a CLIP checkpoint.
 
-    python -m clip_build                                  # default checkpoint, ONNX + TorchScript
-    python -m clip_build --checkpoint /path/to/clip --format onnx --require-weights
-    python -m clip_build --output /models                 # anywhere (default build/model_repository)
+    python -m clip_triton_build                                  # default checkpoint, ONNX + TorchScript
+    python -m clip_triton_build --checkpoint /path/to/clip --format onnx --require-weights
+    python -m clip_triton_build --output /models                 # anywhere (default build/model_repository)
 
 The source (`model_repository/`) is only read; the output is replaced as a whole.
 """
@@ -29,11 +29,11 @@ from .repository import (
 )
 from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 
-log = logging.getLogger("clip_build")
+log = logging.getLogger("clip_triton_build")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m clip_build", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clip_triton_build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                         help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint")
@@ -56,7 +56,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[clip_build] %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="[clip_triton_build] %(levelname)s %(message)s")
     args = parse_args(argv)
     from .export import export_onnx, export_torchscript
     from .tokenizer_assets import write_tokenizer

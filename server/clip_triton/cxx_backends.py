@@ -14,9 +14,9 @@ cannot be reached). The result is cached under `.local/cxx-backends/<key>/`; the
 input (sources, ORT and torch builds, compiler, GPU on/off, this file), so a changed input rebuilds
 and an unchanged one costs nothing.
 
-    python -m clip_server.cxx_backends            # build (or reuse) and print the output folder
-    python -m clip_server.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
-    python -m clip_server.cxx_backends --export-sources DIR   # a mirror for a host without GitHub
+    python -m clip_triton.cxx_backends            # build (or reuse) and print the output folder
+    python -m clip_triton.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
+    python -m clip_triton.cxx_backends --export-sources DIR   # a mirror for a host without GitHub
 
 Layout of an output folder, ready to be a tritonserver `--backend-directory` entry each:
     onnxruntime/libtriton_onnxruntime.so, libonnxruntime.so.1(.19.2), libtritonserver.so -> wheel's
@@ -415,12 +415,12 @@ def find_built(gpu: bool | None = None, dest_root: Path = DEFAULT_STATE) -> Path
         link = current_link(choice, dest_root)
         if (link / MANIFEST).is_file():
             return link.resolve()
-    raise BackendBuildError("the C++ backends are not built here: run `python -m clip_server.cxx_backends` "
+    raise BackendBuildError("the C++ backends are not built here: run `python -m clip_triton.cxx_backends` "
                             "(scripts/serve.sh and scripts/test.sh do)")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_server.cxx_backends", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clip_triton.cxx_backends", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="build with CUDA (TRITON_ENABLE_GPU=ON)")
     parser.add_argument("--jobs", type=int, default=None)

@@ -3,7 +3,7 @@
 What it takes to run that binary outside NGC's image:
 - a backend directory holding the Python backend, with the Python-backend stub for the running
   interpreter copied in, and Triton's C++ `onnxruntime` and `pytorch` backends, built from the
-  r24.10 sources by `clip_server.cxx_backends` (the backends NGC's image ships);
+  r24.10 sources by `clip_triton.cxx_backends` (the backends NGC's image ships);
 - this virtualenv's bin/ first on PATH (the stub finds its packages through it), and the wheel's
   bundled libraries and libtorch's on LD_LIBRARY_PATH.
 """
@@ -77,7 +77,7 @@ class LocalTritonServer:
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
     # Instance counts / GPU ids for this run without editing any config: the server starts in
-    # explicit model-control mode and clip_server.deploy loads the models with overrides.
+    # explicit model-control mode and clip_triton.deploy loads the models with overrides.
     encoder_instances: int | None = None
     gpus: list[int] | None = None
     tokenizer_instances: int | None = None
@@ -88,14 +88,14 @@ class LocalTritonServer:
     api_key: str | None = field(default=None, repr=False)
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     model_control_mode: str | None = None  # "explicit" for a fleet; default: Triton's "none"
-    prefix: str = ""  # model name prefix of a namespaced repository (clip_build.namespace)
+    prefix: str = ""  # model name prefix of a namespaced repository (clip_triton_build.namespace)
     env: dict[str, str] = field(default_factory=dict)
     # Which build of the C++ backends to serve with (None: the GPU build where one exists).
     gpu_backends: bool | None = None
     process: subprocess.Popen | None = None
     restarts: int = 0  # how often the supervisor restarted the server
 
-    # -- supervision (clip_server.supervisor) -----------------------------------------------
+    # -- supervision (clip_triton.supervisor) -----------------------------------------------
     def stub_pids(self) -> list[int]:
         """Python-backend stub processes of this server."""
         return supervisor.stub_pids(self.http_port)

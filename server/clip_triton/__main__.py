@@ -1,4 +1,4 @@
-"""python -m clip_server: serve the model repository locally on CPU, embed a few texts, keep serving.
+"""python -m clip_triton: serve the model repository locally on CPU, embed a few texts, keep serving.
 
 Ctrl-C stops the server cleanly. --exit-after-demo stops it after the demo (for scripts).
 """
@@ -45,7 +45,7 @@ def demo(server: LocalTritonServer) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m clip_triton", description=__doc__)
     parser.add_argument("--repository", type=Path, default=BUILT_REPOSITORY)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--http-port", type=int, default=8000)

@@ -1,7 +1,7 @@
-"""python -m clip_build.namespace: a copy of the built repository with namespaced model names,
+"""python -m clip_triton_build.namespace: a copy of the built repository with namespaced model names,
 for a shared fleet where several teams' models live in one Triton (`team_a_clip_text`, ...).
 
-    python -m clip_build.namespace --prefix search_ --dest /fleet/models
+    python -m clip_triton_build.namespace --prefix search_ --dest /fleet/models
 
 Model folders, `name:` fields, the ensemble's steps and every configs/*.pbtxt variant are
 renamed; artifacts are copied (or hard-linked when on the same filesystem).
@@ -58,7 +58,7 @@ def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_build.namespace", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clip_triton_build.namespace", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefix", required=True, help="e.g. search_ -> search_clip_text")
     parser.add_argument("--dest", type=Path, required=True, help="repository folder to write into (shared is fine)")

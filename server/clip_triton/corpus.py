@@ -1,4 +1,4 @@
-"""Deterministic caption-like texts of mixed lengths: what `clip_server.verify` compares, and what
+"""Deterministic caption-like texts of mixed lengths: what `clip_triton.verify` compares, and what
 the tests and benchmarks send.
 
 The mix follows what a text-embedding service sees: short search queries, COCO-style captions,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from clip_build.repository import BUILT_REPOSITORY, REPO_ROOT
+from clip_triton_build.repository import BUILT_REPOSITORY, REPO_ROOT
 
 __all__ = ["BUILT_REPOSITORY", "REPO_ROOT", "STATE_DIR", "pytriton_paths"]
 

@@ -44,14 +44,14 @@ def supervise(server, interval: float, stop: threading.Event) -> threading.Threa
             if stop.is_set():
                 return
             reason = "exited" if not alive else "lost a Python-backend stub"
-            print(f"[clip_server] tritonserver {reason}; restarting it", file=sys.stderr, flush=True)
+            print(f"[clip_triton] tritonserver {reason}; restarting it", file=sys.stderr, flush=True)
             server.stop(timeout=10)
             try:
                 server.start()
                 server.restarts += 1
                 expected = len(stub_pids(server.http_port))
             except RuntimeError as exc:  # ServerFailed: keep watching, try again next round
-                print(f"[clip_server] restart failed: {exc}", file=sys.stderr, flush=True)
+                print(f"[clip_triton] restart failed: {exc}", file=sys.stderr, flush=True)
 
     thread = threading.Thread(target=loop, name=THREAD_NAME, daemon=True)
     thread.start()

@@ -1,8 +1,8 @@
 """Check one deployment's embeddings against another's before trusting it (FP16, TensorRT, a new
 release): cosine similarity per text over varied and caption-like texts. Exits 1 below the bar.
 
-    python -m clip_server.verify --url gpu-host:8001 --against localhost:8001 --min-cosine 0.999
-    python -m clip_server.verify --url host:8001 --model clip_text --against host:8001 --against-model clip_text_fp32
+    python -m clip_triton.verify --url gpu-host:8001 --against localhost:8001 --min-cosine 0.999
+    python -m clip_triton.verify --url host:8001 --model clip_text --against host:8001 --against-model clip_text_fp32
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
 def main(argv=None) -> int:
     from clip_text_client import CLIPTextClient, RandomWeightsWarning
 
-    parser = argparse.ArgumentParser(prog="python -m clip_server.verify", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m clip_triton.verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="the deployment under test (gRPC)")
     parser.add_argument("--model", default="clip_text")

@@ -16,7 +16,7 @@ import torch
 
 from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
 
-log = logging.getLogger("clip_build")
+log = logging.getLogger("clip_triton_build")
 
 RANDOM_INIT = "random-init"
 PRETRAINED = "pretrained"
