@@ -36,7 +36,8 @@ class TrimmedTextEncoder(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.tower.vocab_size)
         length = pooling_positions(input_ids, self.tower.eos_token_id).max() + 1
-        keep = torch.arange(length, device=input_ids.device)  # traced as data-dependent, not a constant
+        # a 0-d tensor, not int(length): the trace keeps it data-dependent instead of a constant
+        keep = torch.arange(length, device=input_ids.device)  # type: ignore[call-overload]
         return self.tower(input_ids.index_select(1, keep))
 
 

@@ -4,6 +4,8 @@ The Triton configs (`model_repository/*/config.pbtxt`) repeat a few of these num
 protobuf text cannot import Python; `tests/test_repository_config.py` checks that they agree.
 """
 
+from typing import Any
+
 DEFAULT_CHECKPOINT = "openai/clip-vit-base-patch32"
 
 CONTEXT_LENGTH = 77  # CLIP's positional table: <|startoftext|> + 75 tokens + <|endoftext|>
@@ -13,7 +15,7 @@ PAD_ID = 0  # open_clip pads with 0; CLIP pools at the EOT position, so padding 
 EMBED_DIM = 512  # projection_dim of ViT-B/32: the size of get_text_features
 
 # The ViT-B/32 text tower (HF CLIPTextConfig field names), used when no checkpoint can be loaded.
-VIT_B32_TEXT_CONFIG = dict(
+VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
     vocab_size=49408,
     hidden_size=512,
     intermediate_size=2048,

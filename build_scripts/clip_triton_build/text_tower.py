@@ -18,6 +18,8 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +56,7 @@ def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, memory_
 
 
 class _Layer(nn.Module):
-    def __init__(self, layer: nn.Module, heads: int, memory_efficient_attention: bool):
+    def __init__(self, layer: Any, heads: int, memory_efficient_attention: bool):  # HF CLIPEncoderLayer
         super().__init__()
         attn = layer.self_attn
         self.heads = heads
@@ -90,7 +92,9 @@ class _Layer(nn.Module):
 class CLIPTextTower(nn.Module):
     """input_ids [B, L] (any L <= 77) -> text_embeds [B, projection_dim] in the weights' dtype."""
 
-    def __init__(self, model: nn.Module, memory_efficient_attention: bool = False):  # HF CLIPTextModelWithProjection
+    # `model`: HF CLIPTextModelWithProjection, read by its field names (Any: nn.Module's attribute
+    # types say nothing about them)
+    def __init__(self, model: Any, memory_efficient_attention: bool = False):
         super().__init__()
         config, text = model.config, model.text_model
         self.vocab_size = int(config.vocab_size)

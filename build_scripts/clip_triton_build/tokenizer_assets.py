@@ -52,7 +52,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def build_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
     lines = gzip.open(vocab_path or open_clip_vocab_path()).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]
+    merges = [(pair[0], pair[1]) for pair in (line.split() for line in lines[1 : N_MERGES + 1])]
     byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT_TOKEN, EOT_TOKEN]
     if len(vocab) != VIT_B32_TEXT_CONFIG["vocab_size"]:

@@ -10,11 +10,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
 
 from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModelWithProjection
 
 log = logging.getLogger("clip_triton_build")
 
@@ -24,7 +28,7 @@ PRETRAINED = "pretrained"
 
 @dataclass
 class LoadedEncoder:
-    model: torch.nn.Module  # transformers CLIPTextModelWithProjection, eval mode, fp32
+    model: CLIPTextModelWithProjection  # eval mode, fp32
     weights: str  # PRETRAINED or RANDOM_INIT
     source: str  # checkpoint id/path, or a description of the random init
 
@@ -33,7 +37,7 @@ class WeightsUnavailable(RuntimeError):
     pass
 
 
-def random_init_encoder(seed: int = RANDOM_INIT_SEED):
+def random_init_encoder(seed: int = RANDOM_INIT_SEED) -> CLIPTextModelWithProjection:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -49,7 +53,7 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
     reason = ""
     # Local folder or HF cache first; the hub only when it answers (an unreachable hub otherwise
     # costs half a minute of retries before the fallback).
-    attempts = [dict(local_files_only=True)]
+    attempts: list[dict[str, Any]] = [dict(local_files_only=True)]
     if not Path(checkpoint).is_dir():
         if hub_reachable():
             attempts.append({})

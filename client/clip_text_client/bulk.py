@@ -355,7 +355,7 @@ def run_job(client: CLIPTextClient, input_path: str, output: str, output_format:
     dim = client.model_info().dim
     writer: Writer = {"jsonl": lambda: JsonlWriter(output, text_field), "npy": lambda: NpyWriter(output, dim),
                       "parquet": lambda: ParquetWriter(output, dim)}[output_format]()
-    counts, problems = Counts(), []
+    counts, problems = Counts(), list[str]()
     if state is not None:
         writer.resume(state.output)
         counts = Counts(**state.counts)

@@ -16,8 +16,10 @@ Exit status: 0 all embedded; 1 some lines bad or not embedded (reported, the res
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+from typing import cast
 
 from .bulk import JobError, run_job
 from .client import CLIPTextClient
@@ -31,7 +33,8 @@ def detect_input_format(path: str, requested: str, text_field_given: bool) -> st
     if path.endswith((".jsonl", ".ndjson")) or text_field_given:
         return "jsonl"
     if path == "-":
-        head = sys.stdin.buffer.peek(4096)[:4096]
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)  # what Python gives stdin: peek() does not consume
+        head = stdin.peek(4096)[:4096]
     else:
         with open(path, "rb") as stream:
             head = stream.read(4096)

@@ -102,9 +102,9 @@ def main(argv=None) -> int:
         if args.exit_after_demo:
             return 0
         print("\nserving; Ctrl-C to stop", flush=True)
-        while not args.no_supervise or server.process.poll() is None:  # the supervisor restarts it
+        while not args.no_supervise or server.started_process.poll() is None:  # the supervisor restarts it
             time.sleep(0.5)
-        print(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
+        print(f"tritonserver exited with {server.started_process.returncode}:\n{server.log_tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)

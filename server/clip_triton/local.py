@@ -196,11 +196,18 @@ class LocalTritonServer:
         except OSError:
             return False
 
+    @property
+    def started_process(self) -> subprocess.Popen:
+        """The current tritonserver process (the supervisor replaces it on a restart)."""
+        if self.process is None:
+            raise ServerFailed("tritonserver was never started: call start()")
+        return self.process
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerFailed(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.started_process.poll() is not None:
+                raise ServerFailed(f"tritonserver exited with {self.started_process.returncode}:\n{self.log_tail()}")
             if self.is_ready():
                 return
             time.sleep(0.25)
