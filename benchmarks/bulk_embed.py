@@ -33,10 +33,26 @@ def peak_rss_mb(process: subprocess.Popen) -> float:
     return peak
 
 
-def run_cli(url: str, source: Path, out: Path, output_format: str, batch_size: int,
-            concurrency: int) -> tuple[float, float, str]:
-    cmd = [sys.executable, "-m", "clip_text_client.cli", str(source), "-o", str(out), "--format", output_format,
-           "--url", url, "--no-progress", "--batch-size", str(batch_size), "--concurrency", str(concurrency)]
+def run_cli(
+    url: str, source: Path, out: Path, output_format: str, batch_size: int, concurrency: int
+) -> tuple[float, float, str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "clip_text_client.cli",
+        str(source),
+        "-o",
+        str(out),
+        "--format",
+        output_format,
+        "--url",
+        url,
+        "--no-progress",
+        "--batch-size",
+        str(batch_size),
+        "--concurrency",
+        str(concurrency),
+    ]
     t0 = time.perf_counter()
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = {"mb": 0.0}
@@ -62,8 +78,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tokenizer-instances", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--output", choices=["npy", "jsonl", "parquet"], default="npy",
-                        help="what the CLI writes (jsonl spends ~10 KB of text per embedding)")
+    parser.add_argument(
+        "--output",
+        choices=["npy", "jsonl", "parquet"],
+        default="npy",
+        help="what the CLI writes (jsonl spends ~10 KB of text per embedding)",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.lines.split(",")]
@@ -74,13 +94,21 @@ def main(argv=None) -> int:
         from clip_triton import LocalTritonServer
 
         server = LocalTritonServer.on_free_ports(
-            config_name=args.config_name, encoder_instances=args.encoder_instances,
+            config_name=args.config_name,
+            encoder_instances=args.encoder_instances,
             gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
-            tokenizer_instances=args.tokenizer_instances)
+            tokenizer_instances=args.tokenizer_instances,
+        )
         server.start(timeout=300)
         url = server.grpc_url
-    report = {"url": url, "config_name": args.config_name, "output": args.output, "batch_size": args.batch_size,
-              "concurrency": args.concurrency, "points": []}
+    report = {
+        "url": url,
+        "config_name": args.config_name,
+        "output": args.output,
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+        "points": [],
+    }
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for n in sizes:
@@ -93,12 +121,20 @@ def main(argv=None) -> int:
                     encode_s = time.perf_counter() - t0
                 out = Path(tmp) / f"out-{n}.{args.output}"
                 cli_s, rss, summary = run_cli(url, source, out, args.output, args.batch_size, args.concurrency)
-                point = {"lines": n, "encode_docs_per_s": n / encode_s, "cli_docs_per_s": n / cli_s,
-                         "cli_vs_encode": encode_s / cli_s, "cli_peak_rss_mb": rss}
+                point = {
+                    "lines": n,
+                    "encode_docs_per_s": n / encode_s,
+                    "cli_docs_per_s": n / cli_s,
+                    "cli_vs_encode": encode_s / cli_s,
+                    "cli_peak_rss_mb": rss,
+                }
                 report["points"].append(point)
-                print(f"{n:>9} lines: encode {point['encode_docs_per_s']:8.0f} docs/s | clip-text-embed "
-                      f"{point['cli_docs_per_s']:8.0f} docs/s (x{point['cli_vs_encode']:.2f}), peak RSS {rss:6.0f} MB"
-                      f"   [{summary.removeprefix('clip-text-embed: ')}]", flush=True)
+                print(
+                    f"{n:>9} lines: encode {point['encode_docs_per_s']:8.0f} docs/s | clip-text-embed "
+                    f"{point['cli_docs_per_s']:8.0f} docs/s (x{point['cli_vs_encode']:.2f}), peak RSS {rss:6.0f} MB"
+                    f"   [{summary.removeprefix('clip-text-embed: ')}]",
+                    flush=True,
+                )
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
     finally:
         if server is not None:

@@ -43,8 +43,9 @@ def infer(url, model, texts, output):
 def cpu_reference(ids: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(BUILT_REPOSITORY / "clip_text_encoder/1/model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(BUILT_REPOSITORY / "clip_text_encoder/1/model.onnx"), providers=["CPUExecutionProvider"]
+    )
     return session.run(["text_embeds"], {"input_ids": ids})[0]
 
 
@@ -59,21 +60,31 @@ def parity(url, varied, many, reference, report, label) -> tuple[np.ndarray, np.
 
     got = infer(url, "clip_text", varied, "EMBEDDING")
     with ThreadPoolExecutor(8) as pool:
-        chunks = list(pool.map(lambda i: infer(url, "clip_text", many[i:i + 128], "EMBEDDING"), range(0, len(many), 128)))
+        chunks = list(
+            pool.map(lambda i: infer(url, "clip_text", many[i : i + 128], "EMBEDDING"), range(0, len(many), 128))
+        )
     got_many = np.concatenate(chunks)
     diff = max(np.abs(got - reference["varied"]).max(), np.abs(got_many - reference["captions"]).max())
     cos = min(cosine(got, reference["varied"]).min(), cosine(got_many, reference["captions"]).min())
     report[f"{label}_max_abs_diff_vs_cpu_onnx"] = float(diff)
     report[f"{label}_min_cosine_vs_cpu_onnx"] = float(cos)
     report[f"{label}_finite"] = bool(np.isfinite(got_many).all() and np.isfinite(got).all())
-    print(f"{label} GPU vs CPU ONNX ({len(varied)} varied + {len(many)} captions): max abs diff {diff:.2e}, "
-          f"min cosine {cos:.6f}", flush=True)
+    print(
+        f"{label} GPU vs CPU ONNX ({len(varied)} varied + {len(many)} captions): max abs diff {diff:.2e}, "
+        f"min cosine {cos:.6f}",
+        flush=True,
+    )
     return got, got_many
 
 
 def gpu_instances(log_path: Path) -> list[str]:
-    return sorted({line.split('"')[1] for line in log_path.read_text().splitlines()
-                   if "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder" in line and "GPU" in line})
+    return sorted(
+        {
+            line.split('"')[1]
+            for line in log_path.read_text().splitlines()
+            if "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder" in line and "GPU" in line
+        }
+    )
 
 
 def encoder_counts(url) -> tuple[int, int]:
@@ -88,11 +99,22 @@ def encoder_counts(url) -> tuple[int, int]:
         client.close()
 
 
-def run_points(url, label, quick, processes, results, kind="mixed", points=POINTS, model="clip_text", output="EMBEDDING"):
+def run_points(
+    url, label, quick, processes, results, kind="mixed", points=POINTS, model="clip_text", output="EMBEDDING"
+):
     for concurrency, tpr in points:
         rows, executions = encoder_counts(url)
-        r = measure(url, model, concurrency, tpr, processes=min(processes, concurrency), warmup=2 if quick else 4,
-                    duration=4 if quick else 10, kind=kind, output=output)
+        r = measure(
+            url,
+            model,
+            concurrency,
+            tpr,
+            processes=min(processes, concurrency),
+            warmup=2 if quick else 4,
+            duration=4 if quick else 10,
+            kind=kind,
+            output=output,
+        )
         rows_after, executions_after = encoder_counts(url)
         r["encoder_rows_per_execution"] = (rows_after - rows) / max(1, executions_after - executions)
         r["variant"] = label
@@ -111,8 +133,27 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
     data = out / "perf_analyzer_input.json"
     data.write_text(json.dumps({"data": [{"TEXT": [t]} for t in captions(1024, seed=5)]}))
     csv = out / f"perf_analyzer_{label}_c{concurrency}.csv"
-    cmd = [binary, "-m", "clip_text", "-u", url, "-i", "grpc", "--input-data", str(data), "--shape", "TEXT:1",
-           "-b", "1", "--concurrency-range", str(concurrency), "--measurement-interval", "5000", "-f", str(csv)]
+    cmd = [
+        binary,
+        "-m",
+        "clip_text",
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "--input-data",
+        str(data),
+        "--shape",
+        "TEXT:1",
+        "-b",
+        "1",
+        "--concurrency-range",
+        str(concurrency),
+        "--measurement-interval",
+        "5000",
+        "-f",
+        str(csv),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     (out / f"perf_analyzer_{label}_c{concurrency}.txt").write_text(proc.stdout + proc.stderr)
     lines = csv.read_text().splitlines() if csv.exists() else []
@@ -120,24 +161,48 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
         print(f"perf_analyzer failed ({proc.returncode}): {proc.stderr[-500:]}", flush=True)
         return None
     row = dict(zip(lines[0].split(","), lines[1].split(",")))
-    result = {"tool": "perf_analyzer", "variant": label, "concurrency": concurrency, "texts_per_request": 1,
-              "docs_per_s": float(row["Inferences/Second"]), "p50_ms": float(row["p50 latency"]) / 1e3,
-              "p99_ms": float(row["p99 latency"]) / 1e3}
-    print(f"[{label}] perf_analyzer c={concurrency:>3} x 1: {result['docs_per_s']:.1f} docs/s "
-          f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms", flush=True)
+    result = {
+        "tool": "perf_analyzer",
+        "variant": label,
+        "concurrency": concurrency,
+        "texts_per_request": 1,
+        "docs_per_s": float(row["Inferences/Second"]),
+        "p50_ms": float(row["p50 latency"]) / 1e3,
+        "p99_ms": float(row["p99 latency"]) / 1e3,
+    }
+    print(
+        f"[{label}] perf_analyzer c={concurrency:>3} x 1: {result['docs_per_s']:.1f} docs/s "
+        f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms",
+        flush=True,
+    )
     return result
 
 
 def tokenize(url: str, texts: list[str]) -> np.ndarray:
-    return np.concatenate([infer(url, "clip_tokenizer", texts[i:i + 256], "input_ids") for i in range(0, len(texts), 256)])
+    return np.concatenate(
+        [infer(url, "clip_tokenizer", texts[i : i + 256], "input_ids") for i in range(0, len(texts), 256)]
+    )
 
 
 def raw_encoder(out: Path, model: Path, ids: dict[str, Path], threads: int, quick: bool) -> dict:
     """benchmarks.raw_encoder in its own process (its CUDA context gone when it ends), while the
     server idles: the encoder's ceiling on this GPU for these texts, one caller and `threads`."""
     json_path = out / "raw_encoder.json"
-    cmd = [sys.executable, "-m", "benchmarks.raw_encoder", "--model", str(model), "--batches", "256,1024",
-           "--threads", f"1,{threads}", "--seconds", "2" if quick else "5", "--json", str(json_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.raw_encoder",
+        "--model",
+        str(model),
+        "--batches",
+        "256,1024",
+        "--threads",
+        f"1,{threads}",
+        "--seconds",
+        "2" if quick else "5",
+        "--json",
+        str(json_path),
+    ]
     for kind, path in ids.items():
         cmd += ["--ids", f"{kind}={path}"]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
@@ -172,25 +237,49 @@ def main(argv=None) -> int:
     parser.add_argument("--instances", type=int, default=None, help="encoder instances per GPU (default: the config's)")
     parser.add_argument("--tokenizer-instances", type=int, default=None, help="default: the config's")
     parser.add_argument("--processes", type=int, default=8, help="load-generator processes")
-    parser.add_argument("--sweep", default="", metavar="E:T:B:D,...",
-                        help="after the headline points, each setting on the same server: E encoder instances "
-                             "per GPU, T tokenizer instances, B encoder max_batch_size, D encoder queue delay (us)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment of the tritonserver process, e.g. CUDA_MODULE_LOADING=EAGER")
-    parser.add_argument("--parity-only", action="store_true",
-                        help="instances, parity and one bulk point (for a multi-GPU check)")
+    parser.add_argument(
+        "--sweep",
+        default="",
+        metavar="E:T:B:D,...",
+        help="after the headline points, each setting on the same server: E encoder instances "
+        "per GPU, T tokenizer instances, B encoder max_batch_size, D encoder queue delay (us)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the tritonserver process, e.g. CUDA_MODULE_LOADING=EAGER",
+    )
+    parser.add_argument(
+        "--parity-only", action="store_true", help="instances, parity and one bulk point (for a multi-GPU check)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",")]
     server_env = dict(item.split("=", 1) for item in args.server_env)
-    report = {"gpus": gpus, "encoder_instances_per_gpu": args.instances, "tokenizer_instances": args.tokenizer_instances,
-              "server_env": server_env, "load": [], "sweep": []}
-    report["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                           "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    report = {
+        "gpus": gpus,
+        "encoder_instances_per_gpu": args.instances,
+        "tokenizer_instances": args.tokenizer_instances,
+        "server_env": server_env,
+        "load": [],
+        "sweep": [],
+    }
+    report["nvidia_smi"] = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     trace_file = args.out / "trace.json"
-    server = LocalTritonServer.on_free_ports(config_name="torchscript", encoder_instances=args.instances, gpus=gpus,
-                                             tokenizer_instances=args.tokenizer_instances, env=server_env,
-                                             extra_args=trace_breakdown.server_flags(trace_file))
+    server = LocalTritonServer.on_free_ports(
+        config_name="torchscript",
+        encoder_instances=args.instances,
+        gpus=gpus,
+        tokenizer_instances=args.tokenizer_instances,
+        env=server_env,
+        extra_args=trace_breakdown.server_flags(trace_file),
+    )
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
@@ -200,17 +289,27 @@ def main(argv=None) -> int:
         report["gpu_instances"] = gpu_instances(server.log_path)
         print("encoder instances:", report["gpu_instances"], flush=True)
         many = captions(2048, seed=7)
-        reference = {"varied": cpu_reference(infer(url, "clip_tokenizer", VARIED_64, "input_ids")),
-                     "captions": cpu_reference(tokenize(url, many))}
+        reference = {
+            "varied": cpu_reference(infer(url, "clip_tokenizer", VARIED_64, "input_ids")),
+            "captions": cpu_reference(tokenize(url, many)),
+        }
         fp32, fp32_many = parity(url, VARIED_64, many, reference, report, "fp32")
         ok = report["fp32_max_abs_diff_vs_cpu_onnx"] <= 1e-3
-        deploy(url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers())
+        deploy(
+            url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers()
+        )
         fp16, fp16_many = parity(url, VARIED_64, many, reference, report, "fp16")
         report["fp16_min_cosine_vs_fp32_varied64"] = float(cosine(fp16, fp32).min())
         report["fp16_min_cosine_vs_fp32_captions2048"] = float(cosine(fp16_many, fp32_many).min())
-        ok = ok and min(report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]) >= 0.999
-        print("fp16 vs fp32: min cosine %.6f (64 varied), %.6f (2,048 captions)" % (
-            report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]), flush=True)
+        ok = (
+            ok
+            and min(report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]) >= 0.999
+        )
+        print(
+            "fp16 vs fp32: min cosine %.6f (64 varied), %.6f (2,048 captions)"
+            % (report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]),
+            flush=True,
+        )
         report["parity_ok"] = ok
         print("PARITY", "OK" if ok else "FAILED", "(fp32 <= 1e-3 vs CPU ONNX, fp16 cosine >= 0.999)", flush=True)
         if args.parity_only:
@@ -223,8 +322,9 @@ def main(argv=None) -> int:
             ids[kind] = args.out / f"ids_{kind}.npy"
             np.save(ids[kind], tokenize(url, texts))
         instances = len(report["gpu_instances"]) or 1
-        report["raw_encoder"] = raw_encoder(args.out, repository / "clip_text_encoder/1/model_fp16.pt", ids, instances,
-                                            args.quick)
+        report["raw_encoder"] = raw_encoder(
+            args.out, repository / "clip_text_encoder/1/model_fp16.pt", ids, instances, args.quick
+        )
 
         run_points(url, "fp16", args.quick, args.processes, report["load"])
         run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
@@ -235,13 +335,19 @@ def main(argv=None) -> int:
             if row["texts_per_request"] == 256:
                 row["raw_encoder_docs_per_s"] = raw_ceiling(report["raw_encoder"], row["texts"], 256)
                 row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
-                print(f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
-                      f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)", flush=True)
+                print(
+                    f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
+                    f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)",
+                    flush=True,
+                )
         for index, (concurrency, key) in enumerate(((1, "one_text_breakdown"), (64, "one_text_breakdown_c64"))):
             report[key] = one_text_trace(server, url, 300 if args.quick else 1000, trace_file, index, concurrency)
             for part, value in report[key].items():
-                print(f"  c={concurrency} one text, {part:>26}: p50 {value['p50_us']:8.0f} us  "
-                      f"p99 {value['p99_us']:8.0f} us", flush=True)
+                print(
+                    f"  c={concurrency} one text, {part:>26}: p50 {value['p50_us']:8.0f} us  "
+                    f"p99 {value['p99_us']:8.0f} us",
+                    flush=True,
+                )
         for concurrency in (1, 64):
             result = perf_analyzer(url, concurrency, args.out, "fp16")
             if result:
@@ -249,15 +355,28 @@ def main(argv=None) -> int:
 
         for setting in filter(None, args.sweep.split(",")):
             enc, tok, batch, delay = (int(x) for x in setting.split(":"))
-            deploy(url, repository, "torchscript_fp16", enc, gpus, tok, server.admin_headers(),
-                   encoder_max_batch_size=batch, encoder_queue_delay_us=delay)
+            deploy(
+                url,
+                repository,
+                "torchscript_fp16",
+                enc,
+                gpus,
+                tok,
+                server.admin_headers(),
+                encoder_max_batch_size=batch,
+                encoder_queue_delay_us=delay,
+            )
             label = f"fp16 enc{enc} tok{tok} max{batch} delay{delay}"
             rows: list[dict] = []
             run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
             run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
             for row in rows:
-                row.update(encoder_instances=enc, tokenizer_instances=tok, encoder_max_batch_size=batch,
-                           encoder_queue_delay_us=delay)
+                row.update(
+                    encoder_instances=enc,
+                    tokenizer_instances=tok,
+                    encoder_max_batch_size=batch,
+                    encoder_queue_delay_us=delay,
+                )
             report["sweep"] += rows
         return 0 if ok else 1
     finally:
@@ -269,7 +388,9 @@ def main(argv=None) -> int:
 
             plot(report, str(args.out / "gpu_report.png"))
         except ImportError:  # a GPU machine without matplotlib: plot the JSON elsewhere
-            print(f"no matplotlib here: python -m benchmarks.plot_gpu {args.out / 'gpu_report.json'} OUT.png", flush=True)
+            print(
+                f"no matplotlib here: python -m benchmarks.plot_gpu {args.out / 'gpu_report.json'} OUT.png", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ from clip_triton.corpus import captions, short_captions
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:
-    pool = short_captions(count * texts_per_request, seed) if kind == "short" else captions(count * texts_per_request, seed)
-    return [text_tensor(pool[i * texts_per_request:(i + 1) * texts_per_request]) for i in range(count)]
+    pool = (
+        short_captions(count * texts_per_request, seed)
+        if kind == "short"
+        else captions(count * texts_per_request, seed)
+    )
+    return [text_tensor(pool[i * texts_per_request : (i + 1) * texts_per_request]) for i in range(count)]
 
 
 async def worker(client, module, model, output, batches, offset, stop_at, record_from, latencies, counts):
@@ -57,8 +61,14 @@ async def run_process(url, model, output, concurrency, batches, warmup, duration
     latencies, counts = [], [0, 0]
     start = time.perf_counter()
     record_from, stop_at = start + warmup, start + warmup + duration
-    await asyncio.gather(*(worker(client, module, model, output, batches, seed * 1000 + k * 17, stop_at, record_from,
-                                  latencies, counts) for k in range(concurrency)))
+    await asyncio.gather(
+        *(
+            worker(
+                client, module, model, output, batches, seed * 1000 + k * 17, stop_at, record_from, latencies, counts
+            )
+            for k in range(concurrency)
+        )
+    )
     await client.close()
     return latencies, counts
 
@@ -70,14 +80,28 @@ def process_main(args):
     queue.put((latencies, counts))
 
 
-def measure(url: str, model: str, concurrency: int, texts_per_request: int, *, processes: int = 1,
-            warmup: float = 3.0, duration: float = 10.0, kind: str = "mixed", output: str = "EMBEDDING") -> dict:
+def measure(
+    url: str,
+    model: str,
+    concurrency: int,
+    texts_per_request: int,
+    *,
+    processes: int = 1,
+    warmup: float = 3.0,
+    duration: float = 10.0,
+    kind: str = "mixed",
+    output: str = "EMBEDDING",
+) -> dict:
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (1 if p < concurrency % processes else 0) for p in range(processes)]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=process_main, args=((url, model, output, c, kind, texts_per_request, warmup, duration, p, queue),))
-             for p, c in enumerate(shares)]
+    procs = [
+        ctx.Process(
+            target=process_main, args=((url, model, output, c, kind, texts_per_request, warmup, duration, p, queue),)
+        )
+        for p, c in enumerate(shares)
+    ]
     for p in procs:
         p.start()
     results = [queue.get() for _ in procs]
@@ -89,17 +113,26 @@ def measure(url: str, model: str, concurrency: int, texts_per_request: int, *, p
     if not len(latencies):
         raise RuntimeError("no request completed inside the measurement window")
     return {
-        "model": model, "concurrency": concurrency, "texts_per_request": texts_per_request, "texts": kind,
-        "duration_s": duration, "docs_per_s": docs / duration, "requests_per_s": requests / duration,
-        "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p90_ms": float(np.percentile(latencies, 90) * 1e3),
-        "p99_ms": float(np.percentile(latencies, 99) * 1e3), "requests": requests,
+        "model": model,
+        "concurrency": concurrency,
+        "texts_per_request": texts_per_request,
+        "texts": kind,
+        "duration_s": duration,
+        "docs_per_s": docs / duration,
+        "requests_per_s": requests / duration,
+        "p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "p90_ms": float(np.percentile(latencies, 90) * 1e3),
+        "p99_ms": float(np.percentile(latencies, 99) * 1e3),
+        "requests": requests,
     }
 
 
 def format_row(r: dict) -> str:
-    return (f"{r['model']}: c={r['concurrency']:>3} x {r['texts_per_request']:>3} texts ({r['texts']}): "
-            f"{r['docs_per_s']:>10.1f} docs/s {r['requests_per_s']:>9.1f} req/s  "
-            f"p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms")
+    return (
+        f"{r['model']}: c={r['concurrency']:>3} x {r['texts_per_request']:>3} texts ({r['texts']}): "
+        f"{r['docs_per_s']:>10.1f} docs/s {r['requests_per_s']:>9.1f} req/s  "
+        f"p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms"
+    )
 
 
 def main(argv=None) -> int:
@@ -110,18 +143,32 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--texts-per-request", type=int, default=32)
     parser.add_argument("--sweep", default="", help="comma list of CONCURRENCYxTEXTS, e.g. 1x1,64x1,16x32")
-    parser.add_argument("--texts", choices=["mixed", "short"], default="mixed",
-                        help="mixed: queries+captions+long descriptions; short: captions only")
+    parser.add_argument(
+        "--texts",
+        choices=["mixed", "short"],
+        default="mixed",
+        help="mixed: queries+captions+long descriptions; short: captions only",
+    )
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--json", default="", help="append results as JSON lines to this file")
     args = parser.parse_args(argv)
-    points = [tuple(int(x) for x in p.split("x")) for p in args.sweep.split(",") if p] or \
-             [(args.concurrency, args.texts_per_request)]
+    points = [tuple(int(x) for x in p.split("x")) for p in args.sweep.split(",") if p] or [
+        (args.concurrency, args.texts_per_request)
+    ]
     for concurrency, tpr in points:
-        result = measure(args.url, args.model, concurrency, tpr, processes=args.processes, warmup=args.warmup,
-                         duration=args.duration, kind=args.texts, output=args.output)
+        result = measure(
+            args.url,
+            args.model,
+            concurrency,
+            tpr,
+            processes=args.processes,
+            warmup=args.warmup,
+            duration=args.duration,
+            kind=args.texts,
+            output=args.output,
+        )
         print(format_row(result), flush=True)
         if args.json:
             with open(args.json, "a") as f:

@@ -25,8 +25,13 @@ def plot(report: dict, out: str) -> None:
     raw = [r.get("raw_encoder_docs_per_s", 0) for r in rows]
     ax.bar([x + 0.2 for x in xs], raw, 0.4, label="raw encoder in-process, same texts (1 at a time / batch 256)")
     for x, r in zip(xs, rows):
-        ax.annotate(f"{r['docs_per_s']:,.0f}\np50 {r['p50_ms']:.1f} ms", (x - 0.2, r["docs_per_s"]), ha="center",
-                    va="bottom", fontsize=7)
+        ax.annotate(
+            f"{r['docs_per_s']:,.0f}\np50 {r['p50_ms']:.1f} ms",
+            (x - 0.2, r["docs_per_s"]),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_xticks(list(xs), [label(r) for r in rows])
     ax.set_yscale("log")
     ax.set_ylabel("docs/s (log)")
@@ -37,10 +42,23 @@ def plot(report: dict, out: str) -> None:
     points = [(8, 256, "short"), (8, 256, "mixed"), (64, 1, "mixed")]
     width = 0.8 / max(1, len(settings))
     for k, setting in enumerate(settings):
-        values = [next((r["docs_per_s"] for r in report["sweep"] if r["variant"] == setting and
-                        (r["concurrency"], r["texts_per_request"], r["texts"]) == p), 0) for p in points]
-        ax_sweep.bar([i + (k - (len(settings) - 1) / 2) * width for i in range(len(points))], values, width,
-                     label=setting.replace("fp16 ", ""))
+        values = [
+            next(
+                (
+                    r["docs_per_s"]
+                    for r in report["sweep"]
+                    if r["variant"] == setting and (r["concurrency"], r["texts_per_request"], r["texts"]) == p
+                ),
+                0,
+            )
+            for p in points
+        ]
+        ax_sweep.bar(
+            [i + (k - (len(settings) - 1) / 2) * width for i in range(len(points))],
+            values,
+            width,
+            label=setting.replace("fp16 ", ""),
+        )
     ax_sweep.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
     ax_sweep.set_yscale("log")
     ax_sweep.set_title("settings, same server")
@@ -51,8 +69,10 @@ def plot(report: dict, out: str) -> None:
     ax_trace.set_xlabel("ms (p50), one text at concurrency 1")
     ax_trace.set_title("Triton trace breakdown")
     ax_trace.tick_params(axis="y", labelsize=7)
-    fig.suptitle(f"{report['nvidia_smi'].split(',')[0]}: Triton C++ libtorch backend, "
-                 f"{len(report.get('gpu_instances', []))} encoder instances")
+    fig.suptitle(
+        f"{report['nvidia_smi'].split(',')[0]}: Triton C++ libtorch backend, "
+        f"{len(report.get('gpu_instances', []))} encoder instances"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

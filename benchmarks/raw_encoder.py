@@ -47,7 +47,7 @@ def sync(device: str):
 def throughput(module, ids: torch.Tensor, batch: int, seconds: float, device: str, threads: int = 1) -> dict:
     """docs/s with `threads` callers, each on its own CUDA stream (as Triton's instances are),
     running consecutive `batch`-row slices of `ids` for `seconds` after one warm pass."""
-    batches = [ids[i:i + batch] for i in range(0, len(ids) - batch + 1, batch)] or [ids]
+    batches = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)] or [ids]
     with torch.no_grad():
         for b in batches:  # every shape once: first-use costs stay out of the clock
             module(b)
@@ -91,9 +91,14 @@ def single_text_latency(module, ids: torch.Tensor, count: int, device: str) -> d
                 times.append(time.perf_counter() - t0)
             passes.append(np.array(times) * 1e3)
     cold, warm = passes
-    return {"cold_p50_ms": float(np.percentile(cold, 50)), "cold_p99_ms": float(np.percentile(cold, 99)),
-            "cold_max_ms": float(cold.max()), "p50_ms": float(np.percentile(warm, 50)),
-            "p99_ms": float(np.percentile(warm, 99)), "max_ms": float(warm.max())}
+    return {
+        "cold_p50_ms": float(np.percentile(cold, 50)),
+        "cold_p99_ms": float(np.percentile(cold, 99)),
+        "cold_max_ms": float(cold.max()),
+        "p50_ms": float(np.percentile(warm, 50)),
+        "p99_ms": float(np.percentile(warm, 99)),
+        "max_ms": float(warm.max()),
+    }
 
 
 def main(argv=None) -> int:
@@ -109,32 +114,51 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-texts", type=int, default=200, help="0: skip the one-text latency")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    corpora = {kind: torch.from_numpy(np.load(path)).to(args.device)
-               for kind, path in (item.split("=", 1) for item in args.ids)}
+    corpora = {
+        kind: torch.from_numpy(np.load(path)).to(args.device)
+        for kind, path in (item.split("=", 1) for item in args.ids)
+    }
     groups = [int(g) for g in args.group_rows.split(",") if g] or [None]
     results = []
     for executor in args.executors.split(","):
         module = load(args.model, args.device, executor, None)
         if args.latency_texts:
             kind = next(iter(corpora))
-            row = {"executor": executor, "kind": kind, **single_text_latency(module, corpora[kind], args.latency_texts,
-                                                                            args.device)}
+            row = {
+                "executor": executor,
+                "kind": kind,
+                **single_text_latency(module, corpora[kind], args.latency_texts, args.device),
+            }
             results.append(row)
-            print(f"[raw {executor}] 1 text: cold p50 {row['cold_p50_ms']:.2f} p99 {row['cold_p99_ms']:.2f} "
-                  f"max {row['cold_max_ms']:.1f} ms | warm p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} "
-                  f"max {row['max_ms']:.1f} ms", flush=True)
+            print(
+                f"[raw {executor}] 1 text: cold p50 {row['cold_p50_ms']:.2f} p99 {row['cold_p99_ms']:.2f} "
+                f"max {row['cold_max_ms']:.1f} ms | warm p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} "
+                f"max {row['max_ms']:.1f} ms",
+                flush=True,
+            )
         for group in groups:
             module = load(args.model, args.device, executor, group)
             for kind, ids in corpora.items():
                 for batch in (int(b) for b in args.batches.split(",")):
                     for threads in (int(t) for t in args.threads.split(",")):
-                        row = {"executor": executor, "group_rows": group, "kind": kind,
-                               **throughput(module, ids, batch, args.seconds, args.device, threads)}
+                        row = {
+                            "executor": executor,
+                            "group_rows": group,
+                            "kind": kind,
+                            **throughput(module, ids, batch, args.seconds, args.device, threads),
+                        }
                         results.append(row)
-                        print(f"[raw {executor} group {group}] {kind} batch {batch} x{threads}: "
-                              f"{row['docs_per_s']:,.0f} docs/s", flush=True)
-    report = {"model": str(args.model), "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-              else "cpu", "torch": torch.__version__, "results": results}
+                        print(
+                            f"[raw {executor} group {group}] {kind} batch {batch} x{threads}: "
+                            f"{row['docs_per_s']:,.0f} docs/s",
+                            flush=True,
+                        )
+    report = {
+        "model": str(args.model),
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "results": results,
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -38,14 +38,15 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
     # truncation to 77, padding to the longest of the batch (pad = EOT, like openai's checkpoints).
     tok = Tokenizer.from_file(str(BUILT_REPOSITORY / "clip_tokenizer" / "1" / "tokenizer.json"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                           normalizers.Lowercase()])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
     sot, eot = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
     out = []
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            encodings = tok.encode_batch([t.strip() for t in texts[i:i + batch_size]], add_special_tokens=False)
+            encodings = tok.encode_batch([t.strip() for t in texts[i : i + batch_size]], add_special_tokens=False)
             rows = [[sot] + e.ids[:75] + [eot] for e in encodings]
             longest = max(map(len, rows))
             ids = torch.tensor([r + [eot] * (longest - len(r)) for r in rows])
@@ -98,8 +99,10 @@ def main(argv=None) -> int:
 
     n = len(texts)
     lengths = [len(t.split()) for t in texts]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {n} mixed texts "
-          f"(words per text: median {int(np.median(lengths))}, max {max(lengths)})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {n} mixed texts "
+        f"(words per text: median {int(np.median(lengths))}, max {max(lengths)})"
+    )
     report = {"texts": n, "cores": os.cpu_count(), "docs_per_s": {}, "ratio_to_hf": {}}
     for name, seconds in results.items():
         report["docs_per_s"][name] = n / seconds
@@ -120,8 +123,13 @@ def main(argv=None) -> int:
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         bars = ax.bar(labels, values, color=["#999999", "#2a7ab9", "#8fbde0"])
         for bar, name in zip(bars, results):
-            ax.annotate(f"{report['docs_per_s'][name]:.0f}/s\nx{report['ratio_to_hf'][name]:.2f}",
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=9)
+            ax.annotate(
+                f"{report['docs_per_s'][name]:.0f}/s\nx{report['ratio_to_hf'][name]:.2f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
         ax.set_ylabel("docs/s (higher is better)")
         ax.set_title(f"CLIP text embeddings on {os.cpu_count()} CPU cores, {n} mixed texts")
         ax.set_ylim(0, max(values) * 1.3)

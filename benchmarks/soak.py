@@ -67,9 +67,16 @@ async def soak(url: str, concurrency: int, texts_per_request: int, duration: flo
             await asyncio.sleep(window)
             now = time.perf_counter()
             lat = np.array(latencies) if latencies else np.array([np.nan])
-            samples.append({"t_s": round(now - start, 1), "docs_per_s": counters["docs"] / (now - last),
-                            "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
-                            "errors": counters["errors"], "rss_mb": rss_mb(pids_fn())})
+            samples.append(
+                {
+                    "t_s": round(now - start, 1),
+                    "docs_per_s": counters["docs"] / (now - last),
+                    "p50_ms": float(np.percentile(lat, 50) * 1e3),
+                    "p99_ms": float(np.percentile(lat, 99) * 1e3),
+                    "errors": counters["errors"],
+                    "rss_mb": rss_mb(pids_fn()),
+                }
+            )
             print(json.dumps(samples[-1]), flush=True)
             latencies.clear()
             counters["docs"] = 0
@@ -93,20 +100,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with LocalTritonServer.on_free_ports() as srv:
         pids_fn = lambda: [srv.process.pid] + srv.stub_pids()  # noqa: E731
-        samples = asyncio.run(soak(srv.grpc_url, args.concurrency, args.texts_per_request, args.duration,
-                                   args.window, pids_fn))
+        samples = asyncio.run(
+            soak(srv.grpc_url, args.concurrency, args.texts_per_request, args.duration, args.window, pids_fn)
+        )
     errors = samples[-1]["errors"] if samples else 0
     steady = samples[1:] or samples
     summary = {
-        "duration_s": args.duration, "concurrency": args.concurrency, "texts_per_request": args.texts_per_request,
-        "errors": errors, "docs_per_s_mean": float(np.mean([s["docs_per_s"] for s in steady])),
+        "duration_s": args.duration,
+        "concurrency": args.concurrency,
+        "texts_per_request": args.texts_per_request,
+        "errors": errors,
+        "docs_per_s_mean": float(np.mean([s["docs_per_s"] for s in steady])),
         "p50_ms_median": float(np.median([s["p50_ms"] for s in steady])),
         "p99_ms_max": float(max(s["p99_ms"] for s in steady)),
-        "rss_mb_first": steady[0]["rss_mb"], "rss_mb_last": steady[-1]["rss_mb"], "samples": samples,
+        "rss_mb_first": steady[0]["rss_mb"],
+        "rss_mb_last": steady[-1]["rss_mb"],
+        "samples": samples,
     }
-    print(f"soak: {args.duration:.0f}s at concurrency {args.concurrency}: {summary['docs_per_s_mean']:.1f} docs/s, "
-          f"p50 {summary['p50_ms_median']:.0f} ms, worst p99 {summary['p99_ms_max']:.0f} ms, errors {errors}, "
-          f"RSS {summary['rss_mb_first']:.0f} -> {summary['rss_mb_last']:.0f} MB")
+    print(
+        f"soak: {args.duration:.0f}s at concurrency {args.concurrency}: {summary['docs_per_s_mean']:.1f} docs/s, "
+        f"p50 {summary['p50_ms_median']:.0f} ms, worst p99 {summary['p99_ms_max']:.0f} ms, errors {errors}, "
+        f"RSS {summary['rss_mb_first']:.0f} -> {summary['rss_mb_last']:.0f} MB"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     if args.plot:

@@ -21,8 +21,15 @@ def main(argv=None) -> int:
     for count in (int(n) for n in args.instances.split(",")):
         with LocalTritonServer.on_free_ports(tokenizer_instances=count) as server:
             for concurrency, texts in points:
-                result = measure(server.grpc_url, "clip_tokenizer", concurrency, texts, warmup=2,
-                                 duration=args.duration, output="input_ids")
+                result = measure(
+                    server.grpc_url,
+                    "clip_tokenizer",
+                    concurrency,
+                    texts,
+                    warmup=2,
+                    duration=args.duration,
+                    output="input_ids",
+                )
                 print(f"instances={count} {format_row(result)}", flush=True)
     return 0
 

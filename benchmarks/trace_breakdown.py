@@ -26,10 +26,12 @@ def server_flags(trace_file: Path) -> list[str]:
 
 def start(http_url: str, headers: dict[str, str], count: int) -> None:
     """Trace every request from now on, until `count` are traced."""
-    body = json.dumps({"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": str(count),
-                       "log_frequency": str(count)}).encode()
-    request = urllib.request.Request(f"http://{http_url}/v2/trace/setting", data=body,
-                                     headers={"Content-Type": "application/json", **headers})
+    body = json.dumps(
+        {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": str(count), "log_frequency": str(count)}
+    ).encode()
+    request = urllib.request.Request(
+        f"http://{http_url}/v2/trace/setting", data=body, headers={"Content-Type": "application/json", **headers}
+    )
     urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -64,7 +66,11 @@ def breakdown(records: list[dict], ensemble: str, steps: list[str]) -> dict:
     parts = defaultdict(list)
     for record in records:
         ts = record["ts"]
-        if record.get("model") != ensemble or "REQUEST_END" not in ts or not all(s in children[record["id"]] for s in steps):
+        if (
+            record.get("model") != ensemble
+            or "REQUEST_END" not in ts
+            or not all(s in children[record["id"]] for s in steps)
+        ):
             continue
         total = ts["REQUEST_END"] - ts["REQUEST_START"]
         accounted = 0
@@ -79,5 +85,11 @@ def breakdown(records: list[dict], ensemble: str, steps: list[str]) -> dict:
         parts["ensemble_total"].append(total)
         if "GRPC_SEND_END" in ts:
             parts["grpc_send"].append(ts["GRPC_SEND_END"] - ts["GRPC_SEND_START"])
-    return {name: {"p50_us": float(np.percentile(v, 50)) / 1e3, "p99_us": float(np.percentile(v, 99)) / 1e3,
-                   "requests": len(v)} for name, v in parts.items()}
+    return {
+        name: {
+            "p50_us": float(np.percentile(v, 50)) / 1e3,
+            "p99_us": float(np.percentile(v, 99)) / 1e3,
+            "requests": len(v),
+        }
+        for name, v in parts.items()
+    }

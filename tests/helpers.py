@@ -14,8 +14,16 @@ from clip_triton import LocalTritonServer
 from clip_triton.paths import REPO_ROOT
 from clip_triton_build.repository import BUILT_REPOSITORY, read_build_info
 
-__all__ = ["REPO_ROOT", "REPOSITORY", "build_info", "get_text_features", "open_clip_tokenizer_module",
-           "text_array", "triton_infer", "url_of"]
+__all__ = [
+    "REPO_ROOT",
+    "REPOSITORY",
+    "build_info",
+    "get_text_features",
+    "open_clip_tokenizer_module",
+    "text_array",
+    "triton_infer",
+    "url_of",
+]
 
 REPOSITORY = BUILT_REPOSITORY  # what the tests serve: the build output, not the source
 

@@ -18,8 +18,9 @@ def main(url: str, out: str) -> None:
     docs = DocList[TextDoc]([TextDoc(text=t) for t in TEXTS])
     with Deployment(uses=CLIPTextEncoder, uses_with={"url": url, "protocol": "http", "batch_size": 4}) as dep:
         result = dep.post("/", inputs=docs, return_type=DocList[TextDoc])
-    rows = [np.full(512, np.nan, np.float32) if d.embedding is None else np.asarray(d.embedding, np.float32)
-            for d in result]
+    rows = [
+        np.full(512, np.nan, np.float32) if d.embedding is None else np.asarray(d.embedding, np.float32) for d in result
+    ]
     np.save(out, np.stack(rows))
     print(f"jina {__import__('jina').__version__}: {len(result)} docs back")
 

@@ -22,8 +22,11 @@ def log_of(srv) -> str:
 def test_the_onnx_encoder_is_served_by_the_cxx_onnxruntime_backend(server):
     log = log_of(server)
     assert re.search(r'onnxruntime\.cc:\d+\] "TRITONBACKEND_Initialize: onnxruntime"', log)
-    assert re.search(r'onnxruntime\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
-                     r'\(CPU device 0\)"', log)
+    assert re.search(
+        r'onnxruntime\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
+        r'\(CPU device 0\)"',
+        log,
+    )
     backend_dir = Path(re.search(r'"backend-directory":"([^"]+)"', log).group(1))
     assert (backend_dir / "onnxruntime" / "libtriton_onnxruntime.so").is_file()
     assert not (backend_dir / "onnxruntime" / "model.py").exists()  # no Python-based stand-in
@@ -32,8 +35,11 @@ def test_the_onnx_encoder_is_served_by_the_cxx_onnxruntime_backend(server):
 def test_the_torchscript_encoder_is_served_by_the_cxx_libtorch_backend(torchscript_server):
     log = log_of(torchscript_server)
     assert re.search(r'libtorch\.cc:\d+\] "TRITONBACKEND_Initialize: pytorch"', log)
-    assert re.search(r'libtorch\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
-                     r'\(CPU device 0\)"', log)
+    assert re.search(
+        r'libtorch\.cc:\d+\] "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder_0_0 '
+        r'\(CPU device 0\)"',
+        log,
+    )
 
 
 def test_the_cpu_variant_declares_its_onnxruntime_settings():
@@ -54,8 +60,11 @@ def load_encoder(srv, **parameters) -> None:
         config.parameters[key].string_value = value
     client = grpc.InferenceServerClient(srv.grpc_url)
     try:
-        client.load_model(ENCODER_MODEL, headers=srv.admin_headers(),
-                          config=json_format.MessageToJson(config, preserving_proto_field_name=True))
+        client.load_model(
+            ENCODER_MODEL,
+            headers=srv.admin_headers(),
+            config=json_format.MessageToJson(config, preserving_proto_field_name=True),
+        )
     finally:
         client.close()
 

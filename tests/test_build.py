@@ -31,11 +31,27 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
         elif name and target.is_file():  # deleted here, not yet committed
             target.unlink()
     git("add", "--all", cwd=clone)
-    git("-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "--quiet", "--allow-empty",
-        "-m", "the working tree", cwd=clone)
+    git(
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@localhost",
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        "the working tree",
+        cwd=clone,
+    )
     env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_triton_build, not ours
-    build = subprocess.run([sys.executable, "-m", "clip_triton_build", "--format", "onnx"], cwd=clone, env=env,
-                           capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [sys.executable, "-m", "clip_triton_build", "--format", "onnx"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     built = clone / "build" / "model_repository"
     assert (built / ENCODER_MODEL / "1" / ONNX_FILE).is_file()
@@ -60,7 +76,8 @@ def test_a_rebuild_replaces_everything_the_last_build_wrote(tmp_path):
     start_repository(REPO_ROOT / "model_repository", output)
     assert (output / BUILT_MARKER).is_file() and not stale.exists()
     assert sorted(p.name for p in output.iterdir() if p.is_dir()) == sorted(
-        p.name for p in (REPO_ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file())
+        p.name for p in (REPO_ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file()
+    )
 
 
 def test_the_build_never_writes_into_its_source(tmp_path):

@@ -18,13 +18,15 @@ from helpers import text_array, triton_infer
 
 def embed_direct(server, texts) -> np.ndarray:
     """Each text as its own request: the reference a bulk job's rows must equal."""
-    return np.concatenate([triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array([t])},
-                                        ["EMBEDDING"])[0] for t in texts])
+    return np.concatenate(
+        [triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array([t])}, ["EMBEDDING"])[0] for t in texts]
+    )
 
 
 def run_cli(args, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clip_text_client.cli", *args], input=stdin,
-                          capture_output=True, timeout=1800, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "clip_text_client.cli", *args], input=stdin, capture_output=True, timeout=1800, **kwargs
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -73,10 +75,26 @@ def test_npy_rows_follow_input_lines_and_jsonl_records_keep_their_fields(server,
     assert np.abs(vectors[[0, 2]] - embed_direct(server, ["a cat", "a dog"])).max() <= 1e-5
 
     records = tmp_path / "docs.jsonl"
-    records.write_text(json.dumps({"id": 1, "text": "a cat", "url": "u1"}) + "\n" + json.dumps({"id": 2, "text": "a dog"}) + "\n")
+    records.write_text(
+        json.dumps({"id": 1, "text": "a cat", "url": "u1"}) + "\n" + json.dumps({"id": 2, "text": "a dog"}) + "\n"
+    )
     out_jsonl = tmp_path / "out.jsonl"
-    assert cli.main([str(records), "-o", str(out_jsonl), "--url", server.http_url, "--protocol", "http",
-                     "--no-progress", "--normalize"]) == 0
+    assert (
+        cli.main(
+            [
+                str(records),
+                "-o",
+                str(out_jsonl),
+                "--url",
+                server.http_url,
+                "--protocol",
+                "http",
+                "--no-progress",
+                "--normalize",
+            ]
+        )
+        == 0
+    )
     rows = read_jsonl(out_jsonl)
     assert [(r["id"], r.get("url")) for r in rows] == [(1, "u1"), (2, None)]
     assert np.allclose(np.linalg.norm(np.array([r["embedding"] for r in rows]), axis=1), 1.0, atol=1e-5)
@@ -89,8 +107,23 @@ def test_parquet_parts_hold_ids_and_embeddings_row_aligned(server, tmp_path):
     docs = [{"id": f"doc-{i}", "text": f"document {i}"} if i % 7 else {"id": f"doc-{i}"} for i in range(50)]
     source.write_text("".join(json.dumps(d) + "\n" for d in docs))
     out = tmp_path / "index"
-    assert cli.main([str(source), "-o", str(out), "--format", "parquet", "--chunk-lines", "16",
-                     "--url", server.grpc_url, "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                str(source),
+                "-o",
+                str(out),
+                "--format",
+                "parquet",
+                "--chunk-lines",
+                "16",
+                "--url",
+                server.grpc_url,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     parts = sorted(out.glob("part-*.parquet"))
     assert len(parts) == 4 and not (out / "_progress.json").exists()
     table = pq.read_table(out).sort_by("line").to_pylist()
@@ -120,10 +153,21 @@ def test_a_job_killed_mid_way_resumes_and_writes_every_line_exactly_once(server,
     source = tmp_path / "captions.txt"
     source.write_text("".join(f"c{i}\n" for i in range(n)))
     out = tmp_path / "out.jsonl"
-    args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress", "--batch-size", "128",
-            "--chunk-lines", "4096"]
-    first = subprocess.Popen([sys.executable, "-m", "clip_text_client.cli", *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        str(source),
+        "-o",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--no-progress",
+        "--batch-size",
+        "128",
+        "--chunk-lines",
+        "4096",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_for_progress(Path(str(out) + ".progress.json"), n // 3, first)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -143,8 +187,9 @@ def test_ctrl_c_then_the_same_command_continues_an_npy_job(server, tmp_path):
     source.write_text("".join(f"text {i}\n" for i in range(n)))
     out = tmp_path / "out.npy"
     args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress", "--chunk-lines", "1000"]
-    first = subprocess.Popen([sys.executable, "-m", "clip_text_client.cli", *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_for_progress(Path(str(out) + ".progress.json"), 3000, first)
     first.send_signal(signal.SIGINT)
     assert first.wait(120) == 130
@@ -165,10 +210,21 @@ def test_a_server_that_goes_away_leaves_a_job_the_same_command_finishes(server, 
     srv = LocalTritonServer.on_free_ports()
     srv.start()
     try:
-        args = [str(source), "-o", str(out), "--url", srv.grpc_url, "--no-progress", "--chunk-lines", "500",
-                "--retries", "1"]
-        first = subprocess.Popen([sys.executable, "-m", "clip_text_client.cli", *args],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        args = [
+            str(source),
+            "-o",
+            str(out),
+            "--url",
+            srv.grpc_url,
+            "--no-progress",
+            "--chunk-lines",
+            "500",
+            "--retries",
+            "1",
+        ]
+        first = subprocess.Popen(
+            [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         wait_for_progress(Path(str(out) + ".progress.json"), 1000, first)
         srv.stop()
         assert first.wait(300) == 3

@@ -173,21 +173,24 @@ def test_clear_error_when_no_server():
 
 
 # -- what each server answer means to the client --------------------------------------------------
-@pytest.mark.parametrize("status,message,expected", [
-    ("400", "in ensemble 'clip_text', TEXT[0] is not valid UTF-8", "RequestRejectedError"),
-    ("StatusCode.INVALID_ARGUMENT", "TEXT[0] is not valid UTF-8", "RequestRejectedError"),
-    ("500", "CUDA out of memory", "ServerError"),  # never a verdict on the items: no bisection
-    ("StatusCode.INTERNAL", "CUDA out of memory", "ServerError"),
-    ("StatusCode.UNKNOWN", "something broke", "ServerError"),
-    ("503", "server is busy", "RetryableError"),
-    ("StatusCode.UNAVAILABLE", "failed to connect", "RetryableError"),
-    ("StatusCode.RESOURCE_EXHAUSTED", "too many requests", "RetryableError"),
-    ("403", "This API is restricted", "AccessDeniedError"),
-    ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header", "AccessDeniedError"),
-    ("StatusCode.INTERNAL", "Stub process 'clip_tokenizer_0_0' is not healthy.", "RetryableError"),
-    ("400", "Request for unknown model: 'nope' is not found", "ModelNotReadyError"),
-    ("StatusCode.NOT_FOUND", "model not found", "ModelNotReadyError"),
-])
+@pytest.mark.parametrize(
+    "status,message,expected",
+    [
+        ("400", "in ensemble 'clip_text', TEXT[0] is not valid UTF-8", "RequestRejectedError"),
+        ("StatusCode.INVALID_ARGUMENT", "TEXT[0] is not valid UTF-8", "RequestRejectedError"),
+        ("500", "CUDA out of memory", "ServerError"),  # never a verdict on the items: no bisection
+        ("StatusCode.INTERNAL", "CUDA out of memory", "ServerError"),
+        ("StatusCode.UNKNOWN", "something broke", "ServerError"),
+        ("503", "server is busy", "RetryableError"),
+        ("StatusCode.UNAVAILABLE", "failed to connect", "RetryableError"),
+        ("StatusCode.RESOURCE_EXHAUSTED", "too many requests", "RetryableError"),
+        ("403", "This API is restricted", "AccessDeniedError"),
+        ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header", "AccessDeniedError"),
+        ("StatusCode.INTERNAL", "Stub process 'clip_tokenizer_0_0' is not healthy.", "RetryableError"),
+        ("400", "Request for unknown model: 'nope' is not found", "ModelNotReadyError"),
+        ("StatusCode.NOT_FOUND", "model not found", "ModelNotReadyError"),
+    ],
+)
 def test_server_answers_are_classified_by_status(status, message, expected):
     from tritonclient.utils import InferenceServerException
 

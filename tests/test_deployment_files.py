@@ -26,8 +26,13 @@ def compose_config(env: dict | None = None) -> dict:
         if REQUIRE_TOOLS:
             pytest.fail("docker-compose missing: scripts/test.sh installs Debian's docker-compose")
         pytest.skip("docker-compose not installed")
-    result = subprocess.run([tool, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -53,9 +58,11 @@ def test_compose_validates_and_binds_loopback_by_default():
 
 def test_compose_proxy_serves_the_one_template():
     proxy = compose_config()["services"]["proxy"]
-    assert any("deploy/proxy/nginx.conf.template:/etc/nginx/templates/" in str(v) or
-               (isinstance(v, dict) and v.get("source", "").endswith("deploy/proxy/nginx.conf.template"))
-               for v in proxy["volumes"])
+    assert any(
+        "deploy/proxy/nginx.conf.template:/etc/nginx/templates/" in str(v)
+        or (isinstance(v, dict) and v.get("source", "").endswith("deploy/proxy/nginx.conf.template"))
+        for v in proxy["volumes"]
+    )
     assert proxy["environment"]["TRITON_HTTP_UPSTREAM"] == "tritonserver:8000"
     assert proxy["environment"]["TRITON_GRPC_UPSTREAM"] == "tritonserver:8001"
     assert proxy["depends_on"]["tritonserver"]["condition"] == "service_healthy"
@@ -133,7 +140,9 @@ def test_kubernetes_deployment_has_what_the_fleet_needs():
 def test_every_file_the_images_need_is_in_the_repository():
     """compose's dockerfiles and every COPY source exist in the build context (a fresh clone)."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    dockerfiles = [REPO_ROOT / s["build"]["context"] / s["build"]["dockerfile"] for s in services.values() if "build" in s]
+    dockerfiles = [
+        REPO_ROOT / s["build"]["context"] / s["build"]["dockerfile"] for s in services.values() if "build" in s
+    ]
     assert sorted(dockerfiles) == DOCKERFILES
     for dockerfile in dockerfiles:
         for line in dockerfile.read_text().splitlines():
@@ -154,16 +163,20 @@ def restricted_groups(text: str) -> dict[str, set[frozenset]]:
 def test_compose_k8s_and_the_local_runtime_restrict_the_same_apis():
     expected = {frozenset(ADMIN_APIS), frozenset(CLIENT_APIS)}
     local = " ".join(LocalTritonServer(api_key="client-key").command(REPO_ROOT / ".local" / "unused"))
-    for name, text in (("docker-compose.yml", COMPOSE.read_text()),
-                       ("deploy/k8s/deployment.yaml", (REPO_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()),
-                       ("local runtime", local)):
+    for name, text in (
+        ("docker-compose.yml", COMPOSE.read_text()),
+        ("deploy/k8s/deployment.yaml", (REPO_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text()),
+        ("local runtime", local),
+    ):
         assert restricted_groups(text) == {"http": expected, "grpc": expected}, name
 
 
 def test_compose_closes_the_admin_apis_even_without_keys():
     """The admin group is unconditional (a random key when CLIP_ADMIN_KEY is unset); only the
     client group depends on CLIP_API_KEY."""
-    command = " ".join(compose_config({"CLIP_API_KEY": "", "CLIP_ADMIN_KEY": ""})["services"]["tritonserver"]["command"])
+    command = " ".join(
+        compose_config({"CLIP_API_KEY": "", "CLIP_ADMIN_KEY": ""})["services"]["tritonserver"]["command"]
+    )
     command = command.replace("$$", "$")  # compose's escape for a literal $ (the container's shell expands it)
     admin = ",".join(ADMIN_APIS)
     assert f"--http-restricted-api={admin}:x-api-key=$admin" in command

@@ -13,8 +13,9 @@ from helpers import REPOSITORY, get_text_features
 
 @pytest.fixture(scope="module")
 def session():
-    return ort.InferenceSession(str(REPOSITORY / "clip_text_encoder" / "1" / "model.onnx"),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(REPOSITORY / "clip_text_encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
 
 
 def random_ids(rng, lengths):

@@ -1,7 +1,6 @@
 """A shared fleet: explicit model control next to another team's model, namespaced names,
 instance counts without editing files, and access control - against real tritonservers."""
 
-
 import numpy as np
 import pytest
 import tritonclient.grpc as grpc
@@ -14,22 +13,22 @@ from clip_triton.deploy import deploy, unload
 from clip_triton_build.namespace import namespaced
 from helpers import REPOSITORY, text_array, triton_infer, url_of
 
-OTHER_MODEL = '''
+OTHER_MODEL = """
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
-                for r in requests]
-'''
-OTHER_CONFIG = '''name: "other_team_echo"
+        echo = [pb_utils.get_input_tensor_by_name(r, "IN").as_numpy() for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", array)]) for array in echo]
+"""
+OTHER_CONFIG = """name: "other_team_echo"
 backend: "python"
 max_batch_size: 8
 input [ { name: "IN" data_type: TYPE_FP32 dims: [ 2 ] } ]
 output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,9 @@ def test_namespaced_copy_is_consistent(fleet_repository):
     assert names == ["search_clip_tokenizer", "search_clip_text_encoder", "search_clip_text"]
     ensemble = (root / "search_clip_text" / "config.pbtxt").read_text()
     assert 'model_name: "search_clip_tokenizer"' in ensemble and 'model_name: "search_clip_text_encoder"' in ensemble
-    assert 'name: "search_clip_text_encoder"' in (root / "search_clip_text_encoder" / "configs" / "cpu.pbtxt").read_text()
+    assert (
+        'name: "search_clip_text_encoder"' in (root / "search_clip_text_encoder" / "configs" / "cpu.pbtxt").read_text()
+    )
 
 
 def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, server):
@@ -56,12 +57,21 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
     with LocalTritonServer.on_free_ports(repository=root, model_control_mode="explicit") as srv:
         admin = grpc.InferenceServerClient(srv.grpc_url)
         admin.load_model("other_team_echo", headers=srv.admin_headers())
-        loaded = deploy(srv.grpc_url, root, "cpu", encoder_instances=2, tokenizer_instances=3,
-                        headers=srv.admin_headers(), prefix="search_")
+        loaded = deploy(
+            srv.grpc_url,
+            root,
+            "cpu",
+            encoder_instances=2,
+            tokenizer_instances=3,
+            headers=srv.admin_headers(),
+            prefix="search_",
+        )
         assert set(loaded.values()) == {"ready"}
         config = admin.get_model_config("search_clip_text_encoder", as_json=True)["config"]
         assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
-        assert admin.get_model_config("search_clip_tokenizer", as_json=True)["config"]["instance_group"][0]["count"] == 3
+        assert (
+            admin.get_model_config("search_clip_tokenizer", as_json=True)["config"]["instance_group"][0]["count"] == 3
+        )
         texts = ["a photo of a cat", "fleet"]
         with CLIPTextClient(srv.grpc_url, model="search_clip_text") as c:
             got = c.encode(texts)
@@ -105,7 +115,7 @@ def listening_addresses(port: int) -> set[str]:
                 continue
             raw = bytes.fromhex(address)
             # the kernel prints each 32-bit word in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             ip = ipaddress.ip_address(raw)
             found.add(str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip))
     return found
@@ -156,5 +166,7 @@ def test_admin_apis_refuse_anonymous_callers_while_inference_stays_open(server, 
         anonymous.update_log_settings({"log_verbose_level": 0}, headers=admin_headers)
     finally:
         anonymous.close()
-    (out,) = triton_infer(protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(["open"])}, ["EMBEDDING"])
+    (out,) = triton_infer(
+        protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(["open"])}, ["EMBEDDING"]
+    )
     assert out.shape == (1, 512)

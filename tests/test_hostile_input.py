@@ -26,14 +26,19 @@ WELL_FORMED = struct.pack("<I", 5) + b"hello"
 def raw_http(srv, model: str, payload: bytes) -> tuple[int, bytes]:
     """One HTTP request whose TEXT tensor is `payload`, sent as Triton binary data, unchecked."""
     output = "EMBEDDING" if model == "clip_text" else "input_ids"
-    header = json.dumps({
-        "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                    "parameters": {"binary_data_size": len(payload)}}],
-        "outputs": [{"name": output, "parameters": {"binary_data": False}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(payload)}}
+            ],
+            "outputs": [{"name": output, "parameters": {"binary_data": False}}],
+        }
+    ).encode()
     request = urllib.request.Request(
-        f"http://{srv.http_url}/v2/models/{model}/infer", data=header + payload,
-        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+        f"http://{srv.http_url}/v2/models/{model}/infer",
+        data=header + payload,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
             return resp.status, resp.read()
@@ -155,8 +160,11 @@ WORDS = st.one_of(
 TEXTS = st.lists(WORDS, min_size=0, max_size=120).map(lambda words: " ".join(words))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(TEXTS, min_size=1, max_size=8))
 def test_random_unicode_texts_give_the_ids_of_the_whole_text(server, reference, texts):
     assert np.array_equal(server_ids(server, texts), reference(texts))
@@ -164,11 +172,17 @@ def test_random_unicode_texts_give_the_ids_of_the_whole_text(server, reference, 
 
 # -- requests that abort Triton 2.51 itself: contained by the supervisor ----------------------------
 ABORTING_REQUESTS = {  # all found by the hostile-input probe; Triton's bugs, not ours
-    "a 10^12-row shape": ("clip_text", json.dumps({"inputs": [
-        {"name": "TEXT", "shape": [10**12, 1], "datatype": "FP32", "data": [1]}]}).encode()),
+    "a 10^12-row shape": (
+        "clip_text",
+        json.dumps({"inputs": [{"name": "TEXT", "shape": [10**12, 1], "datatype": "FP32", "data": [1]}]}).encode(),
+    ),
     "106k nested brackets": ("clip_text", b'{"inputs":' + b"[" * 106_000 + b"]" * 106_000 + b"}"),
-    "a 2^32+1 batch dimension": ("clip_text_encoder", json.dumps({"inputs": [
-        {"name": "input_ids", "shape": [2**32 + 1, 77], "datatype": "INT64", "data": [0] * 77}]}).encode()),
+    "a 2^32+1 batch dimension": (
+        "clip_text_encoder",
+        json.dumps(
+            {"inputs": [{"name": "input_ids", "shape": [2**32 + 1, 77], "datatype": "INT64", "data": [0] * 77}]}
+        ).encode(),
+    ),
 }
 
 
@@ -187,8 +201,11 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
 
         def attack():
             time.sleep(0.5)
-            request = urllib.request.Request(f"http://{srv.http_url}/v2/models/{model}/infer", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://{srv.http_url}/v2/models/{model}/infer",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
             try:
                 urllib.request.urlopen(request, timeout=30).close()
             except Exception:  # the server dies answering it
@@ -202,8 +219,9 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
         assert srv.restarts >= 1  # it did abort (Triton 2.51), and came back
     assert out.shape == (600, 512) and np.isfinite(out).all()
     sample = list(range(0, 600, 40))
-    (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array([texts[i] for i in sample])},
-                               ["EMBEDDING"])
+    (expected,) = triton_infer(
+        "grpc", server.grpc_url, "clip_text", {"TEXT": text_array([texts[i] for i in sample])}, ["EMBEDDING"]
+    )
     assert np.abs(out[sample] - expected).max() <= 1e-5
 
 
@@ -211,14 +229,35 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
 # character away from it (a control character, '&', '\r', a non-ASCII letter) take the full one.
 ASCII_WORDS = st.one_of(
     st.text(alphabet=string.printable + "\x00\x1b\x7f&", min_size=1, max_size=10),
-    st.sampled_from(["photo", "Photo", "PHOTO", "it's", "we'll", "a", "dog", "2024", "&amp;", "&lt;b&gt;",
-                     "caf\u00e9", "\r\n", " \t ", "x" * 300, "don't!!", "<|endoftext|>"]),
+    st.sampled_from(
+        [
+            "photo",
+            "Photo",
+            "PHOTO",
+            "it's",
+            "we'll",
+            "a",
+            "dog",
+            "2024",
+            "&amp;",
+            "&lt;b&gt;",
+            "caf\u00e9",
+            "\r\n",
+            " \t ",
+            "x" * 300,
+            "don't!!",
+            "<|endoftext|>",
+        ]
+    ),
 )
 ASCII_TEXTS = st.lists(ASCII_WORDS, min_size=0, max_size=90).map(lambda words: " ".join(words))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(ASCII_TEXTS, min_size=1, max_size=16))
 def test_ascii_texts_give_open_clips_own_ids(server, open_clip_tokenizer, texts):
     expected = open_clip_tokenizer(texts, context_length=CONTEXT_LENGTH).numpy()

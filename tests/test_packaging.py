@@ -32,10 +32,15 @@ def test_the_client_distribution_depends_on_no_server_or_build_package():
 
 
 def test_importing_the_client_and_its_cli_loads_nothing_heavy():
-    code = ("import sys, clip_text_client, clip_text_client.cli, clip_text_client.bulk;"
-            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                                cwd=REPO_ROOT / "client").stdout.split())
+    code = (
+        "import sys, clip_text_client, clip_text_client.cli, clip_text_client.bulk;"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO_ROOT / "client"
+        ).stdout.split()
+    )
     assert "clip_text_client" in loaded
     assert not loaded & HEAVY
 

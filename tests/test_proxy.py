@@ -38,16 +38,26 @@ def proxy(server, tmp_path_factory):
         pytest.skip("nginx not installed")
     root = tmp_path_factory.mktemp("nginx")
     http_port, grpc_port = free_port(), free_port()
-    snippet = render({"PROXY_HTTP_PORT": f"127.0.0.1:{http_port}", "PROXY_GRPC_PORT": f"127.0.0.1:{grpc_port}",
-                      "TRITON_HTTP_UPSTREAM": server.http_url, "TRITON_GRPC_UPSTREAM": server.grpc_url})
+    snippet = render(
+        {
+            "PROXY_HTTP_PORT": f"127.0.0.1:{http_port}",
+            "PROXY_GRPC_PORT": f"127.0.0.1:{grpc_port}",
+            "TRITON_HTTP_UPSTREAM": server.http_url,
+            "TRITON_GRPC_UPSTREAM": server.grpc_url,
+        }
+    )
     # the image includes the snippet inside http {}; Debian's nginx gets the same around it
     (root / "nginx.conf").write_text(
         f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nworker_processes 1;\n"
         f"events {{ worker_connections 2048; }}\n"
         f"http {{\naccess_log off;\nclient_body_temp_path {root}/body;\nproxy_temp_path {root}/proxy;\n"
-        f"fastcgi_temp_path {root}/f;\nuwsgi_temp_path {root}/u;\nscgi_temp_path {root}/s;\n{snippet}\n}}\n")
-    process = subprocess.Popen([nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        f"fastcgi_temp_path {root}/f;\nuwsgi_temp_path {root}/u;\nscgi_temp_path {root}/s;\n{snippet}\n}}\n"
+    )
+    process = subprocess.Popen(
+        [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -57,15 +67,21 @@ def proxy(server, tmp_path_factory):
             if process.poll() is not None:
                 pytest.fail(f"nginx exited: {process.stdout.read().decode(errors='replace')}")
             time.sleep(0.1)
-    yield type("Proxy", (), {"http_url": f"127.0.0.1:{http_port}", "grpc_url": f"127.0.0.1:{grpc_port}",
-                             "http_port": http_port})
+    yield type(
+        "Proxy",
+        (),
+        {"http_url": f"127.0.0.1:{http_port}", "grpc_url": f"127.0.0.1:{grpc_port}", "http_port": http_port},
+    )
     process.terminate()
     process.wait(10)
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> int:
-    request = urllib.request.Request(f"http://{url}/v2/models/clip_text/infer", data=body,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        f"http://{url}/v2/models/clip_text/infer",
+        data=body,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
             return resp.status
@@ -76,17 +92,23 @@ def post(url: str, body: bytes, headers: dict | None = None) -> int:
 def infer_body(texts) -> bytes:
     import json
 
-    return json.dumps({"inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}],
-                       "outputs": [{"name": "EMBEDDING"}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}],
+            "outputs": [{"name": "EMBEDDING"}],
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_requests_through_the_proxy_get_the_servers_answers(server, proxy, protocol):
     texts = ["a photo of a cat", "a dog on a beach"]
-    (via_proxy,) = triton_infer(protocol, url_of(proxy, protocol), "clip_text", {"TEXT": text_array(texts)},
-                                ["EMBEDDING"])
-    (direct,) = triton_infer(protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(texts)},
-                             ["EMBEDDING"])
+    (via_proxy,) = triton_infer(
+        protocol, url_of(proxy, protocol), "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"]
+    )
+    (direct,) = triton_infer(
+        protocol, url_of(server, protocol), "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"]
+    )
     assert np.array_equal(via_proxy, direct)
 
 
@@ -104,10 +126,15 @@ def test_a_grpc_message_over_the_limit_is_refused_at_the_proxy(server, proxy):
 def test_chunked_bodies_are_reframed_by_the_proxy(server, proxy):
     """The CVE-2025-23310/23311 pattern (a body in tiny chunks) reaches Triton as one body."""
     body = infer_body(["chunked " * 2000])
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 6]), body[i:i + 6]) for i in range(0, len(body), 6)) + b"0\r\n\r\n"
+    chunks = (
+        b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 6]), body[i : i + 6]) for i in range(0, len(body), 6))
+        + b"0\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", proxy.http_port), timeout=60) as sock:
-        sock.sendall(b"POST /v2/models/clip_text/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
+        sock.sendall(
+            b"POST /v2/models/clip_text/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks
+        )
         response = b""
         while chunk := sock.recv(65536):
             response += chunk

@@ -65,16 +65,19 @@ def test_100k_character_text_is_truncated_not_refused(server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("model,name,array,pattern", [
-    ("clip_text", "TEXT", np.array([[b"ok"], [b"\xc3\x28 invalid"]], dtype=np.object_), r"TEXT\[1\].*UTF-8"),
-    ("clip_tokenizer", "TEXT", np.array([[b"\xff"]], dtype=np.object_), r"UTF-8"),
-    ("clip_text", "TEXT", np.zeros((2, 1), np.int32), r"(?i)data ?type|TYPE_STRING|BYTES"),
-    ("clip_text", "TEXT", np.array([b"no batch dim"], dtype=np.object_), r"(?i)shape|dims"),
-    ("clip_text", "TEXT", np.array([[b"a", b"b"]], dtype=np.object_), r"(?i)shape|dims"),
-    ("clip_text", "TEXT", np.array([[b"x"]] * 257, dtype=np.object_), r"(?i)batch.?size|max"),
-    ("clip_text_encoder", "input_ids", np.zeros((1, 76), np.int64), r"(?i)shape|dims"),
-    ("clip_text_encoder", "input_ids", np.zeros((1, 77), np.float32), r"(?i)data ?type|INT64"),
-])
+@pytest.mark.parametrize(
+    "model,name,array,pattern",
+    [
+        ("clip_text", "TEXT", np.array([[b"ok"], [b"\xc3\x28 invalid"]], dtype=np.object_), r"TEXT\[1\].*UTF-8"),
+        ("clip_tokenizer", "TEXT", np.array([[b"\xff"]], dtype=np.object_), r"UTF-8"),
+        ("clip_text", "TEXT", np.zeros((2, 1), np.int32), r"(?i)data ?type|TYPE_STRING|BYTES"),
+        ("clip_text", "TEXT", np.array([b"no batch dim"], dtype=np.object_), r"(?i)shape|dims"),
+        ("clip_text", "TEXT", np.array([[b"a", b"b"]], dtype=np.object_), r"(?i)shape|dims"),
+        ("clip_text", "TEXT", np.array([[b"x"]] * 257, dtype=np.object_), r"(?i)batch.?size|max"),
+        ("clip_text_encoder", "input_ids", np.zeros((1, 76), np.int64), r"(?i)shape|dims"),
+        ("clip_text_encoder", "input_ids", np.zeros((1, 77), np.float32), r"(?i)data ?type|INT64"),
+    ],
+)
 def test_bad_requests_get_clear_errors_and_the_server_stays_up(server, protocol, model, name, array, pattern):
     output = {"clip_text": "EMBEDDING", "clip_tokenizer": "input_ids", "clip_text_encoder": "text_embeds"}[model]
     with pytest.raises(InferenceServerException, match=pattern):
@@ -108,18 +111,24 @@ def test_encoder_reads_ids_outside_the_vocabulary_as_the_pad_id(server, protocol
     ids_bad[0, 3] = bad_id
     ids_pad = ids.copy()
     ids_pad[0, 3] = PAD_ID
-    (bad_row,) = triton_infer(protocol, url, "clip_text_encoder", {"input_ids": np.full((1, 77), bad_id, np.int64)},
-                              ["text_embeds"])
-    (inner_bad, inner_pad) = [triton_infer(protocol, url, "clip_text_encoder", {"input_ids": a}, ["text_embeds"])[0]
-                              for a in (ids_bad, ids_pad)]
+    (bad_row,) = triton_infer(
+        protocol, url, "clip_text_encoder", {"input_ids": np.full((1, 77), bad_id, np.int64)}, ["text_embeds"]
+    )
+    (inner_bad, inner_pad) = [
+        triton_infer(protocol, url, "clip_text_encoder", {"input_ids": a}, ["text_embeds"])[0]
+        for a in (ids_bad, ids_pad)
+    ]
     assert np.abs(bad_row - expected).max() <= 1e-6
     assert np.abs(inner_bad - inner_pad).max() <= 1e-6
 
 
-@pytest.mark.parametrize("model,bad", [
-    ("clip_text", {"TEXT": np.array([[b"\xff\xfe broken"]], dtype=np.object_)}),
-    ("clip_text_encoder", {"input_ids": np.full((1, 77), 10**6, np.int64)}),
-])
+@pytest.mark.parametrize(
+    "model,bad",
+    [
+        ("clip_text", {"TEXT": np.array([[b"\xff\xfe broken"]], dtype=np.object_)}),
+        ("clip_text_encoder", {"input_ids": np.full((1, 77), 10**6, np.int64)}),
+    ],
+)
 def test_neighbours_of_a_bad_request_in_one_dynamic_batch_get_their_answers(server, model, bad):
     """Many good requests and bad ones at once: the batcher mixes them; the good ones all get
     their own answers. Bad text is refused request by request; bad ids get the pad id's result."""
@@ -132,12 +141,15 @@ def test_neighbours_of_a_bad_request_in_one_dynamic_batch_get_their_answers(serv
         if model == "clip_text":
             results[i] = embed(server, [good_texts[i]])[0]
         else:
-            (results[i],) = triton_infer("grpc", server.grpc_url, model, {"input_ids": good_ids[i:i + 1]}, ["text_embeds"])
+            (results[i],) = triton_infer(
+                "grpc", server.grpc_url, model, {"input_ids": good_ids[i : i + 1]}, ["text_embeds"]
+            )
 
     def bad_request():
         try:
-            (out,) = triton_infer("grpc", server.grpc_url, model, bad,
-                                  ["EMBEDDING" if model == "clip_text" else "text_embeds"])
+            (out,) = triton_infer(
+                "grpc", server.grpc_url, model, bad, ["EMBEDDING" if model == "clip_text" else "text_embeds"]
+            )
             bad_results.append(out)
         except InferenceServerException as exc:
             errors.append(str(exc))
@@ -191,8 +203,10 @@ def test_killed_tokenizer_stub_under_load_loses_nothing(private_server, server):
         os.kill(stubs[0], signal.SIGKILL)
 
     out, seconds = encode_during(srv, texts, kill_soon, concurrency=8, retries=12)
-    print(f"\n[figure] stub killed under load: {len(texts)} docs in {seconds:.1f}s, "
-          f"server restarts {srv.restarts}, rows embedded {int(np.isfinite(out).all(axis=1).sum())}")
+    print(
+        f"\n[figure] stub killed under load: {len(texts)} docs in {seconds:.1f}s, "
+        f"server restarts {srv.restarts}, rows embedded {int(np.isfinite(out).all(axis=1).sum())}"
+    )
     assert srv.restarts >= 1  # Triton 2.51 never restarts a dead stub itself: the supervisor did
     assert np.isfinite(out).all()
     sample = list(range(0, 3000, 150))
@@ -212,8 +226,10 @@ def test_server_restart_mid_run_every_document_once_in_order(private_server, ser
         done.set()
 
     out, seconds = encode_during(srv, texts, restart_soon, concurrency=4, retries=15)
-    print(f"\n[figure] server restarted mid-run: {len(texts)} docs in {seconds:.1f}s, "
-          f"rows embedded {int(np.isfinite(out).all(axis=1).sum())}, distinct {len({r.tobytes() for r in out})}")
+    print(
+        f"\n[figure] server restarted mid-run: {len(texts)} docs in {seconds:.1f}s, "
+        f"rows embedded {int(np.isfinite(out).all(axis=1).sum())}, distinct {len({r.tobytes() for r in out})}"
+    )
     assert done.is_set()
     assert out.shape == (2500, 512) and np.isfinite(out).all()
     sample = list(range(0, 2500, 125)) + [2499]

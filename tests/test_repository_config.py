@@ -26,8 +26,11 @@ from clip_triton_build.spec import (
     TOKENIZER_MODEL,
 )
 
-ALL_CONFIGS = [path for repository in (SOURCE_REPOSITORY, BUILT_REPOSITORY)
-               for path in sorted(repository.glob("*/config.pbtxt")) + sorted(repository.glob("*/configs/*.pbtxt"))]
+ALL_CONFIGS = [
+    path
+    for repository in (SOURCE_REPOSITORY, BUILT_REPOSITORY)
+    for path in sorted(repository.glob("*/config.pbtxt")) + sorted(repository.glob("*/configs/*.pbtxt"))
+]
 
 
 def configs():

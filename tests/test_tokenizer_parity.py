@@ -9,7 +9,9 @@ from helpers import text_array, triton_infer, url_of
 
 
 def server_ids(server, texts, protocol="grpc"):
-    (ids,) = triton_infer(protocol, url_of(server, protocol), "clip_tokenizer", {"TEXT": text_array(texts)}, ["input_ids"])
+    (ids,) = triton_infer(
+        protocol, url_of(server, protocol), "clip_tokenizer", {"TEXT": text_array(texts)}, ["input_ids"]
+    )
     return ids
 
 

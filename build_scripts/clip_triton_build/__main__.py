@@ -33,25 +33,54 @@ log = logging.getLogger("clip_triton_build")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m clip_triton_build", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                        help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint")
-    parser.add_argument("--source", type=Path, default=SOURCE_REPOSITORY,
-                        help="the hand-written repository: configs and model.py (default: model_repository/)")
-    parser.add_argument("--output", type=Path, default=BUILT_REPOSITORY,
-                        help="where the servable repository is written (default: build/model_repository/)")
-    parser.add_argument("--format", choices=["onnx", "torchscript", "all"], default="all",
-                        help="encoder export(s) to write (default: all; ONNX is what config.pbtxt serves)")
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_triton_build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=SOURCE_REPOSITORY,
+        help="the hand-written repository: configs and model.py (default: model_repository/)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=BUILT_REPOSITORY,
+        help="where the servable repository is written (default: build/model_repository/)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["onnx", "torchscript", "all"],
+        default="all",
+        help="encoder export(s) to write (default: all; ONNX is what config.pbtxt serves)",
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 loads in ONNX Runtime >= 1.14)")
-    parser.add_argument("--torchscript-device", default="cpu",
-                        help="device to trace the TorchScript export on: 'cuda' for GPU instances (default cpu)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant")
-    parser.add_argument("--require-weights", action="store_true",
-                        help="fail instead of falling back to random weights when the checkpoint cannot be loaded")
-    parser.add_argument("--reference-dir", type=Path, default=REPO_ROOT / "build" / "reference_checkpoint",
-                        help="where random-init weights are saved (HF format) so tests can compare against HF")
+    parser.add_argument(
+        "--torchscript-device",
+        default="cpu",
+        help="device to trace the TorchScript export on: 'cuda' for GPU instances (default cpu)",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant",
+    )
+    parser.add_argument(
+        "--require-weights",
+        action="store_true",
+        help="fail instead of falling back to random weights when the checkpoint cannot be loaded",
+    )
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=REPO_ROOT / "build" / "reference_checkpoint",
+        help="where random-init weights are saved (HF format) so tests can compare against HF",
+    )
     return parser.parse_args(argv)
 
 
@@ -82,12 +111,16 @@ def main(argv=None) -> int:
     if args.format in ("onnx", "all"):
         log.info("onnx: %s", export_onnx(loaded.model, version_dir / ONNX_FILE, opset=args.opset))
     if args.format in ("torchscript", "all"):
-        log.info("torchscript: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE,
-                                                       device=args.torchscript_device))
+        log.info(
+            "torchscript: %s",
+            export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device),
+        )
     if args.fp16:
         device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
-        log.info("torchscript fp16: %s", export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE,
-                                                            device=device, fp16=True))
+        log.info(
+            "torchscript fp16: %s",
+            export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device, fp16=True),
+        )
 
     info = {"weights": loaded.weights, "checkpoint": loaded.source}
     if loaded.weights == RANDOM_INIT:
@@ -100,8 +133,7 @@ def main(argv=None) -> int:
     encoder_variants = write_encoder_variants(encoder_dir)
     for path in encoder_variants + write_tokenizer_variants(repo / TOKENIZER_MODEL, encoder_variants):
         log.info("config variant: %s", path)
-    log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights,
-             loaded.source)
+    log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights, loaded.source)
     if loaded.weights == RANDOM_INIT:
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
     return 0

@@ -50,16 +50,21 @@ def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
                 config.name = names[model]
                 for step in config.ensemble_scheduling.step:
                     step.model_name = names.get(step.model_name, step.model_name)
-                target.write_text(f"# {prefix!r}-namespaced copy of {path.relative_to(source)}\n"
-                                  + text_format.MessageToString(config))
+                target.write_text(
+                    f"# {prefix!r}-namespaced copy of {path.relative_to(source)}\n"
+                    + text_format.MessageToString(config)
+                )
             else:
                 _copy(path, target)
     return [names[m] for m in MODELS]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_triton_build.namespace", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_triton_build.namespace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--prefix", required=True, help="e.g. search_ -> search_clip_text")
     parser.add_argument("--dest", type=Path, required=True, help="repository folder to write into (shared is fine)")
     parser.add_argument("--source", type=Path, default=BUILT_REPOSITORY)

@@ -109,8 +109,9 @@ def start_repository(source: Path, output: Path) -> None:
     if output.exists():
         written_by_build = (output / BUILT_MARKER).is_file() or build_info_path(output).is_file()  # or older builds
         if any(output.iterdir()) and not written_by_build:
-            raise NotABuiltRepository(f"{output} is not empty and was not written by the build: remove it "
-                                      "or pick another --output")
+            raise NotABuiltRepository(
+                f"{output} is not empty and was not written by the build: remove it or pick another --output"
+            )
         for entry in output.iterdir():  # keep `output` itself: it may be a mounted volume
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -207,8 +208,8 @@ def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path]) 
         config.instance_group[0].count = TORCHSCRIPT_GPU["tokenizer_instances"]
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
-            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}: a GPU host); do not edit.\n"
-            + text_format.MessageToString(config)
+            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}: a GPU host);"
+            " do not edit.\n" + text_format.MessageToString(config)
         )
         written.append(path)
     return written

@@ -101,8 +101,9 @@ class CLIPTextTower(nn.Module):
         self.eos_token_id = int(config.eos_token_id)
         self.token_embedding = text.embeddings.token_embedding
         self.position_embedding = text.embeddings.position_embedding
-        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads, memory_efficient_attention)
-                                    for layer in text.encoder.layers)
+        self.layers = nn.ModuleList(
+            _Layer(layer, config.num_attention_heads, memory_efficient_attention) for layer in text.encoder.layers
+        )
         self.final_layer_norm = text.final_layer_norm
         self.text_projection = model.text_projection
 

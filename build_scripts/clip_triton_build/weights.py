@@ -76,10 +76,17 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
         "  Embeddings will have the right shape and be deterministic, but carry NO meaning.\n"
         "  The encoder config is stamped weights=random-init; clients warn about it.\n"
         "  Pass --checkpoint <hub id or local folder> with real weights, or --require-weights.\n%s",
-        banner, checkpoint, reason, RANDOM_INIT_SEED, banner,
+        banner,
+        checkpoint,
+        reason,
+        RANDOM_INIT_SEED,
+        banner,
     )
-    return LoadedEncoder(random_init_encoder(), RANDOM_INIT,
-                         f"seed {RANDOM_INIT_SEED} ViT-B/32 text architecture; {checkpoint} could not be loaded")
+    return LoadedEncoder(
+        random_init_encoder(),
+        RANDOM_INIT,
+        f"seed {RANDOM_INIT_SEED} ViT-B/32 text architecture; {checkpoint} could not be loaded",
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -103,10 +110,17 @@ def reference_clip_model(source: str):
         return CLIPModel.from_pretrained(source, local_files_only=True).eval()
     except Exception:
         text = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=True)
-        tiny_vision = dict(hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1,
-                           image_size=32, patch_size=16)
-        config = CLIPConfig(text_config=text.config.to_dict(), vision_config=tiny_vision,
-                            projection_dim=text.config.projection_dim)
+        tiny_vision = dict(
+            hidden_size=32,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            image_size=32,
+            patch_size=16,
+        )
+        config = CLIPConfig(
+            text_config=text.config.to_dict(), vision_config=tiny_vision, projection_dim=text.config.projection_dim
+        )
         model = CLIPModel(config).eval()
         model.text_model.load_state_dict(text.text_model.state_dict())
         model.text_projection.load_state_dict(text.text_projection.state_dict())

@@ -11,7 +11,13 @@ from .errors import (
 )
 
 __all__ = [
-    "CLIPTextClient", "ModelInfo", "RandomWeightsWarning",
-    "AccessDeniedError", "CLIPClientError", "InvalidItemError", "ModelNotReadyError", "ServerError",
+    "CLIPTextClient",
+    "ModelInfo",
+    "RandomWeightsWarning",
+    "AccessDeniedError",
+    "CLIPClientError",
+    "InvalidItemError",
+    "ModelNotReadyError",
+    "ServerError",
     "ServerUnavailableError",
 ]

@@ -74,7 +74,9 @@ def parse_line(number: int, raw: bytes, jsonl: bool, text_field: str) -> Record:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Record(number, None, None, BAD_LINE, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+        return Record(
+            number, None, None, BAD_LINE, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+        )
     if not jsonl:
         return Record(number, line or None, None, EMBEDDED if line else NO_TEXT)
     if not line.strip():
@@ -221,15 +223,19 @@ class ParquetWriter(Writer):
         # a null row takes no values (Parquet refuses nulls that hold some, as a fixed-size list's would)
         offsets = np.concatenate([[0], np.cumsum(np.where(valid, self.dim, 0))]).astype(np.int32)
         embedding = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=pa.array(~valid))
-        table = pa.table({
-            "line": pa.array([r.line for r in records], pa.int64()),
-            "status": pa.array([r.status for r in records], pa.string()),
-            "error": pa.array([r.error or None for r in records], pa.string()),
-            "text": pa.array([r.text for r in records], pa.string()),
-            "record": pa.array([json.dumps(r.record, ensure_ascii=False) if r.record is not None else None
-                                for r in records], pa.string()),
-            "embedding": embedding,
-        })
+        table = pa.table(
+            {
+                "line": pa.array([r.line for r in records], pa.int64()),
+                "status": pa.array([r.status for r in records], pa.string()),
+                "error": pa.array([r.error or None for r in records], pa.string()),
+                "text": pa.array([r.text for r in records], pa.string()),
+                "record": pa.array(
+                    [json.dumps(r.record, ensure_ascii=False) if r.record is not None else None for r in records],
+                    pa.string(),
+                ),
+                "embedding": embedding,
+            }
+        )
         final = self.folder / f"part-{self.parts:05d}.parquet"
         partial = final.with_suffix(".parquet.partial")
         pq.write_table(table, partial)
@@ -281,8 +287,9 @@ def job_identity(input_path: str, options: dict) -> dict:
 
 
 # -- the job -----------------------------------------------------------------------------------
-def read_chunks(stream: IO[bytes], start_line: int, start_offset: int, chunk_lines: int, jsonl: bool,
-                text_field: str) -> Iterator[tuple[list[Record], int]]:
+def read_chunks(
+    stream: IO[bytes], start_line: int, start_offset: int, chunk_lines: int, jsonl: bool, text_field: str
+) -> Iterator[tuple[list[Record], int]]:
     """(records, input offset after them) per chunk of `chunk_lines` lines (offsets are counted,
     so a pipe works too)."""
     records, number, offset = [], start_line, start_offset
@@ -327,13 +334,27 @@ MAX_PROBLEMS_KEPT = 1000
 CHUNKS_IN_FLIGHT = 2
 
 
-def run_job(client: CLIPTextClient, input_path: str, output: str, output_format: str, *, jsonl: bool,
-            text_field: str, chunk_lines: int = 8192, restart: bool = False,
-            report: Callable[[str], None] = lambda line: None,
-            progress: Callable[[int, int], None] = lambda offset, embedded_now: None) -> JobResult:
+def run_job(
+    client: CLIPTextClient,
+    input_path: str,
+    output: str,
+    output_format: str,
+    *,
+    jsonl: bool,
+    text_field: str,
+    chunk_lines: int = 8192,
+    restart: bool = False,
+    report: Callable[[str], None] = lambda line: None,
+    progress: Callable[[int, int], None] = lambda offset, embedded_now: None,
+) -> JobResult:
     """Embed `input_path` into `output`; picks up where an earlier run of the same job stopped."""
-    options = {"format": output_format, "jsonl": jsonl, "text_field": text_field, "model": client.model,
-               "normalize": client.normalize}
+    options = {
+        "format": output_format,
+        "jsonl": jsonl,
+        "text_field": text_field,
+        "model": client.model,
+        "normalize": client.normalize,
+    }
     # a job reading stdin cannot be re-read: it is not resumable, so it keeps no progress file
     state_path = progress_path(output, output_format) if input_path != "-" else None
     identity = job_identity(input_path, options)
@@ -341,8 +362,9 @@ def run_job(client: CLIPTextClient, input_path: str, output: str, output_format:
     if state_path is not None and state_path.exists() and not restart:
         state = Progress(**json.loads(state_path.read_text()))
         if state.job != identity:
-            raise JobError(f"{state_path} belongs to another job (input or options changed); "
-                           "pass --restart to start over")
+            raise JobError(
+                f"{state_path} belongs to another job (input or options changed); pass --restart to start over"
+            )
     else:  # a fresh job: nothing stale from an earlier one, finished or not
         if state_path is not None:
             state_path.unlink(missing_ok=True)
@@ -353,8 +375,11 @@ def run_job(client: CLIPTextClient, input_path: str, output: str, output_format:
             os.remove(output)
 
     dim = client.model_info().dim
-    writer: Writer = {"jsonl": lambda: JsonlWriter(output, text_field), "npy": lambda: NpyWriter(output, dim),
-                      "parquet": lambda: ParquetWriter(output, dim)}[output_format]()
+    writer: Writer = {
+        "jsonl": lambda: JsonlWriter(output, text_field),
+        "npy": lambda: NpyWriter(output, dim),
+        "parquet": lambda: ParquetWriter(output, dim),
+    }[output_format]()
     counts, problems = Counts(), list[str]()
     if state is not None:
         writer.resume(state.output)

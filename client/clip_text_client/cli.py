@@ -52,28 +52,44 @@ def detect_output_format(path: str, requested: str) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="clip-text-embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="clip-text-embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("input", help="text file (one text per line) or JSONL; '-' for stdin")
-    parser.add_argument("-o", "--output", default="-",
-                        help="out.jsonl, out.npy or a folder for parquet parts; '-' for stdout (JSONL)")
+    parser.add_argument(
+        "-o", "--output", default="-", help="out.jsonl, out.npy or a folder for parquet parts; '-' for stdout (JSONL)"
+    )
     parser.add_argument("--input-format", choices=["auto", "lines", "jsonl"], default="auto")
     parser.add_argument("--format", dest="output_format", choices=["auto", "npy", "jsonl", "parquet"], default="auto")
-    parser.add_argument("--text-field", default=None, help="JSONL field holding the text (default: text; "
-                                                            "giving it means JSONL input)")
+    parser.add_argument(
+        "--text-field", default=None, help="JSONL field holding the text (default: text; giving it means JSONL input)"
+    )
     parser.add_argument("--url", default=None, help="server address (default localhost:8001 gRPC / :8000 HTTP)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--model", default="clip_text")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--chunk-lines", type=int, default=8192,
-                        help="lines read, embedded and written at a time (bounds memory; default 8192)")
+    parser.add_argument(
+        "--chunk-lines",
+        type=int,
+        default=8192,
+        help="lines read, embedded and written at a time (bounds memory; default 8192)",
+    )
     parser.add_argument("--restart", action="store_true", help="ignore an earlier run's progress and start over")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
-    parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
-                        help="request header, e.g. an access key (repeatable)")
-    parser.add_argument("--api-key-env", default=None, metavar="VAR",
-                        help="send the access key held in this environment variable (restricted servers)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="request header, e.g. an access key (repeatable)",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="send the access key held in this environment variable (restricted servers)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--retries", type=int, default=8, help="tries per request when the server is away")
     parser.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for the server")
@@ -122,13 +138,31 @@ def main(argv=None) -> int:
     text_field = args.text_field or "text"
     update, close_bar = progress_bar(args.input, args.no_progress or args.input == "-")
     try:
-        with CLIPTextClient(args.url, protocol=args.protocol, model=args.model, batch_size=args.batch_size,
-                            concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                            headers=headers, wait_ready=args.wait_ready, normalize=args.normalize,
-                            api_key=os.environ.get(args.api_key_env) if args.api_key_env else None) as client:
-            result = run_job(client, args.input, args.output, output_format, jsonl=input_format == "jsonl",
-                             text_field=text_field, chunk_lines=args.chunk_lines, restart=args.restart,
-                             report=say, progress=update)
+        with CLIPTextClient(
+            args.url,
+            protocol=args.protocol,
+            model=args.model,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            retries=args.retries,
+            headers=headers,
+            wait_ready=args.wait_ready,
+            normalize=args.normalize,
+            api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
+        ) as client:
+            result = run_job(
+                client,
+                args.input,
+                args.output,
+                output_format,
+                jsonl=input_format == "jsonl",
+                text_field=text_field,
+                chunk_lines=args.chunk_lines,
+                restart=args.restart,
+                report=say,
+                progress=update,
+            )
     except JobError as exc:
         close_bar()
         say(str(exc))
@@ -145,8 +179,10 @@ def main(argv=None) -> int:
     c = result.counts
     resumed = f" (resumed after line {result.resumed_from_line})" if result.resumed_from_line else ""
     rate = (result.embedded_now / result.seconds) if result.seconds > 0 else 0.0
-    say(f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} without text, {c.bad_line} bad, "
-        f"{c.failed} failed, in {result.seconds:.1f} s ({rate:.0f} docs/s) -> {args.output} ({output_format})")
+    say(
+        f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} without text, {c.bad_line} bad, "
+        f"{c.failed} failed, in {result.seconds:.1f} s ({rate:.0f} docs/s) -> {args.output} ({output_format})"
+    )
     return 1 if c.bad_line or c.failed else 0
 
 

@@ -118,10 +118,12 @@ class CLIPTextClient:
                     return
             if time.monotonic() >= deadline:
                 if server_seen:
-                    raise ModelNotReadyError(f"server at {self.url} is up, but model {self.model!r} "
-                                             f"is not ready after {timeout:.0f}s")
-                raise ServerUnavailableError(f"no Triton server ready at {self.url} ({self.protocol}) "
-                                             f"after {timeout:.0f}s; is it running?")
+                    raise ModelNotReadyError(
+                        f"server at {self.url} is up, but model {self.model!r} is not ready after {timeout:.0f}s"
+                    )
+                raise ServerUnavailableError(
+                    f"no Triton server ready at {self.url} ({self.protocol}) after {timeout:.0f}s; is it running?"
+                )
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 2.0)
 
@@ -164,7 +166,8 @@ class CLIPTextClient:
                     "weights (no checkpoint could be loaded when its repository was built): embeddings have "
                     "the right shape but carry no meaning. Rebuild with real weights: python -m clip_triton_build "
                     "--checkpoint <id or folder> --require-weights",
-                    RandomWeightsWarning, stacklevel=3,
+                    RandomWeightsWarning,
+                    stacklevel=3,
                 )
             self._info = info
         return self._info
@@ -184,8 +187,15 @@ class CLIPTextClient:
         return "unknown"
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode(self, items: Iterable[Any], *, normalize: bool | None = None, show_progress: bool = False,
-               on_error: str = "raise", _cancel: threading.Event | None = None):
+    def encode(
+        self,
+        items: Iterable[Any],
+        *,
+        normalize: bool | None = None,
+        show_progress: bool = False,
+        on_error: str = "raise",
+        _cancel: threading.Event | None = None,
+    ):
         """Embed `items`.
 
         - a list/iterable of str -> np.ndarray [N, dim] float32, row i for item i;
@@ -198,8 +208,9 @@ class CLIPTextClient:
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
         if isinstance(items, (str, bytes)):
-            raise TypeError("encode() takes a list of texts or documents, not a single string: "
-                            "use encode([text]) to embed one text")
+            raise TypeError(
+                "encode() takes a list of texts or documents, not a single string: use encode([text]) to embed one text"
+            )
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
         docs_mode, positions, payloads, errors = collect_texts(items)
         info = self.model_info() if payloads or not docs_mode else None
@@ -235,7 +246,9 @@ class CLIPTextClient:
         # Length-sorted requests: a batch costs as much as its longest text times its size (the
         # encoder trims to the longest), so texts of similar length travel together. Byte length
         # is a cheap proxy for token length. Results are put back in input order below.
-        order = np.argsort([len(p) for p in payloads], kind="stable") if self.sort_by_length else np.arange(len(payloads))
+        order = (
+            np.argsort([len(p) for p in payloads], kind="stable") if self.sort_by_length else np.arange(len(payloads))
+        )
         ordered = [payloads[i] for i in order]
         chunks = [(start, ordered[start : start + size]) for start in range(0, len(ordered), size)]
         embeddings = np.empty((len(payloads), info.dim), dtype=np.float32)
@@ -284,8 +297,10 @@ class CLIPTextClient:
             right, right_failed = self._embed_chunk(texts[mid:])
             return np.concatenate([left, right]), {**left_failed, **{mid + i: m for i, m in right_failed.items()}}
         if vectors is None or vectors.shape != (len(texts), info.dim):
-            raise CLIPClientError(f"server returned shape {None if vectors is None else vectors.shape} "
-                                  f"for {len(texts)} texts (expected {(len(texts), info.dim)})")
+            raise CLIPClientError(
+                f"server returned shape {None if vectors is None else vectors.shape} "
+                f"for {len(texts)} texts (expected {(len(texts), info.dim)})"
+            )
         return vectors.astype(np.float32, copy=False), {}
 
     # -- lifecycle ----------------------------------------------------------------------------

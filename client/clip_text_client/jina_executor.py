@@ -56,19 +56,30 @@ class CLIPTextEncoder(Executor):
         if max_length != SERVER_CONTEXT_LENGTH:
             raise ValueError(
                 f"max_length={max_length}: the server tokenizes to CLIP's fixed context of "
-                f"{SERVER_CONTEXT_LENGTH} tokens (longer texts are truncated there); leave max_length at 77")
+                f"{SERVER_CONTEXT_LENGTH} tokens (longer texts are truncated there); leave max_length at 77"
+            )
         if traversal_paths is not None:
             warnings.warn("traversal_paths is deprecated, use access_paths", DeprecationWarning, stacklevel=2)
             access_paths = traversal_paths
         self.access_paths = access_paths
-        self.client = CLIPTextClient(url, protocol=protocol, model=model, batch_size=batch_size,
-                                     concurrency=concurrency, headers=headers, api_key=api_key, timeout=timeout,
-                                     wait_ready=wait_ready)
+        self.client = CLIPTextClient(
+            url,
+            protocol=protocol,
+            model=model,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            headers=headers,
+            api_key=api_key,
+            timeout=timeout,
+            wait_ready=wait_ready,
+        )
 
     @requests
     def encode(self, docs: DocList[TextDoc], parameters: dict | None = None, **kwargs) -> DocList[TextDoc]:
         parameters = parameters or {}
-        selected = select_docs(docs, parameters.get("access_paths", parameters.get("traversal_paths", self.access_paths)))
+        selected = select_docs(
+            docs, parameters.get("access_paths", parameters.get("traversal_paths", self.access_paths))
+        )
         self.client.encode(selected, on_error="skip")
         return docs
 

@@ -18,8 +18,18 @@ from .errors import (
 _REJECTED = {"StatusCode.INVALID_ARGUMENT", "400"}  # this request's content: isolate the bad item
 _DENIED = {"StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED", "401", "403"}
 _NOT_READY = {"StatusCode.NOT_FOUND", "404"}
-_RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED",
-              "StatusCode.CANCELLED", "StatusCode.ABORTED", "408", "429", "502", "503", "504"}
+_RETRYABLE = {
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.CANCELLED",
+    "StatusCode.ABORTED",
+    "408",
+    "429",
+    "502",
+    "503",
+    "504",
+}
 # Anything else (HTTP 500, gRPC INTERNAL/UNKNOWN, ...) is the server's fault: ServerError.
 
 
@@ -40,7 +50,7 @@ def classify(exc: BaseException) -> CLIPClientError:
         if "restricted" in lowered:  # a missing key over gRPC comes back as UNAVAILABLE
             return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
         if "not healthy" in lowered or "stub process" in lowered:  # a dead backend process: INTERNAL,
-            return RetryableError(message)                          # but a restart or another instance serves
+            return RetryableError(message)  # but a restart or another instance serves
         if "unknown model" in lowered or "is not ready" in lowered:
             return ModelNotReadyError(message)
         if status in _DENIED:
@@ -71,7 +81,8 @@ class Transport:
                 import tritonclient.http as module
 
                 self.client = module.InferenceServerClient(
-                    url, ssl=ssl, connection_timeout=timeout, network_timeout=timeout)
+                    url, ssl=ssl, connection_timeout=timeout, network_timeout=timeout
+                )
         except Exception as exc:  # bad URL syntax and the like
             raise ServerUnavailableError(f"cannot open a {protocol} client for {url!r}: {exc}") from exc
         self.module = module
@@ -107,8 +118,9 @@ class Transport:
         tensor.set_data_from_numpy(batch)
         outputs = [self.module.InferRequestedOutput(output_name)]
         if self.protocol == "grpc":
-            result = self._call(self.client.infer, model, [tensor], outputs=outputs, headers=self.headers,
-                                client_timeout=self.timeout)
+            result = self._call(
+                self.client.infer, model, [tensor], outputs=outputs, headers=self.headers, client_timeout=self.timeout
+            )
         else:
             result = self._call(self.client.infer, model, [tensor], outputs=outputs, headers=self.headers)
         return result.as_numpy(output_name)

@@ -32,16 +32,20 @@ def demo(server: LocalTritonServer) -> None:
         with CLIPTextClient(url, protocol=protocol, api_key=server.api_key) as client:
             vectors = client.encode(DEMO_TEXTS)
             info = client.model_info()
-        print(f"\n[{protocol}] {url}: embedded {len(DEMO_TEXTS)} texts -> {vectors.shape} {vectors.dtype} "
-              f"(weights: {info.weights})")
+        print(
+            f"\n[{protocol}] {url}: embedded {len(DEMO_TEXTS)} texts -> {vectors.shape} {vectors.dtype} "
+            f"(weights: {info.weights})"
+        )
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     sims = unit @ unit.T
     print("\ncosine similarity:")
     for i, text in enumerate(DEMO_TEXTS):
         print(f"  {' '.join(f'{s:+.3f}' for s in sims[i])}  {text}")
     if info.weights == "random-init":
-        print("\n  (random-init weights: the numbers are deterministic but meaningless; "
-              "build with --checkpoint for real ones)")
+        print(
+            "\n  (random-init weights: the numbers are deterministic but meaningless; "
+            "build with --checkpoint for real ones)"
+        )
 
 
 def main(argv=None) -> int:
@@ -51,29 +55,52 @@ def main(argv=None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--config-name", default="cpu",
-                        help="--model-config-name for tritonserver ('cpu', 'torchscript_cpu'; '' for config.pbtxt)")
-    parser.add_argument("--encoder-instances", type=int, default=None,
-                        help="encoder instances (per GPU in --gpus); loads models through the repository API")
+    parser.add_argument(
+        "--config-name",
+        default="cpu",
+        help="--model-config-name for tritonserver ('cpu', 'torchscript_cpu'; '' for config.pbtxt)",
+    )
+    parser.add_argument(
+        "--encoder-instances",
+        type=int,
+        default=None,
+        help="encoder instances (per GPU in --gpus); loads models through the repository API",
+    )
     parser.add_argument("--gpus", default=None, help="GPU ids for the encoder, e.g. 0,1 (KIND_GPU variants)")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
-    parser.add_argument("--api-key-env", default=None, metavar="VAR",
-                        help="require header x-api-key with the value of this environment variable "
-                             "(every API but health)")
-    parser.add_argument("--admin-key-env", default=None, metavar="VAR",
-                        help="admin key (model repository, shared memory, trace, logging APIs) from this "
-                             "environment variable; default: a random one, saved to .local/admin-key-<port>")
-    parser.add_argument("--no-supervise", action="store_true",
-                        help="do not restart the server when it exits or loses a Python-backend stub")
+    parser.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="require header x-api-key with the value of this environment variable (every API but health)",
+    )
+    parser.add_argument(
+        "--admin-key-env",
+        default=None,
+        metavar="VAR",
+        help="admin key (model repository, shared memory, trace, logging APIs) from this "
+        "environment variable; default: a random one, saved to .local/admin-key-<port>",
+    )
+    parser.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="do not restart the server when it exits or loses a Python-backend stub",
+    )
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
     args = parser.parse_args(argv)
 
     server = LocalTritonServer(
-        repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, config_name=args.config_name or None, log_verbose=args.log_verbose,
-        encoder_instances=args.encoder_instances, tokenizer_instances=args.tokenizer_instances,
+        repository=args.repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        config_name=args.config_name or None,
+        log_verbose=args.log_verbose,
+        encoder_instances=args.encoder_instances,
+        tokenizer_instances=args.tokenizer_instances,
         gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
@@ -95,8 +122,11 @@ def main(argv=None) -> int:
     if not args.no_supervise:
         server.supervise()
     try:
-        print(f"ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
-              f"metrics http://{server.host}:{server.metrics_port}/metrics  model: clip_text", flush=True)
+        print(
+            f"ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
+            f"metrics http://{server.host}:{server.metrics_port}/metrics  model: clip_text",
+            flush=True,
+        )
         if not args.no_demo:
             demo(server)
         if args.exit_after_demo:

@@ -9,20 +9,85 @@ from __future__ import annotations
 
 import random
 
-SUBJECTS = ["a cat", "two dogs", "an old man", "a little girl", "a red bus", "a bowl of ramen", "the Eiffel Tower",
-            "a snowy mountain", "a laptop", "a bunch of bananas", "a surfer", "a vintage car", "a flock of birds",
-            "a woman in a yellow raincoat", "three children", "a wooden sailboat", "a plate of sushi", "a giraffe"]
-ACTIONS = ["sitting on", "running across", "next to", "photographed from above", "in front of", "covered by",
-           "floating over", "parked beside", "lit by the sunset over", "playing with a frisbee on", "walking along"]
-PLACES = ["a wooden table", "a crowded street", "the beach", "a green field", "a kitchen counter", "a frozen lake",
-          "the city skyline at night", "a busy market in Marrakesh", "an empty parking lot", "a mossy forest path"]
-EXTRAS = ["", "", "", "in the style of a watercolor painting", "high resolution, 4k", "black and white photo",
-          "with a shallow depth of field and soft bokeh in the background", "#nofilter \U0001f60d",
-          "as seen on a rainy Tuesday afternoon in late autumn, with reflections on the wet pavement"]
-QUERIES = ["cat", "red shoes", "sunset beach", "kitchen ideas", "vintage car", "dog park", "mountain lake",
-           "birthday cake", "office desk setup", "street food", "wedding dress", "night sky"]
-DETAILS = ["The photo shows", "In the background there is", "The lighting is", "Next to it you can see",
-           "The colors are", "On the left side stands", "A small sign reads"]
+SUBJECTS = [
+    "a cat",
+    "two dogs",
+    "an old man",
+    "a little girl",
+    "a red bus",
+    "a bowl of ramen",
+    "the Eiffel Tower",
+    "a snowy mountain",
+    "a laptop",
+    "a bunch of bananas",
+    "a surfer",
+    "a vintage car",
+    "a flock of birds",
+    "a woman in a yellow raincoat",
+    "three children",
+    "a wooden sailboat",
+    "a plate of sushi",
+    "a giraffe",
+]
+ACTIONS = [
+    "sitting on",
+    "running across",
+    "next to",
+    "photographed from above",
+    "in front of",
+    "covered by",
+    "floating over",
+    "parked beside",
+    "lit by the sunset over",
+    "playing with a frisbee on",
+    "walking along",
+]
+PLACES = [
+    "a wooden table",
+    "a crowded street",
+    "the beach",
+    "a green field",
+    "a kitchen counter",
+    "a frozen lake",
+    "the city skyline at night",
+    "a busy market in Marrakesh",
+    "an empty parking lot",
+    "a mossy forest path",
+]
+EXTRAS = [
+    "",
+    "",
+    "",
+    "in the style of a watercolor painting",
+    "high resolution, 4k",
+    "black and white photo",
+    "with a shallow depth of field and soft bokeh in the background",
+    "#nofilter \U0001f60d",
+    "as seen on a rainy Tuesday afternoon in late autumn, with reflections on the wet pavement",
+]
+QUERIES = [
+    "cat",
+    "red shoes",
+    "sunset beach",
+    "kitchen ideas",
+    "vintage car",
+    "dog park",
+    "mountain lake",
+    "birthday cake",
+    "office desk setup",
+    "street food",
+    "wedding dress",
+    "night sky",
+]
+DETAILS = [
+    "The photo shows",
+    "In the background there is",
+    "The lighting is",
+    "Next to it you can see",
+    "The colors are",
+    "On the left side stands",
+    "A small sign reads",
+]
 ADJECTIVES = ["warm", "soft", "bright", "muted", "vivid", "faded", "golden", "cold", "dramatic", "gentle"]
 
 
@@ -56,8 +121,17 @@ def short_captions(n: int, seed: int = 0) -> list[str]:
 
 
 VARIED_64 = captions(52, seed=1) + [
-    "", " ", "a", "\u732b\u306e\u5199\u771f", "\U0001f431\U0001f436", "fish &amp; chips", "caf\u00e9 cr\u00e8me",
-    "word " * 120, "Don't panic!", "1234567890", "\u0444\u043e\u0442\u043e \u043a\u043e\u0448\u043a\u0438",
+    "",
+    " ",
+    "a",
+    "\u732b\u306e\u5199\u771f",
+    "\U0001f431\U0001f436",
+    "fish &amp; chips",
+    "caf\u00e9 cr\u00e8me",
+    "word " * 120,
+    "Don't panic!",
+    "1234567890",
+    "\u0444\u043e\u0442\u043e \u043a\u043e\u0448\u043a\u0438",
     "<p>html</p>",
 ]
 assert len(VARIED_64) == 64

@@ -54,8 +54,10 @@ UPSTREAM_COMMITS = {
     "pytorch_backend": "e97a90061f7399b25368e2cb1f6d5c40f8cbae4e",
 }
 ORT_VERSION = "1.19.2"  # NGC 24.10's ONNX Runtime; pinned in pyproject.toml
-ORT_HEADER_URL = (f"https://raw.githubusercontent.com/microsoft/onnxruntime/v{ORT_VERSION}/"
-                  "include/onnxruntime/core/session/onnxruntime_c_api.h")
+ORT_HEADER_URL = (
+    f"https://raw.githubusercontent.com/microsoft/onnxruntime/v{ORT_VERSION}/"
+    "include/onnxruntime/core/session/onnxruntime_c_api.h"
+)
 ORT_HEADER = "onnxruntime_c_api.h"
 MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
 MIRROR_RAPIDJSON = "rapidjson"  # mirror folder holding include/rapidjson (for hosts without apt)
@@ -93,8 +95,10 @@ def ort_library() -> Path:
 
     lib = Path(onnxruntime.__file__).parent / "capi" / f"libonnxruntime.so.{ORT_VERSION}"
     if not lib.is_file():
-        raise BackendBuildError(f"{lib} is missing: the C++ onnxruntime backend needs onnxruntime=={ORT_VERSION} "
-                                f"(NGC 24.10's), installed is {onnxruntime.__version__}")
+        raise BackendBuildError(
+            f"{lib} is missing: the C++ onnxruntime backend needs onnxruntime=={ORT_VERSION} "
+            f"(NGC 24.10's), installed is {onnxruntime.__version__}"
+        )
     return lib
 
 
@@ -155,8 +159,10 @@ def rapidjson_include() -> Path:
         return source / MIRROR_RAPIDJSON / "include"
     if SYSTEM_RAPIDJSON.is_dir():
         return SYSTEM_RAPIDJSON.parent
-    raise BackendBuildError("RapidJSON headers not found: apt-get install rapidjson-dev "
-                            f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)")
+    raise BackendBuildError(
+        "RapidJSON headers not found: apt-get install rapidjson-dev "
+        f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)"
+    )
 
 
 def googletest_source() -> Path | None:
@@ -175,8 +181,11 @@ def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str,
         "triton_ref": TRITON_REF,
         "backends": [b.name for b in backends],
         "sources": f"mirror:{tree_digest([source / n for n in UPSTREAM_COMMITS])}" if source else UPSTREAM_COMMITS,
-        "onnxruntime": (f"{ORT_VERSION}:{hashlib.sha256(ort_library().read_bytes()).hexdigest()}"
-                        if ONNXRUNTIME in backends else None),
+        "onnxruntime": (
+            f"{ORT_VERSION}:{hashlib.sha256(ort_library().read_bytes()).hexdigest()}"
+            if ONNXRUNTIME in backends
+            else None
+        ),
         "torch": {k: torch[k] for k in ("version", "cxx11_abi", "cuda")},
         "compiler": compiler_version(),
         "gpu": gpu,
@@ -200,8 +209,10 @@ def fetch_upstream(name: str, dest: Path) -> None:
     try:
         run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
     except BackendBuildError as exc:
-        raise BackendBuildError(f"cannot fetch {UPSTREAM}/{name} ({exc}); without GitHub, set ${SOURCES_ENV} "
-                                "to a mirror of the r24.10 sources (--export-sources writes one)") from None
+        raise BackendBuildError(
+            f"cannot fetch {UPSTREAM}/{name} ({exc}); without GitHub, set ${SOURCES_ENV} "
+            "to a mirror of the r24.10 sources (--export-sources writes one)"
+        ) from None
     run(["git", "checkout", "-q", "FETCH_HEAD"], dest)
 
 
@@ -224,7 +235,9 @@ def export_sources(dest: Path) -> Path:
             with urllib.request.urlopen(ORT_HEADER_URL, timeout=60) as resp:
                 (include / ORT_HEADER).write_bytes(resp.read())
         except OSError as exc:
-            raise BackendBuildError(f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror") from exc
+            raise BackendBuildError(
+                f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror"
+            ) from exc
     shutil.copytree(rapidjson_include() / "rapidjson", dest / MIRROR_RAPIDJSON / "include" / "rapidjson")
     for item in [dest, *dest.rglob("*")]:  # a mirror may come without write bits
         item.chmod(item.stat().st_mode | 0o200)
@@ -247,7 +260,8 @@ def write_rapidjson_config(src: Path, work: Path) -> Path:
     folder.mkdir(exist_ok=True)
     include = src / MIRROR_RAPIDJSON / "include"
     (folder / "RapidJSONConfig.cmake").write_text(
-        f'set(RAPIDJSON_INCLUDE_DIRS "{include}")\nset(RapidJSON_INCLUDE_DIRS "{include}")\n')
+        f'set(RAPIDJSON_INCLUDE_DIRS "{include}")\nset(RapidJSON_INCLUDE_DIRS "{include}")\n'
+    )
     return folder
 
 
@@ -315,8 +329,13 @@ def ort_lib_dir(src: Path) -> Path:
     return folder
 
 
-def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None = None,
-          verbose: bool = True, backends: tuple[Backend, ...] = BACKENDS) -> Path:
+def build(
+    dest_root: Path = DEFAULT_STATE,
+    gpu: bool = False,
+    jobs: int | None = None,
+    verbose: bool = True,
+    backends: tuple[Backend, ...] = BACKENDS,
+) -> Path:
     """Build the backends (or reuse the cached build with the same inputs); returns the folder."""
     key, facts = cache_key(gpu, backends)
     dest = dest_root / key
@@ -336,8 +355,12 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    manifest = {**facts, "key": key, "library_path": [torch_facts()["lib"]],
-                "backends": {b.name: f"{b.name}/{b.library}" for b in backends}}
+    manifest = {
+        **facts,
+        "key": key,
+        "library_path": [torch_facts()["lib"]],
+        "backends": {b.name: f"{b.name}/{b.library}" for b in backends},
+    }
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
@@ -348,8 +371,9 @@ def build(dest_root: Path = DEFAULT_STATE, gpu: bool = False, jobs: int | None =
     return dest
 
 
-def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, say,
-                backends: tuple[Backend, ...]) -> None:
+def _build_into(
+    staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, say, backends: tuple[Backend, ...]
+) -> None:
     with open(log_path, "w") as log:
         src = export_sources(work / "src")
         if gpu:
@@ -357,8 +381,19 @@ def _build_into(staged: Path, work: Path, log_path: Path, gpu: bool, jobs: int, 
         for backend in backends:
             build_dir = work / f"build-{backend.name}"
             say(f"{backend.name}: configure + build ({jobs} jobs) ...")
-            run(["cmake", "-S", str(src / backend.source), "-B", str(build_dir),
-                 *common_cmake_args(src, work), *backend_cmake_args(backend, src, gpu)], work, log)
+            run(
+                [
+                    "cmake",
+                    "-S",
+                    str(src / backend.source),
+                    "-B",
+                    str(build_dir),
+                    *common_cmake_args(src, work),
+                    *backend_cmake_args(backend, src, gpu),
+                ],
+                work,
+                log,
+            )
             # only the backend target: the pytorch backend's install rules copy CUDA libraries a
             # CPU torch wheel does not have
             run(["cmake", "--build", str(build_dir), "--target", backend.target, "-j", str(jobs)], work, log)
@@ -411,24 +446,35 @@ def point_current_link(gpu: bool, dest: Path) -> None:
 
 def find_built(gpu: bool | None = None, dest_root: Path = DEFAULT_STATE) -> Path:
     """The last completed build (GPU when `gpu`, CPU when False; None: GPU if there is one)."""
-    for choice in ([gpu] if gpu is not None else [True, False]):
+    for choice in [gpu] if gpu is not None else [True, False]:
         link = current_link(choice, dest_root)
         if (link / MANIFEST).is_file():
             return link.resolve()
-    raise BackendBuildError("the C++ backends are not built here: run `python -m clip_triton.cxx_backends` "
-                            "(scripts/serve.sh and scripts/test.sh do)")
+    raise BackendBuildError(
+        "the C++ backends are not built here: run `python -m clip_triton.cxx_backends` "
+        "(scripts/serve.sh and scripts/test.sh do)"
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_triton.cxx_backends", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_triton.cxx_backends",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--gpu", action="store_true", help="build with CUDA (TRITON_ENABLE_GPU=ON)")
     parser.add_argument("--jobs", type=int, default=None)
-    parser.add_argument("--backends", default=",".join(b.name for b in BACKENDS),
-                        help="which to build (default: onnxruntime,pytorch)")
+    parser.add_argument(
+        "--backends", default=",".join(b.name for b in BACKENDS), help="which to build (default: onnxruntime,pytorch)"
+    )
     parser.add_argument("--dest", type=Path, default=DEFAULT_STATE)
-    parser.add_argument("--export-sources", type=Path, default=None, metavar="DIR",
-                        help="only write the sources the build reads to DIR, as a mirror for an offline host")
+    parser.add_argument(
+        "--export-sources",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only write the sources the build reads to DIR, as a mirror for an offline host",
+    )
     args = parser.parse_args(argv)
     try:
         if args.export_sources:

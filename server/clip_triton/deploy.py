@@ -43,7 +43,9 @@ def with_instances(config: mc.ModelConfig, count: int | None, gpus: list[int] | 
         group.count = count
     if gpus is not None:
         if group.kind != mc.ModelInstanceGroup.KIND_GPU:
-            raise ValueError(f"--gpus applies to KIND_GPU instances; {config.name} is {mc.ModelInstanceGroup.Kind.Name(group.kind)}")
+            raise ValueError(
+                f"--gpus applies to KIND_GPU instances; {config.name} is {mc.ModelInstanceGroup.Kind.Name(group.kind)}"
+            )
         del group.gpus[:]
         group.gpus.extend(gpus)  # `count` instances on EACH listed GPU
     del config.instance_group[:]
@@ -57,10 +59,18 @@ def _client(url: str):
     return grpc.InferenceServerClient(url)
 
 
-def deploy(url: str, repository: Path = BUILT_REPOSITORY, variant: str | None = None,
-           encoder_instances: int | None = None, gpus: list[int] | None = None,
-           tokenizer_instances: int | None = None, headers: dict | None = None, prefix: str = "",
-           encoder_max_batch_size: int | None = None, encoder_queue_delay_us: int | None = None) -> dict[str, str]:
+def deploy(
+    url: str,
+    repository: Path = BUILT_REPOSITORY,
+    variant: str | None = None,
+    encoder_instances: int | None = None,
+    gpus: list[int] | None = None,
+    tokenizer_instances: int | None = None,
+    headers: dict | None = None,
+    prefix: str = "",
+    encoder_max_batch_size: int | None = None,
+    encoder_queue_delay_us: int | None = None,
+) -> dict[str, str]:
     """Load (or reload) the three models; `prefix` for a namespaced repository (clip_triton_build.namespace).
     `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
     `encoder_queue_delay_us` is how long that batcher waits for more."""
@@ -93,20 +103,34 @@ def unload(url: str, headers: dict | None = None, prefix: str = "") -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_triton.deploy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_triton.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
-    parser.add_argument("--repository", type=Path, default=BUILT_REPOSITORY,
-                        help="local copy of the repository the server serves (configs are read from it)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=BUILT_REPOSITORY,
+        help="local copy of the repository the server serves (configs are read from it)",
+    )
     parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")
     parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
-    parser.add_argument("--encoder-max-batch-size", type=int, default=None,
-                        help="rows per encoder execution (above the ensemble's 256: the batcher joins requests)")
+    parser.add_argument(
+        "--encoder-max-batch-size",
+        type=int,
+        default=None,
+        help="rows per encoder execution (above the ensemble's 256: the batcher joins requests)",
+    )
     parser.add_argument("--prefix", default="", help="model name prefix of a namespaced repository")
-    parser.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
-                        help="request header, e.g. the repository API key (repeatable)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="request header, e.g. the repository API key (repeatable)",
+    )
     parser.add_argument("--unload", action="store_true")
     args = parser.parse_args(argv)
     headers = dict(h.split("=", 1) for h in args.header) or None
@@ -115,8 +139,17 @@ def main(argv=None) -> int:
         print("unloaded", ", ".join(args.prefix + m for m in LOAD_ORDER))
         return 0
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
-    for name, state in deploy(args.url, args.repository, args.variant, args.encoder_instances, gpus,
-                              args.tokenizer_instances, headers, args.prefix, args.encoder_max_batch_size).items():
+    for name, state in deploy(
+        args.url,
+        args.repository,
+        args.variant,
+        args.encoder_instances,
+        gpus,
+        args.tokenizer_instances,
+        headers,
+        args.prefix,
+        args.encoder_max_batch_size,
+    ).items():
         print(f"{name}: {state}")
     return 0
 

@@ -123,10 +123,14 @@ class LocalTritonServer:
             str(server_dir / "bin" / "tritonserver"),
             f"--model-repository={Path(self.repository).resolve()}",
             f"--backend-directory={backend_dir}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=5",
         ]
@@ -150,8 +154,10 @@ class LocalTritonServer:
 
     @property
     def uses_overrides(self) -> bool:
-        return any(v is not None for v in (self.encoder_instances, self.gpus, self.tokenizer_instances,
-                                            self.encoder_max_batch_size))
+        return any(
+            v is not None
+            for v in (self.encoder_instances, self.gpus, self.tokenizer_instances, self.encoder_max_batch_size)
+        )
 
     def environment(self, library_path: list[str]) -> dict[str, str]:
         _, libs = pytriton_paths()
@@ -174,16 +180,27 @@ class LocalTritonServer:
         library_path = prepare_backend_dir(backend_dir, built)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, env=self.environment(library_path),
+            self.command(backend_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environment(library_path),
             start_new_session=True,  # Ctrl-C in a terminal reaches us; we stop the server ourselves
         )
         log.close()
         try:
             self.wait_ready(timeout)
             if self.uses_overrides:
-                deploy(self.grpc_url, Path(self.repository), self.config_name, self.encoder_instances, self.gpus,
-                       self.tokenizer_instances, self.admin_headers("grpc"), self.prefix,
-                       self.encoder_max_batch_size)
+                deploy(
+                    self.grpc_url,
+                    Path(self.repository),
+                    self.config_name,
+                    self.encoder_instances,
+                    self.gpus,
+                    self.tokenizer_instances,
+                    self.admin_headers("grpc"),
+                    self.prefix,
+                    self.encoder_max_batch_size,
+                )
         except BaseException:
             self.stop()
             raise
@@ -220,7 +237,10 @@ class LocalTritonServer:
             return "(no log)"
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if getattr(self, "_stop_supervising", None) is not None and threading.current_thread().name != supervisor.THREAD_NAME:
+        if (
+            getattr(self, "_stop_supervising", None) is not None
+            and threading.current_thread().name != supervisor.THREAD_NAME
+        ):
             self._stop_supervising.set()
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode

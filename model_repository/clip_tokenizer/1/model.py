@@ -191,8 +191,9 @@ class TritonPythonModel:
         fast = [i for i, cleaned in enumerate(plain) if cleaned is not None]
         slow = [i for i, cleaned in enumerate(plain) if cleaned is None]
         prefixes = [clean_prefix(texts[i], self.word_split, words) for i in slow]
-        found_rows = self.word_ids([plain[i] for i in fast], words) + \
-            [encoding.ids for encoding in self.tokenizer.encode_batch(prefixes, add_special_tokens=False)]
+        found_rows = self.word_ids([plain[i] for i in fast], words) + [
+            encoding.ids for encoding in self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
+        ]
         for i, found in zip(fast + slow, found_rows):
             row, found = ids[i], found[:keep]
             row[0] = self.sot_id
