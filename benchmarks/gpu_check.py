@@ -21,8 +21,18 @@ import numpy as np
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_text_client.transport import text_tensor
+from clip_triton import verify
 from clip_triton.corpus import VARIED_64, captions, short_captions
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
+from clip_triton_build.spec import (
+    EMBEDDING_OUTPUT,
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    ONNX_FILE,
+    TEXT_INPUT,
+    TOKENIZER_MODEL,
+    TORCHSCRIPT_FP16_FILE,
+)
 
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
 
@@ -32,7 +42,7 @@ def infer(url, model, texts, output):
 
     client = grpc.InferenceServerClient(url)
     batch = text_tensor(texts)
-    tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
+    tensor = grpc.InferInput(TEXT_INPUT, list(batch.shape), "BYTES")
     tensor.set_data_from_numpy(batch)
     try:
         return client.infer(model, [tensor], outputs=[grpc.InferRequestedOutput(output)]).as_numpy(output)
@@ -40,41 +50,20 @@ def infer(url, model, texts, output):
         client.close()
 
 
-def cpu_reference(ids: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(
-        str(BUILT_REPOSITORY / "clip_text_encoder/1/model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    return session.run(["text_embeds"], {"input_ids": ids})[0]
-
-
-def cosine(a, b):
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def parity(url, varied, many, reference, report, label) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of `varied` and of `many` (sent 8 requests at a time, so every encoder instance,
-    on every GPU, takes batches) against the CPU ONNX reference; returns both."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    got = infer(url, "clip_text", varied, "EMBEDDING")
-    with ThreadPoolExecutor(8) as pool:
-        chunks = list(
-            pool.map(lambda i: infer(url, "clip_text", many[i : i + 128], "EMBEDDING"), range(0, len(many), 128))
-        )
-    got_many = np.concatenate(chunks)
-    diff = max(np.abs(got - reference["varied"]).max(), np.abs(got_many - reference["captions"]).max())
-    cos = min(cosine(got, reference["varied"]).min(), cosine(got_many, reference["captions"]).min())
-    report[f"{label}_max_abs_diff_vs_cpu_onnx"] = float(diff)
-    report[f"{label}_min_cosine_vs_cpu_onnx"] = float(cos)
-    report[f"{label}_finite"] = bool(np.isfinite(got_many).all() and np.isfinite(got).all())
+def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, label: str) -> np.ndarray:
+    """clip_triton.verify's check of the deployment against the CPU ONNX reference (requests of 32
+    texts, 8 in flight: every encoder instance, on every GPU, takes batches); returns its embeddings."""
+    got = verify.embed(url, texts)
+    result = verify.compare(got, reference)
+    report[f"{label}_max_abs_diff_vs_cpu_onnx"] = result.max_abs_diff
+    report[f"{label}_min_cosine_vs_cpu_onnx"] = result.min_cosine
+    report[f"{label}_finite"] = result.finite
     print(
-        f"{label} GPU vs CPU ONNX ({len(varied)} varied + {len(many)} captions): max abs diff {diff:.2e}, "
-        f"min cosine {cos:.6f}",
+        f"{label} GPU vs CPU ONNX ({result.texts} texts): max abs diff {result.max_abs_diff:.2e}, "
+        f"min cosine {result.min_cosine:.6f}",
         flush=True,
     )
-    return got, got_many
+    return got
 
 
 def gpu_instances(log_path: Path) -> list[str]:
@@ -82,7 +71,7 @@ def gpu_instances(log_path: Path) -> list[str]:
         {
             line.split('"')[1]
             for line in log_path.read_text().splitlines()
-            if "TRITONBACKEND_ModelInstanceInitialize: clip_text_encoder" in line and "GPU" in line
+            if f"TRITONBACKEND_ModelInstanceInitialize: {ENCODER_MODEL}" in line and "GPU" in line
         }
     )
 
@@ -93,14 +82,14 @@ def encoder_counts(url) -> tuple[int, int]:
 
     client = grpc.InferenceServerClient(url)
     try:
-        stats = client.get_inference_statistics("clip_text_encoder").model_stats[0]
+        stats = client.get_inference_statistics(ENCODER_MODEL).model_stats[0]
         return stats.inference_count, stats.execution_count
     finally:
         client.close()
 
 
 def run_points(
-    url, label, quick, processes, results, kind="mixed", points=POINTS, model="clip_text", output="EMBEDDING"
+    url, label, quick, processes, results, kind="mixed", points=POINTS, model=ENSEMBLE_MODEL, output=EMBEDDING_OUTPUT
 ):
     for concurrency, tpr in points:
         rows, executions = encoder_counts(url)
@@ -131,12 +120,12 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
     if binary is None:
         return None
     data = out / "perf_analyzer_input.json"
-    data.write_text(json.dumps({"data": [{"TEXT": [t]} for t in captions(1024, seed=5)]}))
+    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in captions(1024, seed=5)]}))
     csv = out / f"perf_analyzer_{label}_c{concurrency}.csv"
     cmd = [
         binary,
         "-m",
-        "clip_text",
+        ENSEMBLE_MODEL,
         "-u",
         url,
         "-i",
@@ -144,7 +133,7 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
         "--input-data",
         str(data),
         "--shape",
-        "TEXT:1",
+        f"{TEXT_INPUT}:1",
         "-b",
         "1",
         "--concurrency-range",
@@ -176,12 +165,6 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
         flush=True,
     )
     return result
-
-
-def tokenize(url: str, texts: list[str]) -> np.ndarray:
-    return np.concatenate(
-        [infer(url, "clip_tokenizer", texts[i : i + 256], "input_ids") for i in range(0, len(texts), 256)]
-    )
 
 
 def raw_encoder(out: Path, model: Path, ids: dict[str, Path], threads: int, quick: bool) -> dict:
@@ -221,9 +204,9 @@ def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, c
     trace_breakdown.start(server.http_url, server.admin_headers("http"), count)
     texts = captions(count, seed=11 + concurrency)
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda text: infer(url, "clip_text", [text], "EMBEDDING"), texts))
+        list(pool.map(lambda text: infer(url, ENSEMBLE_MODEL, [text], EMBEDDING_OUTPUT), texts))
     records = trace_breakdown.read(trace_file, index)
-    return trace_breakdown.breakdown(records, "clip_text", ["clip_tokenizer", "clip_text_encoder"])
+    return trace_breakdown.breakdown(records, ENSEMBLE_MODEL, [TOKENIZER_MODEL, ENCODER_MODEL])
 
 
 def main(argv=None) -> int:
@@ -284,23 +267,22 @@ def main(argv=None) -> int:
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
     repository = BUILT_REPOSITORY
+    onnx_file = repository / ENCODER_MODEL / "1" / ONNX_FILE
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)
         print("encoder instances:", report["gpu_instances"], flush=True)
-        many = captions(2048, seed=7)
-        reference = {
-            "varied": cpu_reference(infer(url, "clip_tokenizer", VARIED_64, "input_ids")),
-            "captions": cpu_reference(tokenize(url, many)),
-        }
-        fp32, fp32_many = parity(url, VARIED_64, many, reference, report, "fp32")
+        texts = verify.check_texts(2048, seed=7)  # 64 varied texts, then 2,048 captions
+        reference = verify.onnx_embeddings(onnx_file, verify.tokenize(url, texts))
+        fp32 = parity(url, texts, reference, report, "fp32")
         ok = report["fp32_max_abs_diff_vs_cpu_onnx"] <= 1e-3
         deploy(
             url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers()
         )
-        fp16, fp16_many = parity(url, VARIED_64, many, reference, report, "fp16")
-        report["fp16_min_cosine_vs_fp32_varied64"] = float(cosine(fp16, fp32).min())
-        report["fp16_min_cosine_vs_fp32_captions2048"] = float(cosine(fp16_many, fp32_many).min())
+        fp16 = parity(url, texts, reference, report, "fp16")
+        varied = len(VARIED_64)
+        report["fp16_min_cosine_vs_fp32_varied64"] = verify.compare(fp16[:varied], fp32[:varied]).min_cosine
+        report["fp16_min_cosine_vs_fp32_captions2048"] = verify.compare(fp16[varied:], fp32[varied:]).min_cosine
         ok = (
             ok
             and min(report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]) >= 0.999
@@ -320,10 +302,10 @@ def main(argv=None) -> int:
         ids = {}
         for kind, texts in (("short", short_captions(8192, 0)), ("mixed", captions(8192, 0))):
             ids[kind] = args.out / f"ids_{kind}.npy"
-            np.save(ids[kind], tokenize(url, texts))
+            np.save(ids[kind], verify.tokenize(url, texts))
         instances = len(report["gpu_instances"]) or 1
         report["raw_encoder"] = raw_encoder(
-            args.out, repository / "clip_text_encoder/1/model_fp16.pt", ids, instances, args.quick
+            args.out, repository / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE, ids, instances, args.quick
         )
 
         run_points(url, "fp16", args.quick, args.processes, report["load"])

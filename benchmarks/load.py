@@ -22,6 +22,7 @@ import numpy as np
 
 from clip_text_client.transport import text_tensor
 from clip_triton.corpus import captions, short_captions
+from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, IDS_TENSOR, TEXT_INPUT, TOKENIZER_MODEL
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:
@@ -41,7 +42,7 @@ async def worker(client, module, model, output, batches, offset, stop_at, record
             return
         batch = batches[i % len(batches)]
         i += 1
-        tensor = module.InferInput("TEXT", list(batch.shape), "BYTES")
+        tensor = module.InferInput(TEXT_INPUT, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         t0 = time.perf_counter()
         result = await client.infer(model, [tensor], outputs=[module.InferRequestedOutput(output)])
@@ -90,7 +91,7 @@ def measure(
     warmup: float = 3.0,
     duration: float = 10.0,
     kind: str = "mixed",
-    output: str = "EMBEDDING",
+    output: str = EMBEDDING_OUTPUT,
 ) -> dict:
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (1 if p < concurrency % processes else 0) for p in range(processes)]
@@ -138,8 +139,10 @@ def format_row(r: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="127.0.0.1:8001")
-    parser.add_argument("--model", default="clip_text")
-    parser.add_argument("--output", default="EMBEDDING", help="output to request (input_ids for clip_tokenizer)")
+    parser.add_argument("--model", default=ENSEMBLE_MODEL)
+    parser.add_argument(
+        "--output", default=EMBEDDING_OUTPUT, help=f"output to request ({IDS_TENSOR} for {TOKENIZER_MODEL})"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--texts-per-request", type=int, default=32)
     parser.add_argument("--sweep", default="", help="comma list of CONCURRENCYxTEXTS, e.g. 1x1,64x1,16x32")

@@ -16,6 +16,7 @@ import time
 from benchmarks.soak import rss_mb
 from clip_text_client.transport import text_tensor
 from clip_triton.corpus import captions
+from clip_triton_build.spec import TEXT_INPUT, TOKENIZER_MODEL
 
 CASES = {
     "12 captions": None,
@@ -40,12 +41,12 @@ def main(argv=None) -> int:
         for name, text in CASES.items():
             texts = captions(12, seed=1) if text is None else [text] * 12
             batch = text_tensor(texts)
-            tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
+            tensor = grpc.InferInput(TEXT_INPUT, list(batch.shape), "BYTES")
             tensor.set_data_from_numpy(batch)
             runs = []
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                client.infer("clip_tokenizer", [tensor])
+                client.infer(TOKENIZER_MODEL, [tensor])
                 runs.append(time.perf_counter() - t0)
             seconds[name] = statistics.median(runs)
         rss_after = rss_mb(srv.stub_pids())

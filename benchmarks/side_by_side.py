@@ -24,6 +24,7 @@ import numpy as np
 
 from clip_triton.corpus import captions
 from clip_triton.paths import BUILT_REPOSITORY
+from clip_triton_build.spec import TOKENIZER_FILE, TOKENIZER_MODEL
 
 
 def hf_baseline(texts: list[str], batch_size: int = 32):
@@ -37,7 +38,7 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
     model = reference_clip_model(read_build_info()["reference_checkpoint"])
     # HF CLIPTokenizerFast's pipeline: NFC, whitespace collapse, lowercase, CLIP BPE, SOT/EOT,
     # truncation to 77, padding to the longest of the batch (pad = EOT, like openai's checkpoints).
-    tok = Tokenizer.from_file(str(BUILT_REPOSITORY / "clip_tokenizer" / "1" / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(BUILT_REPOSITORY / TOKENIZER_MODEL / "1" / TOKENIZER_FILE))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from clip_text_client.transport import text_tensor
 from clip_triton.corpus import captions
+from clip_triton_build.spec import EMBED_DIM, EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -49,12 +50,12 @@ async def soak(url: str, concurrency: int, texts_per_request: int, duration: flo
             texts = [pool[(i + j) % len(pool)] for j in range(texts_per_request)]
             i += texts_per_request
             batch = text_tensor(texts)
-            tensor = grpc.InferInput("TEXT", list(batch.shape), "BYTES")
+            tensor = grpc.InferInput(TEXT_INPUT, list(batch.shape), "BYTES")
             tensor.set_data_from_numpy(batch)
             t0 = time.perf_counter()
             try:
-                result = await client.infer("clip_text", [tensor], client_timeout=60)
-                if result.as_numpy("EMBEDDING").shape != (len(texts), 512):
+                result = await client.infer(ENSEMBLE_MODEL, [tensor], client_timeout=60)
+                if result.as_numpy(EMBEDDING_OUTPUT).shape != (len(texts), EMBED_DIM):
                     raise RuntimeError("wrong shape")
                 latencies.append(time.perf_counter() - t0)
                 counters["docs"] += len(texts)

@@ -9,6 +9,7 @@ import sys
 
 from benchmarks.load import format_row, measure
 from clip_triton import LocalTritonServer
+from clip_triton_build.spec import IDS_TENSOR, TOKENIZER_MODEL
 
 
 def main(argv=None) -> int:
@@ -23,12 +24,12 @@ def main(argv=None) -> int:
             for concurrency, texts in points:
                 result = measure(
                     server.grpc_url,
-                    "clip_tokenizer",
+                    TOKENIZER_MODEL,
                     concurrency,
                     texts,
                     warmup=2,
                     duration=args.duration,
-                    output="input_ids",
+                    output=IDS_TENSOR,
                 )
                 print(f"instances={count} {format_row(result)}", flush=True)
     return 0

@@ -17,11 +17,16 @@ from clip_triton_build.repository import (
 from clip_triton_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
+    EMBEDDING_OUTPUT,
+    EMBEDS_TENSOR,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     EOT_TOKEN,
+    IDS_TENSOR,
+    MODELS,
     PAD_ID,
     SOT_TOKEN,
+    TEXT_INPUT,
     TOKENIZER_FILE,
     TOKENIZER_MODEL,
 )
@@ -62,6 +67,23 @@ def test_ensemble_wiring_agrees():
     for output in ensemble.output:
         assert tensors[output.name].data_type == output.data_type
         assert list(tensors[output.name].dims) == list(output.dims)
+
+
+def test_names_agree_with_spec():
+    cfg = configs()
+    assert set(cfg) == set(MODELS) and all(cfg[name].name == name for name in MODELS)
+    tokenizer, encoder, ensemble = cfg[TOKENIZER_MODEL], cfg[ENCODER_MODEL], cfg[ENSEMBLE_MODEL]
+    assert [t.name for t in ensemble.input] == [t.name for t in tokenizer.input] == [TEXT_INPUT]
+    assert [t.name for t in ensemble.output] == [EMBEDDING_OUTPUT]
+    assert [t.name for t in tokenizer.output] == [t.name for t in encoder.input] == [IDS_TENSOR]
+    assert [t.name for t in encoder.output] == [EMBEDS_TENSOR]
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [TOKENIZER_MODEL, ENCODER_MODEL]
+
+
+def test_the_clients_default_model_is_the_ensemble():
+    from clip_text_client import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == ENSEMBLE_MODEL
 
 
 def test_numbers_agree_with_spec():

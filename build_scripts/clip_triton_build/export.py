@@ -17,7 +17,7 @@ from typing import List
 
 import torch
 
-from .spec import CONTEXT_LENGTH, PAD_ID, VIT_B32_TEXT_CONFIG
+from .spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
 from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 
 # TorchScript export: batches larger than this run in length-sorted groups (see _ScriptedTrim)
@@ -57,9 +57,9 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
             wrapper,
             (example_input_ids(),),
             str(path),
-            input_names=["input_ids"],
-            output_names=["text_embeds"],
-            dynamic_axes={"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}},
+            input_names=[IDS_TENSOR],
+            output_names=[EMBEDS_TENSOR],
+            dynamic_axes={IDS_TENSOR: {0: "batch"}, EMBEDS_TENSOR: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )

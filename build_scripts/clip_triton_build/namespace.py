@@ -19,9 +19,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from .repository import BUILT_REPOSITORY, read_config
-from .spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
-
-MODELS = (TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
+from .spec import MODELS
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -31,10 +31,16 @@ VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
 )
 RANDOM_INIT_SEED = 0
 
-# Names the model repository uses (model folders and tensor names).
+# Names the model repository uses (model folders and tensor names); the configs spell them too
+# and tests/test_repository_config.py checks that they agree.
 TOKENIZER_MODEL = "clip_tokenizer"
 ENCODER_MODEL = "clip_text_encoder"
-ENSEMBLE_MODEL = "clip_text"
+ENSEMBLE_MODEL = "clip_text"  # what clients call
+MODELS = (TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)  # the load order: composing models first
+TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizer's input: [B, 1] BYTES
+EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, 512] FP32
+IDS_TENSOR = "input_ids"  # the tokenizer's output and the encoder's input: [B, 77] INT64
+EMBEDS_TENSOR = "text_embeds"  # the encoder's output: [B, 512] FP32
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"

@@ -1,6 +1,6 @@
 """Python client for the CLIP text embedding Triton repository: documents in, embeddings out."""
 
-from .client import CLIPTextClient, ModelInfo, RandomWeightsWarning
+from .client import DEFAULT_MODEL, CLIPTextClient, ModelInfo, RandomWeightsWarning
 from .errors import (
     AccessDeniedError,
     CLIPClientError,
@@ -12,6 +12,7 @@ from .errors import (
 
 __all__ = [
     "CLIPTextClient",
+    "DEFAULT_MODEL",
     "ModelInfo",
     "RandomWeightsWarning",
     "AccessDeniedError",

@@ -22,7 +22,7 @@ import sys
 from typing import cast
 
 from .bulk import JobError, run_job
-from .client import CLIPTextClient
+from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
 
 
@@ -66,7 +66,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--url", default=None, help="server address (default localhost:8001 gRPC / :8000 HTTP)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    parser.add_argument("--model", default="clip_text")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(

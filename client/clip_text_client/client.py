@@ -41,6 +41,7 @@ from .transport import Transport
 log = logging.getLogger("clip_text_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+DEFAULT_MODEL = "clip_text"  # the repository's ensemble; tensor names come from its served config
 
 
 class RandomWeightsWarning(UserWarning):
@@ -61,7 +62,7 @@ class CLIPTextClient:
         self,
         url: str | None = None,
         protocol: str = "grpc",
-        model: str = "clip_text",
+        model: str = DEFAULT_MODEL,
         *,
         batch_size: int = 32,
         concurrency: int = 4,

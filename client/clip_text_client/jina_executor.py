@@ -21,7 +21,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, requests
 
-from .client import CLIPTextClient
+from .client import DEFAULT_MODEL, CLIPTextClient
 
 SERVER_CONTEXT_LENGTH = 77
 
@@ -39,7 +39,7 @@ class CLIPTextEncoder(Executor):
         self,
         url: str = "localhost:8001",
         protocol: str = "grpc",
-        model: str = "clip_text",
+        model: str = DEFAULT_MODEL,
         batch_size: int = 32,
         access_paths: str = "@r",
         traversal_paths: str | None = None,

@@ -19,9 +19,11 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from clip_triton_build.spec import MODELS
+
 from .paths import BUILT_REPOSITORY
 
-LOAD_ORDER = ("clip_tokenizer", "clip_text_encoder", "clip_text")  # composing models before the ensemble
+LOAD_ORDER = MODELS  # composing models before the ensemble
 TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
 
 

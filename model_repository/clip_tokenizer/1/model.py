@@ -155,16 +155,18 @@ class TritonPythonModel:
         self.sot_id = self.tokenizer.token_to_id(params["sot_token"])
         self.eot_id = self.tokenizer.token_to_id(params["eot_token"])
         self.pad_id = int(params["pad_id"])
-        output = pb_utils.get_output_config_by_name(config, "input_ids")
+        # tensor names: this model's config.pbtxt is their home here (one input, one output)
+        self.input_name, self.output_name = config["input"][0]["name"], config["output"][0]["name"]
+        output = pb_utils.get_output_config_by_name(config, self.output_name)
         self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
 
     def _decode(self, request):
         try:
-            texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            texts = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         except Exception as exc:  # e.g. a BYTES length prefix past the data: this request's fault alone
-            raise InvalidInput(f"TEXT is not a well-formed BYTES tensor: {exc}") from None
+            raise InvalidInput(f"{self.input_name} is not a well-formed BYTES tensor: {exc}") from None
         if texts.ndim != 2 or texts.shape[1] != 1:
-            raise InvalidInput(f"TEXT must have shape [batch, 1], got {list(texts.shape)}")
+            raise InvalidInput(f"{self.input_name} must have shape [batch, 1], got {list(texts.shape)}")
         decoded = []
         for index, item in enumerate(texts[:, 0]):
             if isinstance(item, str):
@@ -172,13 +174,13 @@ class TritonPythonModel:
                 continue
             if len(item) > self.max_text_bytes:
                 raise InvalidInput(
-                    f"TEXT[{index}] has {len(item)} bytes; the limit is {self.max_text_bytes} "
+                    f"{self.input_name}[{index}] has {len(item)} bytes; the limit is {self.max_text_bytes} "
                     f"(CLIP reads only its first {self.context_length - 2} tokens anyway)"
                 )
             try:
                 decoded.append(item.decode("utf-8"))
             except UnicodeDecodeError as exc:
-                raise InvalidInput(f"TEXT[{index}] is not valid UTF-8: {exc}") from None
+                raise InvalidInput(f"{self.input_name}[{index}] is not valid UTF-8: {exc}") from None
         return decoded
 
     def tokenize(self, texts):
@@ -221,13 +223,12 @@ class TritonPythonModel:
                 responses[i] = self._respond(lambda: self.tokenize(texts[start:end]))
             return responses
         for i, start, end in spans:
-            responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor("input_ids", ids[start:end])])
+            responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, ids[start:end])])
         return responses
 
-    @staticmethod
-    def _respond(compute):
+    def _respond(self, compute):
         try:
-            return pb_utils.InferenceResponse([pb_utils.Tensor("input_ids", compute())])
+            return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, compute())])
         except Exception as exc:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"tokenization failed: {exc!r}", pb_utils.TritonError.INTERNAL)
