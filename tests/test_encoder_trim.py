@@ -6,24 +6,32 @@ import pytest
 import torch
 
 from clip_triton_build.export import TrimmedTextEncoder
-from clip_triton_build.spec import CONTEXT_LENGTH, PAD_ID
+from clip_triton_build.spec import (
+    CONTEXT_LENGTH,
+    ENCODER_MODEL,
+    ONNX_FILE,
+    PAD_ID,
+    TORCHSCRIPT_FILE,
+    VIT_B32_TEXT_CONFIG,
+)
 from clip_triton_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 from helpers import REPOSITORY, get_text_features
+
+SOT_ID, EOT_ID = VIT_B32_TEXT_CONFIG["bos_token_id"], VIT_B32_TEXT_CONFIG["eos_token_id"]
+VOCAB_SIZE = VIT_B32_TEXT_CONFIG["vocab_size"]
 
 
 @pytest.fixture(scope="module")
 def session():
-    return ort.InferenceSession(
-        str(REPOSITORY / "clip_text_encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(REPOSITORY / ENCODER_MODEL / "1" / ONNX_FILE), providers=["CPUExecutionProvider"])
 
 
 def random_ids(rng, lengths):
     ids = np.zeros((len(lengths), CONTEXT_LENGTH), dtype=np.int64)
     for row, n in zip(ids, lengths):
-        row[0] = 49406
-        row[1 : 1 + n] = rng.integers(0, 49406, n)
-        row[1 + n] = 49407
+        row[0] = SOT_ID
+        row[1 : 1 + n] = rng.integers(0, SOT_ID, n)  # any token below the two special ones
+        row[1 + n] = EOT_ID
     return ids
 
 
@@ -36,8 +44,8 @@ def test_trimmed_onnx_equals_full_length_hf(session, hf_model, lengths):
 
 
 def test_pooling_position_is_first_eot():
-    ids = torch.tensor([[49406, 5, 49407, 0, 49407], [49406, 49407, 0, 0, 0]])
-    assert pooling_positions(ids, 49407).tolist() == [2, 1]
+    ids = torch.tensor([[SOT_ID, 5, EOT_ID, 0, EOT_ID], [SOT_ID, EOT_ID, 0, 0, 0]])
+    assert pooling_positions(ids, EOT_ID).tolist() == [2, 1]
     assert pooling_positions(ids, 2).tolist() == [2, 1]  # legacy argmax rule agrees
 
 
@@ -69,8 +77,8 @@ def test_export_tower_equals_hf_get_text_features(hf_model, lengths):
 
 
 def test_ids_outside_the_vocabulary_read_as_pad():
-    ids = torch.tensor([[49406, -1, 49408, 10**9, 5, 49407]])
-    assert in_vocabulary(ids, 49408).tolist() == [[49406, PAD_ID, PAD_ID, PAD_ID, 5, 49407]]
+    ids = torch.tensor([[SOT_ID, -1, VOCAB_SIZE, 10**9, 5, EOT_ID]])
+    assert in_vocabulary(ids, VOCAB_SIZE).tolist() == [[SOT_ID, PAD_ID, PAD_ID, PAD_ID, 5, EOT_ID]]
 
 
 def test_torchscript_export_names_no_device():
@@ -78,7 +86,7 @@ def test_torchscript_export_names_no_device():
     on any other GPU; the export must carry none."""
     import re
 
-    module = torch.jit.load(str(REPOSITORY / "clip_text_encoder" / "1" / "model.pt"), map_location="cpu")
+    module = torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
     code = module.code + module.inner.code + str(module.inner.graph)
     assert not re.search(r"cuda:|device\s*=", code)  # asking `is_cuda` names none
 
@@ -87,7 +95,7 @@ def test_torchscript_export_names_no_device():
 def test_torchscript_length_groups_give_each_row_its_one_pass_result(group_rows):
     """Big batches run in length-sorted groups (a GPU export's launch-bound forward); each row
     must come back in its place with the result it gets from one pass over the whole batch."""
-    module = torch.jit.load(str(REPOSITORY / "clip_text_encoder" / "1" / "model.pt"), map_location="cpu")
+    module = torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
     rng = np.random.default_rng(group_rows)
     ids = torch.from_numpy(random_ids(rng, rng.integers(0, 76, 37).tolist()))
     with torch.no_grad():

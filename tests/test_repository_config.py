@@ -80,10 +80,10 @@ def test_names_agree_with_spec():
     assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [TOKENIZER_MODEL, ENCODER_MODEL]
 
 
-def test_the_clients_default_model_is_the_ensemble():
-    from clip_text_client import DEFAULT_MODEL
+def test_the_clients_copies_of_the_service_facts_agree():
+    from clip_text_client.client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH
 
-    assert DEFAULT_MODEL == ENSEMBLE_MODEL
+    assert (DEFAULT_MODEL, SERVER_CONTEXT_LENGTH) == (ENSEMBLE_MODEL, CONTEXT_LENGTH)
 
 
 def test_numbers_agree_with_spec():

@@ -41,7 +41,10 @@ from .transport import Transport
 log = logging.getLogger("clip_text_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+# The service's facts this distribution needs without the build's package (which it must not
+# depend on); tests/test_repository_config.py checks them against clip_triton_build.spec.
 DEFAULT_MODEL = "clip_text"  # the repository's ensemble; tensor names come from its served config
+SERVER_CONTEXT_LENGTH = 77  # tokens the server's tokenizer keeps (longer texts are truncated there)
 
 
 class RandomWeightsWarning(UserWarning):

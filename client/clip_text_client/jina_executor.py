@@ -21,9 +21,7 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, requests
 
-from .client import DEFAULT_MODEL, CLIPTextClient
-
-SERVER_CONTEXT_LENGTH = 77
+from .client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH, CLIPTextClient
 
 
 def select_docs(docs, access_paths: str):
