@@ -30,12 +30,16 @@ EXECUTORS = {
 }
 
 
-def load(model: Path, device: str, executor: str, group_rows: int | None):
+def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
+    """The TorchScript file, with its length-group settings overridden where given."""
     EXECUTORS[executor]()
     module = torch.jit.load(str(model), map_location=device).eval()
     if group_rows is not None:
         module.gpu_group_rows = group_rows
         module.cpu_group_rows = group_rows
+    if pass_cost is not None:
+        module.gpu_pass_cost = pass_cost
+        module.cpu_pass_cost = pass_cost
     return module
 
 
@@ -108,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--executors", default="no-optimize")
     parser.add_argument("--group-rows", default="", help="comma list; empty: the export's own")
+    parser.add_argument("--pass-costs", default="", help="comma list (padded positions); empty: the export's own")
     parser.add_argument("--batches", default="256")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -119,6 +124,7 @@ def main(argv=None) -> int:
         for kind, path in (item.split("=", 1) for item in args.ids)
     }
     groups = [int(g) for g in args.group_rows.split(",") if g] or [None]
+    pass_costs = [int(c) for c in args.pass_costs.split(",") if c] or [None]
     results = []
     for executor in args.executors.split(","):
         module = load(args.model, args.device, executor, None)
@@ -136,20 +142,21 @@ def main(argv=None) -> int:
                 f"max {row['max_ms']:.1f} ms",
                 flush=True,
             )
-        for group in groups:
-            module = load(args.model, args.device, executor, group)
+        for group, pass_cost in ((g, c) for g in groups for c in pass_costs):
+            module = load(args.model, args.device, executor, group, pass_cost)
             for kind, ids in corpora.items():
                 for batch in (int(b) for b in args.batches.split(",")):
                     for threads in (int(t) for t in args.threads.split(",")):
                         row = {
                             "executor": executor,
                             "group_rows": group,
+                            "pass_cost": pass_cost,
                             "kind": kind,
                             **throughput(module, ids, batch, args.seconds, args.device, threads),
                         }
                         results.append(row)
                         print(
-                            f"[raw {executor} group {group}] {kind} batch {batch} x{threads}: "
+                            f"[raw {executor} group {group} pass cost {pass_cost}] {kind} batch {batch} x{threads}: "
                             f"{row['docs_per_s']:,.0f} docs/s",
                             flush=True,
                         )

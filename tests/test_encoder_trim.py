@@ -8,6 +8,7 @@ import torch
 from clip_triton_build.export import TrimmedTextEncoder
 from clip_triton_build.spec import (
     CONTEXT_LENGTH,
+    EMBED_DIM,
     ENCODER_MODEL,
     ONNX_FILE,
     PAD_ID,
@@ -91,17 +92,25 @@ def test_torchscript_export_names_no_device():
     assert not re.search(r"cuda:|device\s*=", code)  # asking `is_cuda` names none
 
 
-@pytest.mark.parametrize("group_rows", [1, 5, 16])
-def test_torchscript_length_groups_give_each_row_its_one_pass_result(group_rows):
-    """Big batches run in length-sorted groups (a GPU export's launch-bound forward); each row
-    must come back in its place with the result it gets from one pass over the whole batch."""
-    module = torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
-    rng = np.random.default_rng(group_rows)
-    ids = torch.from_numpy(random_ids(rng, rng.integers(0, 76, 37).tolist()))
+@pytest.fixture(scope="module")
+def torchscript_module():
+    return torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
+
+
+# (most rows per group, cost of a pass in padded positions): cut at every length, groups of 1
+# row, cuts by rows only, cuts by padding only, both
+@pytest.mark.parametrize("group_rows, pass_cost", [(1000, 0), (1, 10**9), (5, 10**9), (1000, 256), (16, 2000)])
+def test_torchscript_length_groups_give_each_row_its_one_pass_result(torchscript_module, group_rows, pass_cost):
+    """Big batches run in length-sorted groups (cut where padding would cost more than a pass);
+    each row must come back in its place with the result it gets from one pass over the batch."""
+    module = torchscript_module
+    rng = np.random.default_rng(group_rows + pass_cost)
+    lengths = rng.integers(0, 76, 37).tolist() + [3] * 12 + [75] * 3  # a run of equal lengths, a long tail
+    ids = torch.from_numpy(random_ids(rng, rng.permutation(lengths).tolist()))
     with torch.no_grad():
-        module.cpu_group_rows = 1000
+        module.cpu_group_rows, module.cpu_pass_cost = 1000, 10**9
         one_pass = module(ids)
-        module.cpu_group_rows = group_rows
+        module.cpu_group_rows, module.cpu_pass_cost = group_rows, pass_cost
         grouped = module(ids)
-    assert grouped.shape == (37, 512)
+    assert grouped.shape == (len(lengths), EMBED_DIM)
     assert (grouped - one_pass).abs().max().item() <= 1e-5

@@ -20,9 +20,12 @@ import torch
 from .spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
 from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 
-# TorchScript export: batches larger than this run in length-sorted groups (see _ScriptedTrim)
+# TorchScript export: length groups of at most this many rows, and what one more forward pass
+# costs in padded positions (rows x length) when deciding where to cut (see _ScriptedTrim)
 GPU_GROUP_ROWS = 512
 CPU_GROUP_ROWS = 128
+GPU_PASS_COST = 2048
+CPU_PASS_COST = 256
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -93,15 +96,19 @@ class _Float32Output(torch.nn.Module):
 
 
 class _ScriptedTrim(torch.nn.Module):
-    """Valid ids, trim, and for large batches groups: rows are ordered by length and run in groups
-    of `group_rows`, each group cut to its own longest text, so one long text in a big batch no
-    longer makes every row pay for 77 positions. Each row's result is the same either way.
+    """Valid ids, trim, and for large batches length groups: rows are ordered by length and cut
+    into groups, each run to its own longest text, so a few long texts in a big batch no longer
+    make every row pay for 77 positions. Each row's result is the same however rows are grouped
+    (CLIP is causal and pools at EOT: positions after a row's EOT never reach its output).
 
-    The group size depends on the device. On a GPU a forward pass of a few hundred rows costs
-    about what one row does (kernel launches bound it, not arithmetic), so groups are large; on a
-    CPU the cost follows rows x length, so groups are small. Every group's length comes from one
-    device-to-host copy before the first group starts, so the GPU runs the groups back to back
-    instead of waiting for the host between them."""
+    Where to cut trades padding for passes: `_plan` picks the cuts that minimise padded positions
+    (rows x group length) plus `*_pass_cost` positions per forward pass, exactly, by dynamic
+    programming over the batch's distinct lengths (at most 77). A group holds at most
+    `*_group_rows` rows. Both depend on the device: on a GPU a forward pass costs thousands of
+    positions' worth of kernel launches whatever its size; on a CPU its cost follows rows x length.
+    A batch too small for any cut to pay (rows x 77 <= pass cost) runs in one pass, unsorted.
+    Every group's length comes from one device-to-host copy before the first group starts, so the
+    GPU runs the groups back to back instead of waiting for the host between them."""
 
     def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__()
@@ -111,21 +118,57 @@ class _ScriptedTrim(torch.nn.Module):
         self.eos_token_id = eos_token_id
         self.gpu_group_rows = GPU_GROUP_ROWS
         self.cpu_group_rows = CPU_GROUP_ROWS
+        self.gpu_pass_cost = GPU_PASS_COST
+        self.cpu_pass_cost = CPU_PASS_COST
+
+    def _plan(self, lengths: List[int], counts: List[int], max_rows: int, pass_cost: int) -> List[int]:
+        """Ends (indices into the ascending distinct `lengths`) of the groups that minimise
+        sum(passes x pass_cost + rows x length): O(distinct lengths ^ 2)."""
+        rows_before: List[int] = [0]
+        for count in counts:
+            rows_before.append(rows_before[-1] + count)
+        best: List[int] = [0]  # best[j]: the cheapest plan for the first j distinct lengths
+        cut: List[int] = [0]
+        for j in range(1, len(lengths) + 1):
+            best_j, cut_j = -1, 0
+            for i in range(j):  # the last group: distinct lengths i..j-1, run at lengths[j - 1]
+                rows = rows_before[j] - rows_before[i]
+                cost = best[i] + (rows + max_rows - 1) // max_rows * pass_cost + rows * lengths[j - 1]
+                if best_j < 0 or cost < best_j:
+                    best_j, cut_j = cost, i
+            best.append(best_j)
+            cut.append(cut_j)
+        ends: List[int] = []
+        j = len(lengths)
+        while j > 0:
+            ends.append(j)
+            j = cut[j]
+        ends.reverse()
+        return ends
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         positions = pooling_positions(input_ids, self.eos_token_id)
         rows = input_ids.size(0)
-        group = self.gpu_group_rows if input_ids.is_cuda else self.cpu_group_rows
-        if rows <= group:
+        max_rows = self.gpu_group_rows if input_ids.is_cuda else self.cpu_group_rows
+        pass_cost = self.gpu_pass_cost if input_ids.is_cuda else self.cpu_pass_cost
+        if rows <= max_rows and rows * input_ids.size(1) <= pass_cost:
             length = int(positions.max().item()) + 1
             return self.inner(input_ids[:, :length])
         sorted_positions, order = torch.sort(positions)
-        host_positions: List[int] = sorted_positions.tolist()  # the one wait for the device
+        values, counts = torch.unique_consecutive(sorted_positions, return_counts=True)
+        host: List[List[int]] = torch.stack([values + 1, counts]).tolist()  # the one wait for the device
+        lengths, length_rows = host[0], host[1]
         ordered = input_ids.index_select(0, order)
         pieces: List[torch.Tensor] = []
-        for start in range(0, rows, group):
-            length = host_positions[min(start + group, rows) - 1] + 1  # the group's longest
-            pieces.append(self.inner(ordered[start : start + group, :length]))
+        start, first = 0, 0
+        for end in self._plan(lengths, length_rows, max_rows, pass_cost):
+            group_rows = 0
+            for i in range(first, end):
+                group_rows += length_rows[i]
+            for offset in range(0, group_rows, max_rows):
+                chunk = min(max_rows, group_rows - offset)
+                pieces.append(self.inner(ordered[start + offset : start + offset + chunk, : lengths[end - 1]]))
+            start, first = start + group_rows, end
         ordered_out = torch.cat(pieces)
         return torch.empty_like(ordered_out).index_copy_(0, order, ordered_out)
