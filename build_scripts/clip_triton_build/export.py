@@ -166,9 +166,14 @@ class _ScriptedTrim(torch.nn.Module):
             group_rows = 0
             for i in range(first, end):
                 group_rows += length_rows[i]
+            # a group over max_rows runs in chunks, each cut to its own longest row
+            covered, bucket = 0, first
             for offset in range(0, group_rows, max_rows):
                 chunk = min(max_rows, group_rows - offset)
-                pieces.append(self.inner(ordered[start + offset : start + offset + chunk, : lengths[end - 1]]))
+                while covered < offset + chunk:
+                    covered += length_rows[bucket]
+                    bucket += 1
+                pieces.append(self.inner(ordered[start + offset : start + offset + chunk, : lengths[bucket - 1]]))
             start, first = start + group_rows, end
         ordered_out = torch.cat(pieces)
         return torch.empty_like(ordered_out).index_copy_(0, order, ordered_out)
