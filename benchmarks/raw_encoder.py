@@ -105,6 +105,49 @@ def single_text_latency(module, ids: torch.Tensor, count: int, device: str) -> d
     }
 
 
+def profile(module, ids: torch.Tensor, batch: int, passes: int, out: Path) -> dict:
+    """Where one caller's time goes at `batch` rows (torch.profiler, CUDA): the wall time per
+    pass against the GPU's kernel time per pass (the rest is the GPU waiting for the host:
+    interpreter and kernel launches), kernel launches per pass, and the kernels by time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    rows = ids[:batch]
+    with torch.no_grad():
+        for _ in range(3):
+            module(rows)
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            for _ in range(passes):
+                module(rows)
+            torch.cuda.synchronize()
+            wall = (time.perf_counter() - start) / passes
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_us = sum(e.self_device_time_total for e in kernels) / passes
+    table = events.table(sort_by="self_device_time_total", row_limit=20)
+    out.write_text(table)
+    result = {
+        "batch": batch,
+        "wall_ms_per_pass": wall * 1e3,
+        "gpu_kernel_ms_per_pass": kernel_us / 1e3,
+        "gpu_busy": kernel_us / 1e3 / (wall * 1e3),
+        "kernel_launches_per_pass": sum(e.count for e in kernels) / passes,
+        "top_kernels_ms_per_pass": {
+            e.key[:80]: e.self_device_time_total / 1e3 / passes
+            for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:8]
+        },
+    }
+    print(
+        f"[profile] batch {batch}: {result['wall_ms_per_pass']:.2f} ms a pass, GPU kernels "
+        f"{result['gpu_kernel_ms_per_pass']:.2f} ms ({result['gpu_busy']:.0%} busy), "
+        f"{result['kernel_launches_per_pass']:.0f} kernel launches; table: {out}",
+        flush=True,
+    )
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -117,6 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--latency-texts", type=int, default=200, help="0: skip the one-text latency")
+    parser.add_argument("--profile", default="", help="comma list of batch sizes to profile (one caller, CUDA)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     corpora = {
@@ -160,6 +204,15 @@ def main(argv=None) -> int:
                             f"{row['docs_per_s']:,.0f} docs/s",
                             flush=True,
                         )
+    for batch in (int(b) for b in args.profile.split(",") if b):
+        kind, ids = next(iter(corpora.items()))
+        table = (args.json or Path("raw_encoder.json")).with_name(f"profile_{kind}_{batch}.txt")
+        try:
+            row = profile(load(args.model, args.device, "no-optimize", None), ids, batch, 20, table)
+        except Exception as exc:  # a profiler that cannot see the GPU must not cost the run its numbers
+            print(f"[profile] batch {batch} failed: {exc!r}", flush=True)
+            continue
+        results.append({"kind": kind, "profile": row})
     report = {
         "model": str(args.model),
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
