@@ -121,12 +121,10 @@ class _ScriptedTrim(torch.nn.Module):
         self.gpu_pass_cost = GPU_PASS_COST
         self.cpu_pass_cost = CPU_PASS_COST
 
-    def _plan(self, lengths: List[int], counts: List[int], max_rows: int, pass_cost: int) -> List[int]:
-        """Ends (indices into the ascending distinct `lengths`) of the groups that minimise
-        sum(passes x pass_cost + rows x length): O(distinct lengths ^ 2)."""
-        rows_before: List[int] = [0]
-        for count in counts:
-            rows_before.append(rows_before[-1] + count)
+    def _plan(self, lengths: List[int], rows_before: List[int], max_rows: int, pass_cost: int) -> List[int]:
+        """Ends (indices into the ascending distinct `lengths`; `rows_before[i]`: rows shorter than
+        `lengths[i]`) of the groups that minimise sum(passes x pass_cost + rows x length):
+        O(distinct lengths ^ 2)."""
         best: List[int] = [0]  # best[j]: the cheapest plan for the first j distinct lengths
         cut: List[int] = [0]
         for j in range(1, len(lengths) + 1):
@@ -158,22 +156,21 @@ class _ScriptedTrim(torch.nn.Module):
         sorted_positions, order = torch.sort(positions)
         values, counts = torch.unique_consecutive(sorted_positions, return_counts=True)
         host: List[List[int]] = torch.stack([values + 1, counts]).tolist()  # the one wait for the device
-        lengths, length_rows = host[0], host[1]
+        lengths: List[int] = host[0]
+        rows_before: List[int] = [0]  # rows_before[i]: the sorted rows before distinct length i
+        for count in host[1]:
+            rows_before.append(rows_before[-1] + count)
         ordered = input_ids.index_select(0, order)
         pieces: List[torch.Tensor] = []
-        start, first = 0, 0
-        for end in self._plan(lengths, length_rows, max_rows, pass_cost):
-            group_rows = 0
-            for i in range(first, end):
-                group_rows += length_rows[i]
+        first = 0
+        for end in self._plan(lengths, rows_before, max_rows, pass_cost):
             # a group over max_rows runs in chunks, each cut to its own longest row
-            covered, bucket = 0, first
-            for offset in range(0, group_rows, max_rows):
-                chunk = min(max_rows, group_rows - offset)
-                while covered < offset + chunk:
-                    covered += length_rows[bucket]
+            bucket = first
+            for start in range(rows_before[first], rows_before[end], max_rows):
+                stop = min(start + max_rows, rows_before[end])
+                while rows_before[bucket + 1] < stop:  # the distinct length of the chunk's last row
                     bucket += 1
-                pieces.append(self.inner(ordered[start + offset : start + offset + chunk, : lengths[bucket - 1]]))
-            start, first = start + group_rows, end
+                pieces.append(self.inner(ordered[start:stop, : lengths[bucket]]))
+            first = end
         ordered_out = torch.cat(pieces)
         return torch.empty_like(ordered_out).index_copy_(0, order, ordered_out)
