@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
-from clip_text_client.transport import text_tensor
+from clip_text_client.transport import Transport
 from clip_triton import verify
 from clip_triton.corpus import VARIED_64, captions, short_captions
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
@@ -38,16 +38,12 @@ POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per reques
 
 
 def infer(url, model, texts, output):
-    import tritonclient.grpc as grpc
-
-    client = grpc.InferenceServerClient(url)
-    batch = text_tensor(texts)
-    tensor = grpc.InferInput(TEXT_INPUT, list(batch.shape), "BYTES")
-    tensor.set_data_from_numpy(batch)
+    """One request of its own connection, as a separate client's would be (the traced one-text requests)."""
+    transport = Transport(url, "grpc", timeout=verify.REQUEST_TIMEOUT_S, headers=None)
     try:
-        return client.infer(model, [tensor], outputs=[grpc.InferRequestedOutput(output)]).as_numpy(output)
+        return transport.infer(model, TEXT_INPUT, output, texts)
     finally:
-        client.close()
+        transport.close()
 
 
 def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, label: str) -> np.ndarray:

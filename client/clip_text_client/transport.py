@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .errors import (
@@ -112,7 +114,7 @@ class Transport:
             return self._call(self.client.get_model_config, model, headers=self.headers, as_json=True)["config"]
         return self._call(self.client.get_model_config, model, headers=self.headers)
 
-    def infer(self, model: str, input_name: str, output_name: str, texts: list[bytes]) -> np.ndarray:
+    def infer(self, model: str, input_name: str, output_name: str, texts: Sequence[str | bytes]) -> np.ndarray:
         batch = text_tensor(texts)
         tensor = self.module.InferInput(input_name, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)

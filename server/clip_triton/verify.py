@@ -23,6 +23,8 @@ from clip_triton_build.spec import EMBEDS_TENSOR, ENSEMBLE_MODEL, IDS_TENSOR, TE
 
 from .corpus import VARIED_64, captions
 
+REQUEST_TIMEOUT_S = 120.0  # one request of `tokenize`: a first call may wait for a cold instance
+
 
 @dataclass
 class Comparison:
@@ -45,10 +47,11 @@ def compare(test: np.ndarray, reference: np.ndarray) -> Comparison:
     if test.shape != reference.shape:
         raise ValueError(f"shapes differ: {test.shape} vs {reference.shape}")
     cos = (test * reference).sum(1) / (np.linalg.norm(test, axis=1) * np.linalg.norm(reference, axis=1))
+    cos = np.nan_to_num(cos, nan=-1.0)  # a zero or non-finite row counts as the worst agreement
     return Comparison(
         texts=len(test),
-        min_cosine=float(np.nan_to_num(cos, nan=-1.0).min()),
-        mean_cosine=float(np.nan_to_num(cos, nan=-1.0).mean()),
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
         max_abs_diff=float(np.abs(test - reference).max()),
         finite=bool(np.isfinite(test).all()),
     )
@@ -71,22 +74,15 @@ def embed(url: str, texts: list[str], model: str = ENSEMBLE_MODEL, concurrency: 
 
 def tokenize(url: str, texts: list[str], model: str = TOKENIZER_MODEL, batch: int = 256) -> np.ndarray:
     """The deployment's own token ids for `texts` (its tokenizer model, called directly)."""
-    import tritonclient.grpc as grpc
+    from clip_text_client.transport import Transport
 
-    from clip_text_client.transport import text_tensor
-
-    client = grpc.InferenceServerClient(url)
+    transport = Transport(url, "grpc", timeout=REQUEST_TIMEOUT_S, headers=None)
     try:
-        chunks = []
-        for start in range(0, len(texts), batch):
-            array = text_tensor(texts[start : start + batch])
-            tensor = grpc.InferInput(TEXT_INPUT, list(array.shape), "BYTES")
-            tensor.set_data_from_numpy(array)
-            result = client.infer(model, [tensor], outputs=[grpc.InferRequestedOutput(IDS_TENSOR)])
-            chunks.append(result.as_numpy(IDS_TENSOR))
-        return np.concatenate(chunks)
+        return np.concatenate(
+            [transport.infer(model, TEXT_INPUT, IDS_TENSOR, texts[i : i + batch]) for i in range(0, len(texts), batch)]
+        )
     finally:
-        client.close()
+        transport.close()
 
 
 def onnx_embeddings(onnx_path: Path, ids: np.ndarray, batch: int = 256) -> np.ndarray:
