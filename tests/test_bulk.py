@@ -29,6 +29,13 @@ def run_cli(args, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedP
     )
 
 
+def start_cli(args) -> subprocess.Popen:
+    """clip-text-embed running in the background, to be interrupted (run_cli waits for it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -49,6 +56,15 @@ def test_a_line_that_is_not_utf8_is_reported_by_number_and_every_other_line_is_e
     sample = [0, 1, 1498, 1500, 3002]
     got = np.array([next(r for r in rows if r["line"] == i + 1)["embedding"] for i in sample])
     assert np.abs(got - embed_direct(server, [texts[i] for i in sample])).max() <= 1e-5
+
+
+def test_a_malformed_header_is_refused_before_any_work(server, tmp_path):
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("a photo of a cat\n")
+    result = run_cli([str(source), "-o", str(out), "--url", server.grpc_url, "--header", "x-api-key"])
+    assert result.returncode == 2
+    assert b"--header needs KEY=VALUE, got 'x-api-key'" in result.stderr
+    assert not out.exists()
 
 
 def test_jsonl_on_stdin_passes_records_without_text_through(server):
@@ -165,9 +181,7 @@ def test_a_job_killed_mid_way_resumes_and_writes_every_line_exactly_once(server,
         "--chunk-lines",
         "4096",
     ]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    first = start_cli(args)
     wait_for_progress(Path(str(out) + ".progress.json"), n // 3, first)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -187,9 +201,7 @@ def test_ctrl_c_then_the_same_command_continues_an_npy_job(server, tmp_path):
     source.write_text("".join(f"text {i}\n" for i in range(n)))
     out = tmp_path / "out.npy"
     args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress", "--chunk-lines", "1000"]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    first = start_cli(args)
     wait_for_progress(Path(str(out) + ".progress.json"), 3000, first)
     first.send_signal(signal.SIGINT)
     assert first.wait(120) == 130
@@ -222,9 +234,7 @@ def test_a_server_that_goes_away_leaves_a_job_the_same_command_finishes(server, 
             "--retries",
             "1",
         ]
-        first = subprocess.Popen(
-            [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        first = start_cli(args)
         wait_for_progress(Path(str(out) + ".progress.json"), 1000, first)
         srv.stop()
         assert first.wait(300) == 3

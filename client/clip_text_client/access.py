@@ -26,6 +26,18 @@ def restricted_api_flags(apis: tuple[str, ...], key: str) -> list[str]:
     return [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
 
 
+def header_arguments(items: list[str]) -> dict[str, str]:
+    """Repeated `--header KEY=VALUE` command-line arguments as request headers (the CLI's and
+    clip_triton.deploy's); ValueError names the first malformed one."""
+    headers = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--header needs KEY=VALUE, got {item!r}")
+        headers[key] = value
+    return headers
+
+
 def key_headers(key: str, protocol: str) -> dict[str, str]:
     """Request headers that carry `key` for `protocol` ("http" or "grpc")."""
     return {(API_KEY_HEADER if protocol == "http" else GRPC_HEADER_PREFIX + API_KEY_HEADER): key}

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import cast
 
+from .access import header_arguments
 from .bulk import JobError, run_job
 from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
@@ -122,13 +123,11 @@ def progress_bar(input_path: str, disabled: bool):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    headers = {}
-    for item in args.header:
-        key, sep, value = item.partition("=")
-        if not sep:
-            say(f"--header needs KEY=VALUE, got {item!r}")
-            return 2
-        headers[key] = value
+    try:
+        headers = header_arguments(args.header)
+    except ValueError as exc:
+        say(str(exc))
+        return 2
     try:
         input_format = detect_input_format(args.input, args.input_format, args.text_field is not None)
     except OSError as exc:

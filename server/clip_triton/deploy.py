@@ -19,6 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from clip_text_client.access import header_arguments
 from clip_triton_build.spec import MODELS
 
 from .paths import BUILT_REPOSITORY
@@ -135,7 +136,10 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--unload", action="store_true")
     args = parser.parse_args(argv)
-    headers = dict(h.split("=", 1) for h in args.header) or None
+    try:
+        headers = header_arguments(args.header) or None
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.unload:
         unload(args.url, headers, args.prefix)
         print("unloaded", ", ".join(args.prefix + m for m in LOAD_ORDER))
