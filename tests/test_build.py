@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from clip_triton_build.repository import BUILT_MARKER, NotABuiltRepository, start_repository
+from clip_triton_build.repository import (
+    BUILT_MARKER,
+    BUILT_REPOSITORY,
+    SOURCE_REPOSITORY,
+    NotABuiltRepository,
+    start_repository,
+)
 from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_FILE, TOKENIZER_MODEL
 from helpers import REPO_ROOT
 
@@ -53,7 +59,7 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
         timeout=600,
     )
     assert build.returncode == 0, build.stderr[-3000:]
-    built = clone / "build" / "model_repository"
+    built = clone / BUILT_REPOSITORY.relative_to(REPO_ROOT)  # the clone's default output
     assert (built / ENCODER_MODEL / "1" / ONNX_FILE).is_file()
     assert (built / TOKENIZER_MODEL / "1" / TOKENIZER_FILE).is_file()
     assert git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
@@ -64,22 +70,22 @@ def test_the_build_refuses_to_empty_a_folder_it_did_not_write(tmp_path):
     output.mkdir()
     (output / "someone_elses_model").mkdir()
     with pytest.raises(NotABuiltRepository):
-        start_repository(REPO_ROOT / "model_repository", output)
+        start_repository(SOURCE_REPOSITORY, output)
     assert (output / "someone_elses_model").is_dir()
 
 
 def test_a_rebuild_replaces_everything_the_last_build_wrote(tmp_path):
     output = tmp_path / "models"
-    start_repository(REPO_ROOT / "model_repository", output)
+    start_repository(SOURCE_REPOSITORY, output)
     stale = output / ENCODER_MODEL / "1" / "model_fp16.pt"  # e.g. from a GPU build, not made this time
     stale.write_bytes(b"stale")
-    start_repository(REPO_ROOT / "model_repository", output)
+    start_repository(SOURCE_REPOSITORY, output)
     assert (output / BUILT_MARKER).is_file() and not stale.exists()
     assert sorted(p.name for p in output.iterdir() if p.is_dir()) == sorted(
-        p.name for p in (REPO_ROOT / "model_repository").iterdir() if (p / "config.pbtxt").is_file()
+        p.name for p in (SOURCE_REPOSITORY).iterdir() if (p / "config.pbtxt").is_file()
     )
 
 
 def test_the_build_never_writes_into_its_source(tmp_path):
     with pytest.raises(NotABuiltRepository):
-        start_repository(REPO_ROOT / "model_repository", REPO_ROOT / "model_repository" / "built")
+        start_repository(SOURCE_REPOSITORY, SOURCE_REPOSITORY / "built")

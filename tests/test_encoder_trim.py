@@ -82,19 +82,19 @@ def test_ids_outside_the_vocabulary_read_as_pad():
     assert in_vocabulary(ids, VOCAB_SIZE).tolist() == [[SOT_ID, PAD_ID, PAD_ID, PAD_ID, 5, EOT_ID]]
 
 
-def test_torchscript_export_names_no_device():
+@pytest.fixture(scope="module")
+def torchscript_module():
+    return torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
+
+
+def test_torchscript_export_names_no_device(torchscript_module):
     """A device in the graph (HF's forward under trace bakes in `device=cuda:0`) breaks serving
     on any other GPU; the export must carry none."""
     import re
 
-    module = torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
+    module = torchscript_module
     code = module.code + module.inner.code + str(module.inner.graph)
     assert not re.search(r"cuda:|device\s*=", code)  # asking `is_cuda` names none
-
-
-@pytest.fixture(scope="module")
-def torchscript_module():
-    return torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
 
 
 # (most rows per group, cost of a pass in padded positions): cut at every length, groups of 1

@@ -38,6 +38,11 @@ ALL_CONFIGS = [
 ]
 
 
+def built_variants(model: str) -> set[str]:
+    """The --model-config-name variants the build wrote for `model`."""
+    return {path.stem for path in (BUILT_REPOSITORY / model / "configs").glob("*.pbtxt")}
+
+
 def configs():
     return {p.parent.name: read_config(p) for p in SOURCE_REPOSITORY.glob("*/config.pbtxt")}
 
@@ -112,14 +117,14 @@ def test_the_build_writes_a_variant_for_each_model_file_it_built():
     encoder = BUILT_REPOSITORY / ENCODER_MODEL
     built = {name for name, (_, filename, _) in ENCODER_VARIANTS.items() if (encoder / "1" / filename).is_file()}
     assert {"cpu", "torchscript", "torchscript_cpu", "tensorrt_fp16"} <= built
-    assert {p.stem for p in (encoder / "configs").glob("*.pbtxt")} == built
+    assert built_variants(ENCODER_MODEL) == built
 
 
 def test_variants_differ_from_the_source_only_where_intended():
     source = read_config(BUILT_REPOSITORY / ENCODER_MODEL / "config.pbtxt")
-    for path in sorted((BUILT_REPOSITORY / ENCODER_MODEL / "configs").glob("*.pbtxt")):
-        backend, filename, kind = ENCODER_VARIANTS[path.stem]
-        variant = read_config(path)
+    for name in sorted(built_variants(ENCODER_MODEL)):
+        backend, filename, kind = ENCODER_VARIANTS[name]
+        variant = read_config(BUILT_REPOSITORY / ENCODER_MODEL / "configs" / f"{name}.pbtxt")
         assert (variant.backend, variant.default_model_filename) == (backend, filename)
         if kind is not None:
             assert all(g.kind == kind for g in variant.instance_group)
@@ -144,10 +149,9 @@ def is_gpu_variant(name: str) -> bool:
 def test_gpu_variants_bring_their_tokenizer_instances():
     """`--model-config-name` applies to every model: a GPU variant's tokenizer config comes along."""
     source = read_config(SOURCE_REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
-    encoder_variants = {p.stem for p in (BUILT_REPOSITORY / ENCODER_MODEL / "configs").glob("*.pbtxt")}
-    gpu_variants = {name for name in encoder_variants if is_gpu_variant(name)}
+    gpu_variants = {name for name in built_variants(ENCODER_MODEL) if is_gpu_variant(name)}
     assert "torchscript" in gpu_variants
-    assert {p.stem for p in (BUILT_REPOSITORY / TOKENIZER_MODEL / "configs").glob("*.pbtxt")} == gpu_variants
+    assert built_variants(TOKENIZER_MODEL) == gpu_variants
     for name in sorted(gpu_variants):
         variant = read_config(BUILT_REPOSITORY / TOKENIZER_MODEL / "configs" / f"{name}.pbtxt")
         assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["tokenizer_instances"]]
