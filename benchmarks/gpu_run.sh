@@ -52,7 +52,8 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
 #   lab       benchmarks.raw_encoder alone on the ids `check` saved (or LAB_IDS), once per
-#             environment in LAB_ENVS and model file in LAB_MODELS, with LAB_ARGS
+#             environment in LAB_ENVS and model file in LAB_MODELS (names in the built repository,
+#             or paths) and LAB_EXPORTS (fp16 export variants, benchmarks/lab_exports.py), with LAB_ARGS
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
@@ -65,12 +66,20 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
             --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
     lab)
       ids=${LAB_IDS:-$OUT/one-gpu}
-      for model in ${LAB_MODELS:-model_fp16.pt}; do
+      models=${LAB_MODELS:-model_fp16.pt}
+      if [ -n "${LAB_EXPORTS:-}" ]; then  # e.g. groups,flash: benchmarks/lab_exports.py (kept out of $OUT: 130 MB each)
+        python3 -m benchmarks.lab_exports --out /tmp/clip-lab-models --variants "$LAB_EXPORTS" \
+          --ids "$ids/ids_short.npy" --ids "$ids/ids_mixed.npy"
+        for variant in ${LAB_EXPORTS//,/ }; do models="$models /tmp/clip-lab-models/model_fp16_$variant.pt"; done
+      fi
+      for model in $models; do
+        [[ $model == */* ]] || model=build/model_repository/clip_text_encoder/1/$model
+        name=$(basename "$model" .pt)
         for env in ${LAB_ENVS:-NONE=1}; do
-          echo "== lab: $model with $env"
-          env "$env" python3 -m benchmarks.raw_encoder --model "build/model_repository/clip_text_encoder/1/$model" \
+          echo "== lab: $name with $env"
+          env "$env" python3 -m benchmarks.raw_encoder --model "$model" \
             --ids "short=$ids/ids_short.npy" --ids "mixed=$ids/ids_mixed.npy" ${LAB_ARGS:-} \
-            --json "$OUT/lab-${model%%.pt}-${env%%=*}.json"
+            --json "$OUT/lab-$name-${env%%=*}.json"
         done
       done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;

@@ -206,7 +206,8 @@ def main(argv=None) -> int:
                         )
     for batch in (int(b) for b in args.profile.split(",") if b):
         kind, ids = next(iter(corpora.items()))
-        table = (args.json or Path("raw_encoder.json")).with_name(f"profile_{kind}_{batch}.txt")
+        json_path = args.json or Path("raw_encoder.json")
+        table = json_path.with_name(f"{json_path.stem}_profile_{kind}_{batch}.txt")
         try:
             row = profile(load(args.model, args.device, "no-optimize", None), ids, batch, 20, table)
         except Exception as exc:  # a profiler that cannot see the GPU must not cost the run its numbers

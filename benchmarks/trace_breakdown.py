@@ -80,6 +80,11 @@ def breakdown(records: list[dict], ensemble: str, steps: list[str]) -> dict:
             compute = child["COMPUTE_END"] - child["COMPUTE_START"]
             parts[f"{step}_queue"].append(queue)
             parts[f"{step}_compute"].append(compute)
+            if "COMPUTE_INPUT_END" in child and "COMPUTE_OUTPUT_START" in child:
+                # compute = inputs gathered (and copied to the device) + the model + outputs read back
+                parts[f"{step}_compute_input"].append(child["COMPUTE_INPUT_END"] - child["COMPUTE_START"])
+                parts[f"{step}_compute_infer"].append(child["COMPUTE_OUTPUT_START"] - child["COMPUTE_INPUT_END"])
+                parts[f"{step}_compute_output"].append(child["COMPUTE_END"] - child["COMPUTE_OUTPUT_START"])
             accounted += queue + compute
         parts["ensemble_rest"].append(total - accounted)
         parts["ensemble_total"].append(total)

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from clip_triton_build.export import TrimmedTextEncoder
+from clip_triton_build.export import TrimmedTextEncoder, export_torchscript, pack
 from clip_triton_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
@@ -114,3 +114,42 @@ def test_torchscript_length_groups_give_each_row_its_one_pass_result(torchscript
         grouped = module(ids)
     assert grouped.shape == (len(lengths), EMBED_DIM)
     assert (grouped - one_pass).abs().max().item() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def packed_module(hf_model, tmp_path_factory):
+    """The fp16 GPU file's structure (packed tokens, `_ScriptedPack`) exported on the CPU in
+    fp32, with the attention kernel's reference math ("masked"): the packing is what is tested."""
+    path = tmp_path_factory.mktemp("packed") / "model_packed.pt"
+    export_torchscript(hf_tower(hf_model), path, packed_attention="masked")
+    return torch.jit.load(str(path), map_location="cpu")
+
+
+@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11], [12] * 9])
+def test_packed_export_equals_hf_get_text_features(hf_model, packed_module, lengths):
+    """One pass over the batch's real tokens, each text attending only to its own: every row
+    gets HF's result, in its place, at batch sizes and lengths the trace never saw."""
+    ids = random_ids(np.random.default_rng(len(lengths) + 100), lengths)
+    with torch.no_grad():
+        ours = packed_module(torch.from_numpy(ids)).numpy()
+    assert ours.shape == (len(lengths), EMBED_DIM)
+    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+
+
+def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_without_eot(hf_model, packed_module):
+    ids = random_ids(np.random.default_rng(7), [5, 9])
+    ids[0, 2], ids[0, 3] = -4, VOCAB_SIZE + 3
+    ids[1, 10] = 0  # row 1 loses its EOT: it pools where HF pools it (its largest id)
+    with torch.no_grad():
+        ours = packed_module(torch.from_numpy(ids)).numpy()
+    expected = get_text_features(hf_model, in_vocabulary(torch.from_numpy(ids), VOCAB_SIZE).numpy())
+    assert np.abs(ours - expected).max() <= 1e-5
+
+
+def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
+    ids = torch.tensor([[SOT_ID, 5, 6, EOT_ID, 0], [SOT_ID, EOT_ID, 0, 0, 0]])
+    tokens, positions, cu_seqlens, last = pack(ids, EOT_ID)
+    assert tokens.tolist() == [SOT_ID, 5, 6, EOT_ID, SOT_ID, EOT_ID]
+    assert positions.tolist() == [0, 1, 2, 3, 0, 1]
+    assert cu_seqlens.dtype == torch.int32 and cu_seqlens.tolist() == [0, 4, 6]
+    assert last.tolist() == [3, 5]

@@ -87,7 +87,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[clip_triton_build] %(levelname)s %(message)s")
     args = parse_args(argv)
-    from .export import export_onnx, export_torchscript
+    from .export import FP16_PACKED_ATTENTION, export_onnx, export_torchscript
     from .tokenizer_assets import write_tokenizer
     from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
 
@@ -119,7 +119,13 @@ def main(argv=None) -> int:
         device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
         log.info(
             "torchscript fp16: %s",
-            export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device, fp16=True),
+            export_torchscript(
+                loaded.model,
+                version_dir / TORCHSCRIPT_FP16_FILE,
+                device=device,
+                fp16=True,
+                packed_attention=FP16_PACKED_ATTENTION,
+            ),
         )
 
     info = {"weights": loaded.weights, "checkpoint": loaded.source}

@@ -6,19 +6,20 @@ It runs `text_tower.CLIPTextTower` after cutting the batch to its largest poolin
 CLIP's text transformer is causal and pools the hidden state at the EOT position, so positions
 after the last EOT of the batch never reach the output; cutting them is exact and saves most of
 the compute for caption-length texts (typically 10-20 of 77 positions). The TorchScript files
-also run big batches in length-sorted groups (`_ScriptedTrim`).
+go further: the fp16 GPU file packs a batch's real tokens into one sequence (`_ScriptedPack`,
+no padding at all), the others run big batches in length-sorted groups (`_ScriptedTrim`).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 
 from .spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
-from .text_tower import CLIPTextTower, in_vocabulary, pooling_positions
+from .text_tower import CLIPTextTower, PackedTextTower, in_vocabulary, pooling_positions
 
 # TorchScript export: length groups of at most this many rows, and what one more forward pass
 # costs in padded positions (rows x length) when deciding where to cut (see _ScriptedTrim)
@@ -26,6 +27,8 @@ GPU_GROUP_ROWS = 512
 CPU_GROUP_ROWS = 128
 GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
+# The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
+FP16_PACKED_ATTENTION = "efficient"
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -69,21 +72,66 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
     return path
 
 
-def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu", fp16: bool = False) -> Path:
-    """TorchScript for Triton's libtorch (`pytorch`) backend. The trim is scripted (its length
-    depends on the data); the tower is traced at one length and runs at any length.
+def export_torchscript(
+    model: torch.nn.Module,
+    path: Path,
+    device: str = "cpu",
+    fp16: bool = False,
+    packed_attention: Optional[str] = None,
+) -> Path:
+    """TorchScript for Triton's libtorch (`pytorch`) backend. What depends on the data (the trim,
+    the packing) is scripted; the tower is traced once and runs at any batch and length.
 
     The graph names no device (see text_tower), so a file traced on the CPU serves any GPU the
     backend loads it to. `fp16` computes in half precision and still takes int64 ids and returns
-    fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel."""
+    fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel.
+    `packed_attention` (text_tower.PACKED_ATTENTION) exports the packed tower (`_ScriptedPack`)
+    instead of length groups (`_ScriptedTrim`); its "efficient" and "flash" kernels are CUDA-only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
     tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
+    example = example_input_ids().to(device)
     with torch.no_grad():
-        traced = torch.jit.trace(_Float32Output(tower), (example_input_ids().to(device),), check_trace=False)
-    scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id))
+        if packed_attention is None:
+            traced = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
+            scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id))
+        else:
+            packed = PackedTextTower(tower, packed_attention).eval()
+            traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
+            scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id))
     scripted.save(str(path))
     return path
+
+
+def pack(input_ids: torch.Tensor, eos_token_id: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids [B, L] -> PackedTextTower's inputs: each row's tokens up to its pooling position
+    (what reaches its output: CLIP is causal and pools there), one row after another, their
+    positions, cu_seqlens [B + 1] (int32) and each row's last token. One wait for the device:
+    how many tokens there are (`nonzero`)."""
+    lengths = pooling_positions(input_ids, eos_token_id) + 1
+    width = input_ids.size(1)
+    keep = torch.arange(width, device=input_ids.device) < lengths.unsqueeze(1)
+    flat = keep.flatten().nonzero().squeeze(1)  # row-major: row 0's tokens, then row 1's, ...
+    ends = lengths.cumsum(0)
+    cu_seqlens = torch.cat([ends.new_zeros(1), ends]).int()
+    return input_ids.flatten().index_select(0, flat), flat % width, cu_seqlens, ends - 1
+
+
+class _ScriptedPack(torch.nn.Module):
+    """Valid ids, then the packed tower over the batch's real tokens (`pack`): one pass for any
+    batch, no padding, no length groups to plan."""
+
+    def __init__(self, inner, vocab_size: int, eos_token_id: int):
+        super().__init__()
+        self.inner = inner
+        self.vocab_size = vocab_size
+        self.pad_id = PAD_ID
+        self.eos_token_id = eos_token_id
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
+        tokens, positions, cu_seqlens, last = pack(input_ids, self.eos_token_id)
+        return self.inner(tokens, positions, cu_seqlens, last)
 
 
 class _Float32Output(torch.nn.Module):

@@ -9,22 +9,25 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
   matmul per layer instead of three; PyTorch's fused attention instead of
   matmul-mask-softmax-matmul; quick_gelu as one SiLU, its 1.702 folded into fc1 and fc2
   (x * sigmoid(1.702 x) = silu(1.702 x) / 1.702), one kernel instead of three;
-- `memory_efficient_attention` (the fp16 GPU export) calls the memory-efficient attention kernel
-  itself. Through `scaled_dot_product_attention`, fp16 on Hopper may run cuDNN's attention,
-  which builds a plan for every new shape and thread: 70-500 ms the first time each sequence
-  length reaches each Triton instance (measured, docs/benchmarks.md);
+- `memory_efficient_attention` calls the memory-efficient attention kernel itself. Through
+  `scaled_dot_product_attention`, fp16 on Hopper may run cuDNN's attention, which builds a plan
+  for every new shape and thread: 70-500 ms the first time each sequence length reaches each
+  Triton instance (measured, docs/benchmarks.md);
+- `PackedTextTower` (the fp16 GPU export) runs a batch as one sequence of its real tokens, no
+  padding: every op but attention works token by token, and attention takes each text's extent
+  from `cu_seqlens` (the varlen form of the memory-efficient kernel);
 - ids outside the vocabulary become the pad id before anything reads them (`in_vocabulary`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import PAD_ID
+from .spec import CONTEXT_LENGTH, PAD_ID
 
 
 def in_vocabulary(input_ids: torch.Tensor, vocab_size: int, pad_id: int = PAD_ID) -> torch.Tensor:
@@ -53,6 +56,64 @@ def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, memory_
     if memory_efficient:  # a CUDA-only kernel: the fp16 GPU export
         return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False, 0.0, True)[0]
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+# How PackedTextTower attends: "efficient", the varlen memory-efficient kernel (CUDA, fp16 or
+# fp32); "flash", the varlen flash kernel (CUDA, fp16); "masked", the same math on any device
+# through a block-diagonal causal mask, quadratic in the batch's tokens (the CPU tests' reference)
+PACKED_ATTENTION = ("efficient", "flash", "masked")
+
+
+def _varlen_efficient_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_length: int
+) -> torch.Tensor:
+    return torch.ops.aten._efficient_attention_forward(
+        q,
+        k,
+        v,
+        None,
+        cu_seqlens,
+        cu_seqlens,
+        max_length,
+        max_length,
+        0.0,
+        1,  # 1: causal from top left
+    )[0]
+
+
+def _varlen_flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_length: int
+) -> torch.Tensor:
+    out = torch.ops.aten._flash_attention_forward(
+        q[0], k[0], v[0], cu_seqlens, cu_seqlens, max_length, max_length, 0.0, True, False
+    )[0]
+    return out.unsqueeze(0)
+
+
+# The tracer rejects these kernels' SymInt arguments; scripted, they are plain ints, and the trace
+# records (and inlines) a call to the scripted function. Compiled on first use, not at import.
+_VARLEN_KERNELS = {"efficient": _varlen_efficient_attention, "flash": _varlen_flash_attention}
+_scripted_varlen: dict = {}
+
+
+def _packed_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, kernel: str
+) -> torch.Tensor:
+    """[1, tokens, heads, head_dim] -> same. Text i is tokens cu_seqlens[i]:cu_seqlens[i + 1]; a
+    token attends to its own text's tokens up to itself. CONTEXT_LENGTH bounds every text (the
+    kernels size their grids by it; a constant keeps the trace free of the batch's data)."""
+    if kernel in _VARLEN_KERNELS:
+        if kernel not in _scripted_varlen:
+            _scripted_varlen[kernel] = torch.jit.script(_VARLEN_KERNELS[kernel])
+        return _scripted_varlen[kernel](q, k, v, cu_seqlens, CONTEXT_LENGTH)
+    if kernel != "masked":
+        raise ValueError(f"packed attention is one of {PACKED_ATTENTION}, not {kernel!r}")
+    index = torch.arange(q.size(1), device=q.device)
+    text = torch.searchsorted(cu_seqlens[1:].long(), index, right=True)
+    allowed = (text.unsqueeze(1) == text.unsqueeze(0)) & (index.unsqueeze(1) >= index.unsqueeze(0))
+    return F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed
+    ).transpose(1, 2)
 
 
 class _Layer(nn.Module):
@@ -85,7 +146,16 @@ class _Layer(nn.Module):
         qkv = self.qkv(self.layer_norm1(x)).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
         attended = _causal_attention(q, k, v, self.memory_efficient_attention)
-        x = x + self.out_proj(attended.transpose(1, 2).flatten(2))
+        return self._mlp(x + self.out_proj(attended.transpose(1, 2).flatten(2)))
+
+    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, kernel: str) -> torch.Tensor:
+        """x [1, tokens, width]: the batch's texts one after another (PackedTextTower)."""
+        qkv = self.qkv(self.layer_norm1(x)).unflatten(-1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.unbind(2)  # each [1, tokens, heads, head_dim]
+        attended = _packed_causal_attention(q, k, v, cu_seqlens, kernel)
+        return self._mlp(x + self.out_proj(attended.flatten(2)))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(F.silu(self.fc1(self.layer_norm2(x))))  # = fc2(quick_gelu(fc1(...)))
 
 
@@ -115,3 +185,30 @@ class CLIPTextTower(nn.Module):
         x = self.final_layer_norm(x)
         index = pooling_positions(input_ids, self.eos_token_id).view(-1, 1, 1).expand(-1, 1, x.size(-1))
         return self.text_projection(x.gather(1, index).squeeze(1))
+
+
+class PackedTextTower(nn.Module):
+    """The tower over a packed batch: tokens [T] and their positions [T] (every text's tokens up
+    to its EOT, one text after another), cu_seqlens [B + 1] (int32: where each text starts, then
+    T), last [B] (each text's EOT token) -> text_embeds [B, projection_dim] in fp32.
+
+    Every op but attention works token by token, so the batch costs its real tokens instead of
+    rows x its longest text, and runs in one pass whatever its lengths (no length groups). The
+    final layer norm runs on the pooled tokens only: it is per token, so that is the same result."""
+
+    def __init__(self, tower: CLIPTextTower, attention: str):
+        super().__init__()
+        if attention not in PACKED_ATTENTION:
+            raise ValueError(f"packed attention is one of {PACKED_ATTENTION}, not {attention!r}")
+        self.tower = tower
+        self.attention = attention
+
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor, last: torch.Tensor
+    ) -> torch.Tensor:
+        tower = self.tower
+        x = (tower.token_embedding(tokens) + tower.position_embedding(positions)).unsqueeze(0)
+        for layer in tower.layers:
+            x = cast(_Layer, layer).packed(x, cu_seqlens, self.attention)
+        pooled = tower.final_layer_norm(x[0].index_select(0, last))
+        return tower.text_projection(pooled).float()

@@ -1,0 +1,54 @@
+"""fp16 TorchScript files that differ from the build's `model_fp16.pt` in one export choice, for
+the GPU lab (`GPU_RUN_STEPS=lab` in benchmarks/gpu_run.sh): the same weights, traced on this
+GPU, each checked against the build's fp32 `model.pt` on the same GPU before it is timed.
+
+    python -m benchmarks.lab_exports --out /tmp/lab --variants groups,efficient,flash --ids ids_mixed.npy
+
+`groups`: length-sorted groups over padded rows (`_ScriptedTrim`, the export before packing);
+`efficient` / `flash`: packed tokens (`_ScriptedPack`) with that varlen attention kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clip_triton_build.export import export_torchscript
+from clip_triton_build.repository import BUILT_REPOSITORY
+from clip_triton_build.spec import ENCODER_MODEL, TORCHSCRIPT_FILE
+from clip_triton_build.weights import load_encoder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", default="groups,efficient,flash")
+    parser.add_argument("--ids", type=Path, action="append", default=[], help=".npy ids to check each file on")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_encoder().model  # what the build loads: the seeded random init where no weights come
+    reference = torch.jit.load(str(BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location=args.device)
+    ok = True
+    for variant in filter(None, args.variants.split(",")):
+        path = args.out / f"model_fp16_{variant}.pt"
+        export_torchscript(
+            model, path, device=args.device, fp16=True, packed_attention=None if variant == "groups" else variant
+        )
+        module = torch.jit.load(str(path), map_location=args.device)
+        for ids_path in args.ids:
+            ids = torch.from_numpy(np.load(ids_path)[:1024]).to(args.device)
+            with torch.no_grad():
+                got, want = module(ids), reference(ids)
+            cosine = torch.nn.functional.cosine_similarity(got, want, dim=-1).min().item()
+            ok = ok and cosine >= 0.999
+            print(f"[lab export] {path.name} on {ids_path.name}: min cosine vs fp32 model.pt {cosine:.6f}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
