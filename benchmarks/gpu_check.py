@@ -348,6 +348,9 @@ def main(argv=None) -> int:
             rows: list[dict] = []
             run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
             run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
+            result = perf_analyzer(url, 64, args.out, f"fp16_e{enc}_t{tok}_b{batch}_d{delay}")
+            if result:
+                rows.append(result)
             for row in rows:
                 row.update(
                     encoder_instances=enc,

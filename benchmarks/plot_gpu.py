@@ -38,7 +38,8 @@ def plot(report: dict, out: str) -> None:
     ax.set_title("fp16, the repository's GPU default")
     ax.legend(fontsize=7, loc="upper left")
 
-    settings = sorted({r["variant"] for r in report.get("sweep", [])})
+    sweep = [r for r in report.get("sweep", []) if "texts" in r]  # the load points (not perf_analyzer's)
+    settings = sorted({r["variant"] for r in sweep})
     points = [(8, 256, "short"), (8, 256, "mixed"), (64, 1, "mixed")]
     width = 0.8 / max(1, len(settings))
     for k, setting in enumerate(settings):
@@ -46,7 +47,7 @@ def plot(report: dict, out: str) -> None:
             next(
                 (
                     r["docs_per_s"]
-                    for r in report["sweep"]
+                    for r in sweep
                     if r["variant"] == setting and (r["concurrency"], r["texts_per_request"], r["texts"]) == p
                 ),
                 0,

@@ -81,14 +81,15 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
 
 # The GPU TorchScript variants, tuned on one H100/H200 with 16 cores (docs/benchmarks.md):
 # - up to 1024 rows per execution (the ensemble's requests stay <= its own max_batch_size; the
-#   encoder's batcher joins several): the export runs big batches in length-sorted groups, and a
-#   GPU forward costs about the same up to hundreds of rows (kernel launches bound it);
-# - 4 instances: each is a host thread launching kernels on its own CUDA stream, so 4 keep the
-#   GPU fed while any one of them is launching;
+#   encoder's batcher joins several): the fp16 export runs any batch as one pass over its packed
+#   tokens, and a forward costs about the same up to hundreds of rows (its host side bounds it);
+# - 2 instances: each is a host thread launching kernels on its own CUDA stream, so one launches
+#   while the GPU runs the other's; with the packed export, 2 beat 4 in bulk (bigger executions)
+#   and tie at 64 single texts;
 # - no batching delay: under load the queue fills while all instances are busy anyway, and a
 #   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
-# - 8 tokenizer instances (Python processes, one request each at a time): 12 gained < 5%.
-TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 4, "max_queue_delay_us": 0, "tokenizer_instances": 8}
+# - 8 tokenizer instances (Python processes, one request each at a time): 16 gained nothing.
+TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 2, "max_queue_delay_us": 0, "tokenizer_instances": 8}
 
 
 def serves_gpu_torchscript(backend: str, kind) -> bool:
