@@ -107,17 +107,22 @@ def run_points(
         print(f"[{label}] {format_row(r)}  encoder rows/execution {r['encoder_rows_per_execution']:.1f}", flush=True)
 
 
-def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | None:
-    """Triton's own C++ load generator, one caption per request, for the single-text points."""
+def perf_analyzer(
+    url: str, concurrency: int, out: Path, label: str, texts_per_request: int = 1, kind: str = "mixed"
+) -> dict | None:
+    """Triton's own C++ load generator: `texts_per_request` texts of `kind` per request (its batch
+    size: perf_analyzer fills a batch from consecutive entries of the data file)."""
     import shutil
 
     candidates = [Path(entry) / "perf_analyzer" / "bin" / "perf_analyzer" for entry in sys.path]
     binary = shutil.which("perf_analyzer") or next((str(p) for p in candidates if p.is_file()), None)
     if binary is None:
         return None
-    data = out / "perf_analyzer_input.json"
-    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in captions(1024, seed=5)]}))
-    csv = out / f"perf_analyzer_{label}_c{concurrency}.csv"
+    data = out / f"perf_analyzer_input_{kind}.json"
+    texts = short_captions(2048, 5) if kind == "short" else captions(2048, seed=5)
+    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in texts]}))
+    name = f"perf_analyzer_{label}_{kind}_c{concurrency}x{texts_per_request}"
+    csv = out / f"{name}.csv"
     cmd = [
         binary,
         "-m",
@@ -131,16 +136,18 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
         "--shape",
         f"{TEXT_INPUT}:1",
         "-b",
-        "1",
+        str(texts_per_request),
         "--concurrency-range",
         str(concurrency),
         "--measurement-interval",
         "5000",
+        "--max-trials",  # 3 stable windows of 5 s, or give up after 6 (bounded run time)
+        "6",
         "-f",
         str(csv),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    (out / f"perf_analyzer_{label}_c{concurrency}.txt").write_text(proc.stdout + proc.stderr)
+    (out / f"{name}.txt").write_text(proc.stdout + proc.stderr)
     lines = csv.read_text().splitlines() if csv.exists() else []
     if proc.returncode != 0 or len(lines) < 2:
         print(f"perf_analyzer failed ({proc.returncode}): {proc.stderr[-500:]}", flush=True)
@@ -150,13 +157,14 @@ def perf_analyzer(url: str, concurrency: int, out: Path, label: str) -> dict | N
         "tool": "perf_analyzer",
         "variant": label,
         "concurrency": concurrency,
-        "texts_per_request": 1,
+        "texts_per_request": texts_per_request,
+        "kind": kind,
         "docs_per_s": float(row["Inferences/Second"]),
         "p50_ms": float(row["p50 latency"]) / 1e3,
         "p99_ms": float(row["p99 latency"]) / 1e3,
     }
     print(
-        f"[{label}] perf_analyzer c={concurrency:>3} x 1: {result['docs_per_s']:.1f} docs/s "
+        f"[{label}] perf_analyzer c={concurrency:>3} x {texts_per_request} ({kind}): {result['docs_per_s']:.1f} docs/s "
         f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms",
         flush=True,
     )
@@ -326,8 +334,13 @@ def main(argv=None) -> int:
                     f"p99 {value['p99_us']:8.0f} us",
                     flush=True,
                 )
-        for concurrency in (1, 64):
-            result = perf_analyzer(url, concurrency, args.out, "fp16")
+        for concurrency, texts_per_request, kind in (
+            (1, 1, "mixed"),
+            (64, 1, "mixed"),
+            (8, 256, "short"),
+            (8, 256, "mixed"),
+        ):
+            result = perf_analyzer(url, concurrency, args.out, "fp16", texts_per_request, kind)
             if result:
                 report["load"].append(result)
 
