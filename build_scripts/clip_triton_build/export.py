@@ -117,9 +117,8 @@ def pack(input_ids: torch.Tensor, eos_token_id: int) -> Tuple[torch.Tensor, torc
     return input_ids.flatten().index_select(0, flat), flat % width, cu_seqlens, ends - 1
 
 
-class _ScriptedPack(torch.nn.Module):
-    """Valid ids, then the packed tower over the batch's real tokens (`pack`): one pass for any
-    batch, no padding, no length groups to plan."""
+class _ScriptedEncoder(torch.nn.Module):
+    """What both scripted wrappers hold: the traced tower and what reading ids needs."""
 
     def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__()
@@ -127,6 +126,11 @@ class _ScriptedPack(torch.nn.Module):
         self.vocab_size = vocab_size
         self.pad_id = PAD_ID
         self.eos_token_id = eos_token_id
+
+
+class _ScriptedPack(_ScriptedEncoder):
+    """Valid ids, then the packed tower over the batch's real tokens (`pack`): one pass for any
+    batch, no padding, no length groups to plan."""
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
@@ -143,7 +147,7 @@ class _Float32Output(torch.nn.Module):
         return self.tower(input_ids).float()
 
 
-class _ScriptedTrim(torch.nn.Module):
+class _ScriptedTrim(_ScriptedEncoder):
     """Valid ids, trim, and for large batches length groups: rows are ordered by length and cut
     into groups, each run to its own longest text, so a few long texts in a big batch no longer
     make every row pay for 77 positions. Each row's result is the same however rows are grouped
@@ -159,11 +163,7 @@ class _ScriptedTrim(torch.nn.Module):
     GPU runs the groups back to back instead of waiting for the host between them."""
 
     def __init__(self, inner, vocab_size: int, eos_token_id: int):
-        super().__init__()
-        self.inner = inner
-        self.vocab_size = vocab_size
-        self.pad_id = PAD_ID
-        self.eos_token_id = eos_token_id
+        super().__init__(inner, vocab_size, eos_token_id)
         self.gpu_group_rows = GPU_GROUP_ROWS
         self.cpu_group_rows = CPU_GROUP_ROWS
         self.gpu_pass_cost = GPU_PASS_COST
