@@ -21,8 +21,8 @@ import numpy as np
 from benchmarks import trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_text_client.transport import Transport
-from clip_triton import verify
-from clip_triton.corpus import VARIED_64, captions, short_captions
+from clip_triton import corpus, verify
+from clip_triton.corpus import VARIED_64, captions
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
 from clip_triton_build.spec import (
     EMBEDDING_OUTPUT,
@@ -119,8 +119,7 @@ def perf_analyzer(
     if binary is None:
         return None
     data = out / f"perf_analyzer_input_{kind}.json"
-    texts = short_captions(2048, 5) if kind == "short" else captions(2048, seed=5)
-    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in texts]}))
+    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
     name = f"perf_analyzer_{label}_{kind}_c{concurrency}x{texts_per_request}"
     csv = out / f"{name}.csv"
     cmd = [
@@ -304,9 +303,9 @@ def main(argv=None) -> int:
 
         # the raw encoder on the texts the load generator sends, tokenized by this server
         ids = {}
-        for kind, texts in (("short", short_captions(8192, 0)), ("mixed", captions(8192, 0))):
+        for kind in ("short", "mixed"):
             ids[kind] = args.out / f"ids_{kind}.npy"
-            np.save(ids[kind], verify.tokenize(url, texts))
+            np.save(ids[kind], verify.tokenize(url, corpus.texts(kind, 8192)))
         instances = len(report["gpu_instances"]) or 1
         report["raw_encoder"] = raw_encoder(
             args.out, repository / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE, ids, instances, args.quick

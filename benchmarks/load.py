@@ -21,16 +21,12 @@ import time
 import numpy as np
 
 from clip_text_client.transport import text_tensor
-from clip_triton.corpus import captions, short_captions
+from clip_triton.corpus import KINDS, texts
 from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, IDS_TENSOR, TEXT_INPUT, TOKENIZER_MODEL
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:
-    pool = (
-        short_captions(count * texts_per_request, seed)
-        if kind == "short"
-        else captions(count * texts_per_request, seed)
-    )
+    pool = texts(kind, count * texts_per_request, seed)
     return [text_tensor(pool[i * texts_per_request : (i + 1) * texts_per_request]) for i in range(count)]
 
 
@@ -148,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", default="", help="comma list of CONCURRENCYxTEXTS, e.g. 1x1,64x1,16x32")
     parser.add_argument(
         "--texts",
-        choices=["mixed", "short"],
+        choices=sorted(KINDS),
         default="mixed",
         help="mixed: queries+captions+long descriptions; short: captions only",
     )

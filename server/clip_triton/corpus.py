@@ -120,6 +120,15 @@ def short_captions(n: int, seed: int = 0) -> list[str]:
     return [caption(rng) for _ in range(n)]
 
 
+# The benchmarks' text kinds, by the name their reports use
+KINDS = {"mixed": captions, "short": short_captions}
+
+
+def texts(kind: str, n: int, seed: int = 0) -> list[str]:
+    """n texts of a kind in KINDS."""
+    return KINDS[kind](n, seed)
+
+
 VARIED_64 = captions(52, seed=1) + [
     "",
     " ",
