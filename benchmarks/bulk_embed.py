@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.soak import rss_mb
 from clip_triton.corpus import captions
+from clip_triton.deploy import add_instance_arguments
 
 
 def peak_rss_mb(process: subprocess.Popen) -> float:
@@ -73,9 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lines", default="10000,100000")
     parser.add_argument("--url", default="", help="a running server's gRPC address (default: start one)")
     parser.add_argument("--config-name", default="cpu")
-    parser.add_argument("--encoder-instances", type=int, default=None)
-    parser.add_argument("--gpus", default=None)
-    parser.add_argument("--tokenizer-instances", type=int, default=None)
+    add_instance_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
         server = LocalTritonServer.on_free_ports(
             config_name=args.config_name,
             encoder_instances=args.encoder_instances,
-            gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
+            gpus=args.gpus,
             tokenizer_instances=args.tokenizer_instances,
         )
         server.start(timeout=300)

@@ -214,12 +214,12 @@ def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, c
 
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
-    from clip_triton.deploy import deploy
+    from clip_triton.deploy import deploy, gpu_ids
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--gpus", default="0")
+    parser.add_argument("--gpus", type=gpu_ids, default=[0])
     parser.add_argument("--instances", type=int, default=None, help="encoder instances per GPU (default: the config's)")
     parser.add_argument("--tokenizer-instances", type=int, default=None, help="default: the config's")
     parser.add_argument("--processes", type=int, default=8, help="load-generator processes")
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    gpus = [int(g) for g in args.gpus.split(",")]
+    gpus = args.gpus
     server_env = dict(item.split("=", 1) for item in args.server_env)
     report = {
         "gpus": gpus,

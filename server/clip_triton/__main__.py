@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .deploy import add_instance_arguments
 from .local import LocalTritonServer, ServerFailed
 from .paths import BUILT_REPOSITORY
 
@@ -60,14 +61,7 @@ def main(argv=None) -> int:
         default="cpu",
         help="--model-config-name for tritonserver ('cpu', 'torchscript_cpu'; '' for config.pbtxt)",
     )
-    parser.add_argument(
-        "--encoder-instances",
-        type=int,
-        default=None,
-        help="encoder instances (per GPU in --gpus); loads models through the repository API",
-    )
-    parser.add_argument("--gpus", default=None, help="GPU ids for the encoder, e.g. 0,1 (KIND_GPU variants)")
-    parser.add_argument("--tokenizer-instances", type=int, default=None)
+    add_instance_arguments(parser)  # they load the models through the repository API
     parser.add_argument(
         "--api-key-env",
         default=None,
@@ -101,7 +95,7 @@ def main(argv=None) -> int:
         log_verbose=args.log_verbose,
         encoder_instances=args.encoder_instances,
         tokenizer_instances=args.tokenizer_instances,
-        gpus=[int(g) for g in args.gpus.split(",")] if args.gpus else None,
+        gpus=args.gpus,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
     if args.admin_key_env:

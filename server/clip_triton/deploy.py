@@ -28,6 +28,18 @@ LOAD_ORDER = MODELS  # composing models before the ensemble
 TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
 
 
+def gpu_ids(text: str) -> list[int]:
+    """--gpus 0,1 -> [0, 1] (an argparse type)."""
+    return [int(g) for g in text.split(",")]
+
+
+def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
+    """The instance layout every CLI that loads the models takes (what `deploy` applies)."""
+    parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
+    parser.add_argument("--gpus", type=gpu_ids, default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
+    parser.add_argument("--tokenizer-instances", type=int, default=None)
+
+
 def model_config(repository: Path, model: str, variant: str | None) -> mc.ModelConfig:
     path = repository / model / "configs" / f"{variant}.pbtxt" if variant else None
     if path is None or not path.is_file():
@@ -117,9 +129,7 @@ def main(argv=None) -> int:
         help="local copy of the repository the server serves (configs are read from it)",
     )
     parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")
-    parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
-    parser.add_argument("--gpus", default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
-    parser.add_argument("--tokenizer-instances", type=int, default=None)
+    add_instance_arguments(parser)
     parser.add_argument(
         "--encoder-max-batch-size",
         type=int,
@@ -144,13 +154,12 @@ def main(argv=None) -> int:
         unload(args.url, headers, args.prefix)
         print("unloaded", ", ".join(args.prefix + m for m in LOAD_ORDER))
         return 0
-    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     for name, state in deploy(
         args.url,
         args.repository,
         args.variant,
         args.encoder_instances,
-        gpus,
+        args.gpus,
         args.tokenizer_instances,
         headers,
         args.prefix,
