@@ -5,7 +5,12 @@ GPU, each checked against the build's fp32 `model.pt` on the same GPU before it 
     python -m benchmarks.lab_exports --out /tmp/lab --variants groups,efficient,flash --ids ids_mixed.npy
 
 `groups`: length-sorted groups over padded rows (`_ScriptedTrim`, the export before packing);
-`efficient` / `flash`: packed tokens (`_ScriptedPack`) with that varlen attention kernel.
+`efficient` / `flash`: packed tokens (`_ScriptedPack`) with that varlen attention kernel, no CUDA
+graphs; `graphs`: what the build exports (`_ScriptedGraphs`: packed "efficient" plus CUDA graphs
+for batches up to 64 rows).
+
+Each file is checked in batches of varied sizes (1 to 200 rows), so both the graphs' buckets and
+the packed path are compared.
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ import numpy as np
 import torch
 
 from clip_triton import verify
+from clip_triton_build import cuda_graphs
 from clip_triton_build.export import export_torchscript
 from clip_triton_build.repository import BUILT_REPOSITORY
 from clip_triton_build.spec import ENCODER_MODEL, TORCHSCRIPT_FILE
 from clip_triton_build.weights import load_encoder
+
+
+CHECK_BATCHES = (1, 3, 8, 17, 40, 64, 200)
+
+
+def batched(module, ids: torch.Tensor) -> torch.Tensor:
+    """`module` over `ids` in consecutive batches of CHECK_BATCHES' sizes, in turn."""
+    pieces, start, k = [], 0, 0
+    while start < len(ids):
+        size = CHECK_BATCHES[k % len(CHECK_BATCHES)]
+        pieces.append(module(ids[start : start + size]))
+        start, k = start + size, k + 1
+    return torch.cat(pieces)
 
 
 def main(argv=None) -> int:
@@ -32,19 +51,21 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    cuda_graphs.load(cuda_graphs.built_library())  # the build's (GPU build: --fp16)
     model = load_encoder().model  # what the build loads: the seeded random init where no weights come
     reference = torch.jit.load(str(BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location=args.device)
     ok = True
     for variant in filter(None, args.variants.split(",")):
         path = args.out / f"model_fp16_{variant}.pt"
+        kernel = {"groups": None, "graphs": "efficient"}.get(variant, variant)
         export_torchscript(
-            model, path, device=args.device, fp16=True, packed_attention=None if variant == "groups" else variant
+            model, path, device=args.device, fp16=True, packed_attention=kernel, cuda_graphs=variant == "graphs"
         )
         module = torch.jit.load(str(path), map_location=args.device)
         for ids_path in args.ids:
             ids = torch.from_numpy(np.load(ids_path)[:1024]).to(args.device)
             with torch.no_grad():
-                got, want = module(ids), reference(ids)
+                got, want = batched(module, ids), reference(ids)
             cosine = verify.compare(got.cpu().numpy(), want.cpu().numpy()).min_cosine
             ok = ok and cosine >= 0.999
             print(f"[lab export] {path.name} on {ids_path.name}: min cosine vs fp32 model.pt {cosine:.6f}", flush=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clip_triton_build import cuda_graphs
 
 # what the libtorch backend's model-config parameters switch, as the backend switches them: per
 # thread (the setting is thread-local in libtorch; the backend sets it in every execution), so
@@ -33,7 +34,10 @@ EXECUTORS = {
 
 
 def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
-    """The TorchScript file, with its length-group settings overridden where given."""
+    """The TorchScript file, with its length-group settings overridden where given (and the
+    CUDA-graph ops a GPU build's file calls)."""
+    if device.startswith("cuda") and cuda_graphs.built_library().exists():
+        cuda_graphs.load(cuda_graphs.built_library())
     EXECUTORS[executor]()
     module = torch.jit.load(str(model), map_location=device).eval()
     if group_rows is not None:
@@ -62,25 +66,35 @@ def throughput(
             module(b)
         sync(device)
         done = [0] * threads
-        stop = time.perf_counter() + seconds
+        warm, go = threading.Barrier(threads + 1), threading.Barrier(threads + 1)
+        stop = [0.0]
 
         def caller(k):
             EXECUTORS[executor]()  # thread-local, as grad mode
             stream = torch.cuda.Stream() if device.startswith("cuda") else None
             on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
             with torch.no_grad(), on_stream:
+                # CUDA graphs belong to a thread and stream: each caller captures its own first
+                for b in batches[k : k + 64 * threads : threads]:
+                    module(b)
+                sync(device)
+                warm.wait()
+                go.wait()  # the clock starts for all callers at once
                 i = k
-                while time.perf_counter() < stop:
+                while time.perf_counter() < stop[0]:
                     module(batches[i % len(batches)])
                     if stream is not None:
                         stream.synchronize()
                     done[k] += len(batches[i % len(batches)])
                     i += threads
 
-        start = time.perf_counter()
         workers = [threading.Thread(target=caller, args=(k,)) for k in range(threads)]
         for w in workers:
             w.start()
+        warm.wait()
+        start = time.perf_counter()
+        stop[0] = start + seconds
+        go.wait()
         for w in workers:
             w.join()
         elapsed = time.perf_counter() - start

@@ -68,7 +68,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--fp16",
         action="store_true",
-        help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant",
+        help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant, "
+        "with the CUDA-graph ops it calls (libclip_cuda_graphs.so: needs a CUDA toolkit's headers and a C++ compiler)",
     )
     parser.add_argument(
         "--require-weights",
@@ -116,7 +117,12 @@ def main(argv=None) -> int:
             export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device),
         )
     if args.fp16:
+        from . import cuda_graphs
+
         device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
+        library = cuda_graphs.build(cuda_graphs.built_library(repo))
+        cuda_graphs.load(library)
+        log.info("cuda graph ops: %s", library)
         log.info(
             "torchscript fp16: %s",
             export_torchscript(
@@ -125,6 +131,7 @@ def main(argv=None) -> int:
                 device=device,
                 fp16=True,
                 packed_attention=FP16_PACKED_ATTENTION,
+                cuda_graphs=True,
             ),
         )
 

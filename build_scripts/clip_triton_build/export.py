@@ -29,6 +29,10 @@ GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
 # The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
 FP16_PACKED_ATTENTION = "efficient"
+# The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs (_ScriptedGraphs),
+# one per (rows, length) bucket and Triton instance: a batch runs in the smallest that holds it.
+GRAPH_ROWS = (1, 2, 4, 8, 16, 32, 64)
+GRAPH_LENGTHS = (16, 32, CONTEXT_LENGTH)
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -78,6 +82,7 @@ def export_torchscript(
     device: str = "cpu",
     fp16: bool = False,
     packed_attention: Optional[str] = None,
+    cuda_graphs: bool = False,
 ) -> Path:
     """TorchScript for Triton's libtorch (`pytorch`) backend. What depends on the data (the trim,
     the packing) is scripted; the tower is traced once and runs at any batch and length.
@@ -86,7 +91,10 @@ def export_torchscript(
     backend loads it to. `fp16` computes in half precision and still takes int64 ids and returns
     fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel.
     `packed_attention` (text_tower.PACKED_ATTENTION) exports the packed tower (`_ScriptedPack`)
-    instead of length groups (`_ScriptedTrim`); its "efficient" and "flash" kernels are CUDA-only."""
+    instead of length groups (`_ScriptedTrim`); its "efficient" and "flash" kernels are CUDA-only.
+    `cuda_graphs` (with `packed_attention`) adds CUDA-graph replay of small batches
+    (`_ScriptedGraphs`): the file then needs the clip_cuda_graphs ops (`cuda_graphs.py`) loaded
+    wherever it is loaded, here included."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
     tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
@@ -98,7 +106,11 @@ def export_torchscript(
         else:
             packed = PackedTextTower(tower, packed_attention).eval()
             traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
-            scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id))
+            if cuda_graphs:
+                padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
+                scripted = torch.jit.script(_ScriptedGraphs(traced, padded, tower.vocab_size, tower.eos_token_id))
+            else:
+                scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id))
     scripted.save(str(path))
     return path
 
@@ -133,9 +145,57 @@ class _ScriptedPack(_ScriptedEncoder):
     batch, no padding, no length groups to plan."""
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._packed(input_ids)
+
+    def _packed(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         tokens, positions, cu_seqlens, last = pack(input_ids, self.eos_token_id)
         return self.inner(tokens, positions, cu_seqlens, last)
+
+
+class _ScriptedGraphs(_ScriptedPack):
+    """`_ScriptedPack`, but a batch of up to GRAPH_ROWS[-1] rows on a GPU replays a CUDA graph of the
+    padded tower instead: one launch instead of the ~150 kernel launches (and ~180 interpreted
+    ops) that make a small batch's forward cost ~3 ms of host time for 0.4 ms of kernels.
+
+    A graph has fixed shapes, so the batch goes into the smallest (rows, length) bucket that holds
+    it (GRAPH_ROWS x GRAPH_LENGTHS), padded: rows past the batch are never read, and positions past
+    a row's EOT never reach its output (CLIP is causal and pools at EOT). Each bucket is captured
+    the first time a batch of its shape reaches an instance (an eager run, then the capture: a few
+    milliseconds once), and replayed after. The clip_cuda_graphs ops (csrc/cuda_graphs.cpp) keep
+    the buffers and graphs, one set per Triton instance (its thread and stream). Bigger batches,
+    and any on the CPU, run packed: there launches are a small share of the forward."""
+
+    def __init__(self, inner, padded, vocab_size: int, eos_token_id: int):
+        super().__init__(inner, vocab_size, eos_token_id)
+        self.padded = padded  # the tower on [B, L] ids (any L): what the graphs capture
+        self.graph_rows: List[int] = list(GRAPH_ROWS)
+        self.graph_lengths: List[int] = list(GRAPH_LENGTHS)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = input_ids.size(0)
+        if not input_ids.is_cuda or rows > self.graph_rows[-1]:
+            return self._packed(input_ids)
+        input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
+        length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
+        bucket_rows = self.graph_rows[-1]
+        for r in self.graph_rows:
+            if r >= rows:
+                bucket_rows = r
+                break
+        bucket_length = self.graph_lengths[-1]
+        for n in self.graph_lengths:
+            if n >= length:
+                bucket_length = n
+                break
+        static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, bucket_length)
+        if not torch.ops.clip_cuda_graphs.captured(static):
+            torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
+            warmed = self.padded(static)  # eager, once: first-run set-up stays out of the graph
+            torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
+            captured = self.padded(static)
+            torch.ops.clip_cuda_graphs.capture_end(static, captured)
+        return torch.ops.clip_cuda_graphs.replay(static)[:rows]
 
 
 class _Float32Output(torch.nn.Module):

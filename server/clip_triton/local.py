@@ -5,7 +5,8 @@ What it takes to run that binary outside NGC's image:
   interpreter copied in, and Triton's C++ `onnxruntime` and `pytorch` backends, built from the
   r24.10 sources by `clip_triton.cxx_backends` (the backends NGC's image ships);
 - this virtualenv's bin/ first on PATH (the stub finds its packages through it), and the wheel's
-  bundled libraries and libtorch's on LD_LIBRARY_PATH.
+  bundled libraries and libtorch's on LD_LIBRARY_PATH;
+- in a GPU build, the encoder's CUDA-graph ops (clip_triton_build.cuda_graphs) in LD_PRELOAD.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
+from clip_triton_build.cuda_graphs import built_library
 
 from . import cxx_backends, supervisor
 from .deploy import deploy
@@ -167,6 +169,11 @@ class LocalTritonServer:
         # CLIP_STUB_BIN names another environment's bin/ (one with numpy<2, say).
         stub_bin = os.environ.get("CLIP_STUB_BIN") or str(Path(sys.prefix) / "bin")
         env["PATH"] = f"{stub_bin}:{env.get('PATH', '')}"
+        # The CUDA-graph ops model_fp16.pt calls (a GPU build writes them): Triton's pytorch backend
+        # finds custom TorchScript ops only in libraries preloaded into the server.
+        graphs = built_library(Path(self.repository), self.prefix)
+        if graphs.exists():
+            env["LD_PRELOAD"] = ":".join(p for p in (str(graphs.resolve()), env.get("LD_PRELOAD", "")) if p)
         env.update(self.env)
         return env
 
