@@ -28,6 +28,7 @@ from clip_triton_build.spec import (
     EMBEDDING_OUTPUT,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
+    IDS_TENSOR,
     ONNX_FILE,
     TEXT_INPUT,
     TOKENIZER_MODEL,
@@ -60,6 +61,23 @@ def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, labe
         flush=True,
     )
     return got
+
+
+def graph_parity(url: str, texts: list[str], reference: np.ndarray, report: dict) -> bool:
+    """The fp16 deployment's CUDA graphs against the CPU ONNX reference: one request in flight of
+    24, then 5 texts (the client sorts by length), so every encoder execution replays a graph,
+    padded into its 32- and 8-row buckets, over all three length buckets."""
+    ok = True
+    for batch in (24, 5):
+        result = verify.compare(verify.embed(url, texts, concurrency=1, batch_size=batch), reference[: len(texts)])
+        report[f"fp16_graphs_batch{batch}_min_cosine_vs_cpu_onnx"] = result.min_cosine
+        ok = ok and result.finite and result.min_cosine >= 0.999
+        print(
+            f"fp16 CUDA graphs, {batch} texts a request, one in flight ({result.texts} texts): "
+            f"min cosine {result.min_cosine:.6f} vs CPU ONNX",
+            flush=True,
+        )
+    return ok
 
 
 def gpu_instances(log_path: Path) -> list[str]:
@@ -107,33 +125,57 @@ def run_points(
         print(f"[{label}] {format_row(r)}  encoder rows/execution {r['encoder_rows_per_execution']:.1f}", flush=True)
 
 
+def cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores so far (/proc/stat): the host's load over a point."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def perf_analyzer(
-    url: str, concurrency: int, out: Path, label: str, texts_per_request: int = 1, kind: str = "mixed"
+    url: str,
+    concurrency: int,
+    out: Path,
+    label: str,
+    texts_per_request: int = 1,
+    kind: str = "mixed",
+    model: str = ENSEMBLE_MODEL,
+    protocol: str = "grpc",
+    ids: Path | None = None,
 ) -> dict | None:
     """Triton's own C++ load generator: `texts_per_request` texts of `kind` per request (its batch
-    size: perf_analyzer fills a batch from consecutive entries of the data file)."""
+    size: perf_analyzer fills a batch from consecutive entries of the data file), to the ensemble
+    or one of its models (the encoder takes the token ids in `ids`), over gRPC or HTTP."""
     import shutil
 
     candidates = [Path(entry) / "perf_analyzer" / "bin" / "perf_analyzer" for entry in sys.path]
     binary = shutil.which("perf_analyzer") or next((str(p) for p in candidates if p.is_file()), None)
     if binary is None:
         return None
-    data = out / f"perf_analyzer_input_{kind}.json"
-    data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
-    name = f"perf_analyzer_{label}_{kind}_c{concurrency}x{texts_per_request}"
+    if model == ENCODER_MODEL:
+        assert ids is not None, "the encoder alone takes token ids"
+        rows = np.load(ids)[:2048].tolist()
+        data = out / f"perf_analyzer_input_ids_{kind}.json"
+        data.write_text(json.dumps({"data": [{IDS_TENSOR: row} for row in rows]}))
+        shape = f"{IDS_TENSOR}:{len(rows[0])}"
+    else:
+        data = out / f"perf_analyzer_input_{kind}.json"
+        data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
+        shape = f"{TEXT_INPUT}:1"
+    name = f"perf_analyzer_{label}_{model}_{protocol}_{kind}_c{concurrency}x{texts_per_request}"
     csv = out / f"{name}.csv"
     cmd = [
         binary,
         "-m",
-        ENSEMBLE_MODEL,
+        model,
         "-u",
         url,
         "-i",
-        "grpc",
+        protocol,
         "--input-data",
         str(data),
         "--shape",
-        f"{TEXT_INPUT}:1",
+        shape,
         "-b",
         str(texts_per_request),
         "--concurrency-range",
@@ -145,7 +187,9 @@ def perf_analyzer(
         "-f",
         str(csv),
     ]
+    busy0, total0 = cpu_busy()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    busy1, total1 = cpu_busy()
     (out / f"{name}.txt").write_text(proc.stdout + proc.stderr)
     lines = csv.read_text().splitlines() if csv.exists() else []
     if proc.returncode != 0 or len(lines) < 2:
@@ -155,16 +199,21 @@ def perf_analyzer(
     result = {
         "tool": "perf_analyzer",
         "variant": label,
+        "model": model,
+        "protocol": protocol,
         "concurrency": concurrency,
         "texts_per_request": texts_per_request,
         "kind": kind,
         "docs_per_s": float(row["Inferences/Second"]),
         "p50_ms": float(row["p50 latency"]) / 1e3,
         "p99_ms": float(row["p99 latency"]) / 1e3,
+        # all cores, server and perf_analyzer together, over the whole run (warm-up included)
+        "host_cpu_busy": (busy1 - busy0) / max(1, total1 - total0),
     }
     print(
-        f"[{label}] perf_analyzer c={concurrency:>3} x {texts_per_request} ({kind}): {result['docs_per_s']:.1f} docs/s "
-        f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms",
+        f"[{label}] perf_analyzer {model} over {protocol}, c={concurrency:>3} x {texts_per_request} ({kind}): "
+        f"{result['docs_per_s']:.1f} docs/s p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms, "
+        f"host CPU {result['host_cpu_busy']:.0%} busy",
         flush=True,
     )
     return result
@@ -283,6 +332,7 @@ def main(argv=None) -> int:
             url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers()
         )
         fp16 = parity(url, texts, reference, report, "fp16")
+        ok = graph_parity(url, texts[: len(VARIED_64) + 512], reference, report) and ok
         varied = len(VARIED_64)
         report["fp16_min_cosine_vs_fp32_varied64"] = verify.compare(fp16[:varied], fp32[:varied]).min_cosine
         report["fp16_min_cosine_vs_fp32_captions2048"] = verify.compare(fp16[varied:], fp32[varied:]).min_cosine
@@ -342,6 +392,12 @@ def main(argv=None) -> int:
             result = perf_analyzer(url, concurrency, args.out, "fp16", texts_per_request, kind)
             if result:
                 report["load"].append(result)
+        # what limits 64 single texts: the same point over HTTP, and each model of the ensemble alone
+        for model, protocol in ((ENSEMBLE_MODEL, "http"), (TOKENIZER_MODEL, "grpc"), (ENCODER_MODEL, "grpc")):
+            target = server.http_url if protocol == "http" else url
+            result = perf_analyzer(target, 64, args.out, "fp16", 1, "mixed", model, protocol, ids["mixed"])
+            if result:
+                report["limits_c64"] = report.get("limits_c64", []) + [result]
 
         for setting in filter(None, args.sweep.split(",")):
             enc, tok, batch, delay = (int(x) for x in setting.split(":"))

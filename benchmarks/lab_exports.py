@@ -25,10 +25,9 @@ import torch
 from clip_triton import verify
 from clip_triton_build import cuda_graphs
 from clip_triton_build.export import export_torchscript
-from clip_triton_build.repository import BUILT_REPOSITORY
+from clip_triton_build.repository import BUILT_REPOSITORY, cuda_graphs_library
 from clip_triton_build.spec import ENCODER_MODEL, TORCHSCRIPT_FILE
 from clip_triton_build.weights import load_encoder
-
 
 CHECK_BATCHES = (1, 3, 8, 17, 40, 64, 200)
 
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cuda_graphs.load(cuda_graphs.built_library())  # the build's (GPU build: --fp16)
+    cuda_graphs.load(cuda_graphs_library())  # the build's (GPU build: --fp16)
     model = load_encoder().model  # what the build loads: the seeded random init where no weights come
     reference = torch.jit.load(str(BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location=args.device)
     ok = True

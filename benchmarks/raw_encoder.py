@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from clip_triton_build import cuda_graphs
+from clip_triton_build.repository import cuda_graphs_library
 
 # what the libtorch backend's model-config parameters switch, as the backend switches them: per
 # thread (the setting is thread-local in libtorch; the backend sets it in every execution), so
@@ -36,8 +38,8 @@ EXECUTORS = {
 def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
     """The TorchScript file, with its length-group settings overridden where given (and the
     CUDA-graph ops a GPU build's file calls)."""
-    if device.startswith("cuda") and cuda_graphs.built_library().exists():
-        cuda_graphs.load(cuda_graphs.built_library())
+    if device.startswith("cuda") and cuda_graphs_library().exists():
+        cuda_graphs.load(cuda_graphs_library())
     EXECUTORS[executor]()
     module = torch.jit.load(str(model), map_location=device).eval()
     if group_rows is not None:

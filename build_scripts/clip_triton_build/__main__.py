@@ -22,6 +22,7 @@ from .repository import (
     SOURCE_REPOSITORY,
     NotABuiltRepository,
     build_info_path,
+    cuda_graphs_library,
     stamp_parameters,
     start_repository,
     write_encoder_variants,
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
         from . import cuda_graphs
 
         device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
-        library = cuda_graphs.build(cuda_graphs.built_library(repo))
+        library = cuda_graphs.build(cuda_graphs_library(repo))
         cuda_graphs.load(library)
         log.info("cuda graph ops: %s", library)
         log.info(

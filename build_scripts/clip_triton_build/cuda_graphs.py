@@ -17,9 +17,6 @@ from pathlib import Path
 
 import torch
 
-from .repository import BUILT_REPOSITORY
-from .spec import CUDA_GRAPHS_LIBRARY, ENCODER_MODEL
-
 SOURCE = Path(__file__).parent / "csrc" / "cuda_graphs.cpp"
 
 
@@ -79,9 +76,3 @@ def build(destination: Path) -> Path:
 def load(library: Path) -> None:
     """Register the ops in this process (what LD_PRELOAD does for tritonserver)."""
     torch.ops.load_library(str(library))
-
-
-def built_library(repository: Path = BUILT_REPOSITORY, prefix: str = "") -> Path:
-    """Where a build writes the library in `repository` (beside model_fp16.pt); it exists only
-    after a GPU build (--fp16)."""
-    return Path(repository) / f"{prefix}{ENCODER_MODEL}" / "1" / CUDA_GRAPHS_LIBRARY

@@ -61,14 +61,16 @@ def check_texts(captions_count: int, seed: int = 11) -> list[str]:
     return VARIED_64 + captions(captions_count, seed=seed)
 
 
-def embed(url: str, texts: list[str], model: str = ENSEMBLE_MODEL, concurrency: int = 8) -> np.ndarray:
-    """Through the project client over gRPC: requests of 32 texts, `concurrency` in flight, so
-    every encoder instance of a deployment takes batches."""
+def embed(
+    url: str, texts: list[str], model: str = ENSEMBLE_MODEL, concurrency: int = 8, batch_size: int = 32
+) -> np.ndarray:
+    """Through the project client over gRPC: requests of `batch_size` texts, `concurrency` in
+    flight, so every encoder instance of a deployment takes batches."""
     from clip_text_client import CLIPTextClient, RandomWeightsWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        with CLIPTextClient(url, model=model, concurrency=concurrency) as client:
+        with CLIPTextClient(url, model=model, concurrency=concurrency, batch_size=batch_size) as client:
             return client.encode(texts)
 
 
