@@ -62,8 +62,9 @@ def plot(report: dict, out: str) -> None:
         )
     ax_sweep.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
     ax_sweep.set_yscale("log")
-    ax_sweep.set_title("settings, same server")
-    ax_sweep.legend(fontsize=7)
+    ax_sweep.set_title("settings, same server" if settings else "settings, same server (none swept)")
+    if settings:
+        ax_sweep.legend(fontsize=7)
 
     parts = {k: v for k, v in report.get("one_text_breakdown", {}).items() if k != "ensemble_total"}
     ax_trace.barh(list(parts), [v["p50_us"] / 1e3 for v in parts.values()], label="p50")
