@@ -29,24 +29,10 @@ GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
 # The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
 FP16_PACKED_ATTENTION = "efficient"
-# The fp16 GPU export replays batches as CUDA graphs (_ScriptedGraphs), one per bucket and Triton
-# instance; a batch runs in the smallest bucket that holds it. Up to GRAPH_ROWS[-1] rows: the
-# padded tower, (rows, length) buckets; up to GRAPH_PACKED_ROWS[-1] rows: the packed tower, (rows,
-# tokens) buckets, 12.5% apart (what padding to a bucket may cost in GPU time; a workload's batches
-# touch a few of them).
+# The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs (_ScriptedGraphs),
+# one per (rows, length) bucket and Triton instance: a batch runs in the smallest that holds it.
 GRAPH_ROWS = (1, 2, 4, 8, 16, 32, 64)
 GRAPH_LENGTHS = (16, 32, CONTEXT_LENGTH)
-GRAPH_PACKED_ROWS = (128, 256, 512, 1024)
-
-
-def _token_buckets(first: int = 512, last: int = GRAPH_PACKED_ROWS[-1] * CONTEXT_LENGTH) -> Tuple[int, ...]:
-    buckets = [first]
-    while buckets[-1] < last:
-        buckets.append(min(last, -(-int(buckets[-1] * 1.125) // 64) * 64))  # rounded up to 64
-    return tuple(buckets)
-
-
-GRAPH_TOKENS = _token_buckets()
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -168,84 +154,48 @@ class _ScriptedPack(_ScriptedEncoder):
 
 
 class _ScriptedGraphs(_ScriptedPack):
-    """`_ScriptedPack`, but on a GPU every batch of up to GRAPH_PACKED_ROWS[-1] rows replays a CUDA
-    graph: one launch instead of ~150 kernel launches and ~180 interpreted ops, which cost ~3 ms
-    of host time a forward (a one-text forward has 0.4 ms of kernels; a few hundred rows' forward
-    is still bound by its host side, docs/benchmarks.md).
+    """`_ScriptedPack`, but a batch of up to GRAPH_ROWS[-1] rows on a GPU replays a CUDA graph of the
+    padded tower instead: one launch instead of the ~150 kernel launches (and ~180 interpreted
+    ops) that make a small batch's forward cost ~3 ms of host time for 0.4 ms of kernels.
 
-    A graph has fixed shapes, so a batch runs in the smallest bucket that holds it, padded with
-    zero rows (each pools at its first position: one token):
-    - up to GRAPH_ROWS[-1] rows, the padded tower over (rows, length) buckets (GRAPH_ROWS x
-      GRAPH_LENGTHS): positions past a row's EOT never reach its output (CLIP is causal and pools
-      at EOT);
-    - more rows, the packed tower over (rows, tokens) buckets (GRAPH_PACKED_ROWS x GRAPH_TOKENS):
-      `pack` with a fixed token count (`nonzero_static`), the tokens past the batch's own in no
-      text (attention reads tokens inside cu_seqlens only, every other op works token by token).
-    The host learns the batch's length or token count first (one wait for the device, as `pack`'s).
-    Each bucket is captured the first time a batch of its size reaches an instance (an eager run,
-    then the capture: milliseconds, once) and replayed after; the clip_cuda_graphs ops
-    (csrc/cuda_graphs.cpp) keep buffers and graphs, one set per Triton instance (its thread and
-    stream). Bigger batches, and any on the CPU, run packed without a graph."""
+    A graph has fixed shapes, so the batch goes into the smallest (rows, length) bucket that holds
+    it (GRAPH_ROWS x GRAPH_LENGTHS), padded: rows past the batch are never read, and positions past
+    a row's EOT never reach its output (CLIP is causal and pools at EOT). Each bucket is captured
+    the first time a batch of its shape reaches an instance (an eager run, then the capture: a few
+    milliseconds once), and replayed after. The clip_cuda_graphs ops (csrc/cuda_graphs.cpp) keep
+    the buffers and graphs, one set per Triton instance (its thread and stream). Bigger batches,
+    and any on the CPU, run packed: there launches are a small share of the forward."""
 
     def __init__(self, inner, padded, vocab_size: int, eos_token_id: int):
         super().__init__(inner, vocab_size, eos_token_id)
-        self.padded = padded  # the tower on [B, L] ids (any L)
+        self.padded = padded  # the tower on [B, L] ids (any L): what the graphs capture
         self.graph_rows: List[int] = list(GRAPH_ROWS)
         self.graph_lengths: List[int] = list(GRAPH_LENGTHS)
-        self.graph_packed_rows: List[int] = list(GRAPH_PACKED_ROWS)
-        self.graph_tokens: List[int] = list(GRAPH_TOKENS)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = input_ids.size(0)
-        if not input_ids.is_cuda or rows > self.graph_packed_rows[-1]:
+        if not input_ids.is_cuda or rows > self.graph_rows[-1]:
             return self._packed(input_ids)
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
-        positions = pooling_positions(input_ids, self.eos_token_id)
-        if rows <= self.graph_rows[-1]:
-            length = int(positions.max().item()) + 1
-            bucket_rows = _bucket(self.graph_rows, rows)
-            static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, _bucket(self.graph_lengths, length), 0)
-            return self._graph(static, 0)[:rows]
-        bucket_rows = _bucket(self.graph_packed_rows, rows)
-        tokens = int(positions.sum().item()) + rows + (bucket_rows - rows)  # zero rows: one token each
-        if tokens > self.graph_tokens[-1]:
-            return self._packed(input_ids)
-        bucket_tokens = _bucket(self.graph_tokens, tokens)
-        static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, input_ids.size(1), bucket_tokens)
-        return self._graph(static, bucket_tokens)[:rows]
-
-    def _graph(self, static: torch.Tensor, tokens: int) -> torch.Tensor:
-        """The graph of `_tower(static, tokens)`, captured on first use, replayed."""
+        length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
+        bucket_rows = self.graph_rows[-1]
+        for r in self.graph_rows:
+            if r >= rows:
+                bucket_rows = r
+                break
+        bucket_length = self.graph_lengths[-1]
+        for n in self.graph_lengths:
+            if n >= length:
+                bucket_length = n
+                break
+        static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, bucket_length)
         if not torch.ops.clip_cuda_graphs.captured(static):
             torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
-            warmed = self._tower(static, tokens)  # eager, once: first-run set-up stays out of the graph
+            warmed = self.padded(static)  # eager, once: first-run set-up stays out of the graph
             torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
-            captured = self._tower(static, tokens)
+            captured = self.padded(static)
             torch.ops.clip_cuda_graphs.capture_end(static, captured)
-        return torch.ops.clip_cuda_graphs.replay(static)
-
-    def _tower(self, input_ids: torch.Tensor, tokens: int) -> torch.Tensor:
-        """What a graph runs: the padded tower (tokens == 0), or the packed one over exactly
-        `tokens` tokens, the batch's own first."""
-        if tokens == 0:
-            return self.padded(input_ids)
-        lengths = pooling_positions(input_ids, self.eos_token_id) + 1
-        width = input_ids.size(1)
-        keep = torch.arange(width, device=input_ids.device) < lengths.unsqueeze(1)
-        # pack's nonzero, at a fixed size: no wait for the device; the filler (index 0) lies past
-        # cu_seqlens[-1], in no text
-        flat = torch.nonzero_static(keep.flatten(), size=tokens, fill_value=0).squeeze(1)
-        ends = lengths.cumsum(0)
-        cu_seqlens = torch.cat([ends.new_zeros(1), ends]).int()
-        return self.inner(input_ids.flatten().index_select(0, flat), flat % width, cu_seqlens, ends - 1)
-
-
-def _bucket(buckets: List[int], size: int) -> int:
-    """The smallest of the ascending `buckets` that holds `size` (the last if none does)."""
-    for bucket in buckets:
-        if bucket >= size:
-            return bucket
-    return buckets[-1]
+        return torch.ops.clip_cuda_graphs.replay(static)[:rows]
 
 
 class _Float32Output(torch.nn.Module):

@@ -5,7 +5,7 @@
 // TorchScript cannot capture a graph itself, so these ops bracket a capture around ordinary
 // scripted code (export._ScriptedGraphs):
 //
-//   static = torch.ops.clip_cuda_graphs.stage(ids, rows, length, key)   # ids into a fixed buffer
+//   static = torch.ops.clip_cuda_graphs.stage(ids, rows, length)   # ids copied into a fixed buffer
 //   if not torch.ops.clip_cuda_graphs.captured(static):
 //       torch.ops.clip_cuda_graphs.enter(static)       # the caller's capture stream becomes current
 //       warmed = tower(static)                         # eager once: lazy initialisation stays out
@@ -48,7 +48,7 @@
 namespace {
 
 using Caller = std::tuple<std::thread::id, c10::StreamId, c10::DeviceIndex>;
-using Shape = std::tuple<int64_t, int64_t, int64_t>;  // rows, length, the caller's own key
+using Shape = std::tuple<int64_t, int64_t>;  // rows, length
 
 struct Slot {
   at::Tensor input;   // the graph reads its ids from here: stage() copies each batch in
@@ -104,19 +104,18 @@ void abandon_open_capture() {
   leave(*slot);
 }
 
-// ids [r, >= length] (r <= rows) -> the caller's static [rows, length] buffer holding them, rows
-// past r zero. `key` tells apart graphs that read same-shaped buffers but differ otherwise (the
-// packed graphs' token count); each (rows, length, key) has its own buffer and graph.
-at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length, int64_t key) {
+// ids [r, >= length] (r <= rows) -> the caller's static [rows, length] buffer holding them.
+// Rows past r keep whatever they held (valid ids): their results are never read.
+at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length) {
   TORCH_CHECK(ids.is_cuda() && ids.dim() == 2, "clip_cuda_graphs.stage: ids must be a 2-d CUDA tensor");
   abandon_open_capture();
   TORCH_CHECK(ids.size(0) <= rows && ids.size(1) >= length, "clip_cuda_graphs.stage: ids do not fit ", rows, "x", length);
   c10::cuda::CUDAGuard guard(ids.device());
-  auto slot_key = std::make_tuple(current_caller(ids.device().index()), Shape{rows, length, key});
+  auto key = std::make_tuple(current_caller(ids.device().index()), Shape{rows, length});
   std::shared_ptr<Slot> slot;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    auto& found = slots[slot_key];
+    auto& found = slots[key];
     if (!found) {
       found = std::make_shared<Slot>();
       // a normal tensor even under Triton's InferenceMode, so callers outside it may write it too
@@ -127,8 +126,6 @@ at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length, int64_t ke
     slot = found;
   }
   slot->input.narrow(0, 0, ids.size(0)).copy_(ids.narrow(1, 0, length), /*non_blocking=*/true);
-  // zero rows, not what an earlier batch left: a graph's work may depend on every row's length
-  slot->input.narrow(0, ids.size(0), rows - ids.size(0)).zero_();
   return slot->input;
 }
 
@@ -223,7 +220,7 @@ at::Tensor replay(const at::Tensor& input) {
 // current stream), so TorchScript must neither drop, merge nor reorder them.
 TORCH_LIBRARY(clip_cuda_graphs, m) {
   auto op = [](const char* schema) { return torch::schema(schema, c10::AliasAnalysisKind::CONSERVATIVE); };
-  m.def(op("stage(Tensor ids, int rows, int length, int key) -> Tensor"), &stage);
+  m.def(op("stage(Tensor ids, int rows, int length) -> Tensor"), &stage);
   m.def(op("captured(Tensor input) -> bool"), &captured);
   m.def(op("enter(Tensor input) -> ()"), &enter);
   m.def(op("capture_begin(Tensor input, Tensor warmed) -> ()"), &capture_begin);
