@@ -70,18 +70,23 @@ def throughput(
         done = [0] * threads
         warm, go = threading.Barrier(threads + 1), threading.Barrier(threads + 1)
         stop = [0.0]
+        errors: list[BaseException] = []
 
         def caller(k):
             EXECUTORS[executor]()  # thread-local, as grad mode
             stream = torch.cuda.Stream() if device.startswith("cuda") else None
             on_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
             with torch.no_grad(), on_stream:
-                # CUDA graphs belong to a thread and stream: each caller captures its own first
-                for b in batches[k : k + 64 * threads : threads]:
-                    module(b)
-                sync(device)
+                try:  # CUDA graphs belong to a thread and stream: each caller captures its own first
+                    for b in batches[k : k + 64 * threads : threads]:
+                        module(b)
+                    sync(device)
+                except BaseException as exc:  # reach the barriers anyway: a failed caller must not hang the run
+                    errors.append(exc)
                 warm.wait()
                 go.wait()  # the clock starts for all callers at once
+                if errors:
+                    return
                 i = k
                 while time.perf_counter() < stop[0]:
                     module(batches[i % len(batches)])
@@ -100,6 +105,8 @@ def throughput(
         for w in workers:
             w.join()
         elapsed = time.perf_counter() - start
+        if errors:
+            raise errors[0]
     return {"docs_per_s": sum(done) / elapsed, "batch": batch, "threads": threads}
 
 
