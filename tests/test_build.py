@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,19 @@ def test_a_rebuild_replaces_everything_the_last_build_wrote(tmp_path):
 def test_the_build_never_writes_into_its_source(tmp_path):
     with pytest.raises(NotABuiltRepository):
         start_repository(SOURCE_REPOSITORY, SOURCE_REPOSITORY / "built")
+
+
+def test_the_cuda_graph_ops_link_libtorch_alone_so_tritonserver_can_preload_them():
+    """libclip_cuda_graphs.so is preloaded into tritonserver, which has no Python: linking
+    libtorch_python (what torch.utils.cpp_extension adds) would leave it unloadable there. It
+    finds libtorch through an rpath where the build's torch is the server's (the local runtime)."""
+    import torch
+
+    from clip_triton_build import cuda_graphs
+
+    command = cuda_graphs.compile_command(Path("/tmp/libclip_cuda_graphs.so"), Path("/usr/local/cuda"))
+    libraries = [arg for arg in command if arg.startswith("-l")]
+    assert libraries == ["-lc10", "-lc10_cuda", "-ltorch_cpu", "-ltorch_cuda", "-ltorch"]
+    assert f"-Wl,-rpath,{Path(torch.__file__).parent / 'lib'}" in command
+    assert "-I/usr/local/cuda/include" in command
+    assert str(cuda_graphs.SOURCE) in command and cuda_graphs.SOURCE.is_file()

@@ -32,9 +32,9 @@ def _cuda_home() -> Path:
     return Path(CUDA_HOME)
 
 
-def compile_command(output: Path) -> list[str]:
+def compile_command(output: Path, cuda: Path) -> list[str]:
+    """The compiler call that builds the library at `output` with the CUDA toolkit at `cuda`."""
     torch_dir = Path(torch.__file__).parent
-    cuda = _cuda_home()
     lib = torch_dir / "lib"
     return [
         os.environ.get("CXX", "c++"),
@@ -66,7 +66,7 @@ def build(destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / destination.name
-        done = subprocess.run(compile_command(output), capture_output=True, text=True)
+        done = subprocess.run(compile_command(output, _cuda_home()), capture_output=True, text=True)
         if done.returncode != 0:
             raise CudaGraphsBuildError(f"compiling {SOURCE.name} failed:\n{done.stderr[-4000:]}")
         shutil.copyfile(output, destination)

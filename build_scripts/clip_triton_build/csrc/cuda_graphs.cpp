@@ -17,6 +17,7 @@
 // A graph belongs to one caller: (thread, current stream, device) plus its static shape. Triton's
 // libtorch backend runs each KIND_GPU instance on its own thread with its own stream, so instances
 // never share a graph, a buffer or a memory pool, and replay on their own streams concurrently.
+// A caller's graphs go when its thread ends (an unload): see ThreadSlots.
 // One caller's graphs share one memory pool: they replay one at a time on that caller's stream,
 // and each result is copied out (replay) before the next replay can reuse the pool's scratch.
 // Capture runs on a side stream of the caller's in thread-local mode, so other instances keep
@@ -44,6 +45,7 @@
 #include <thread>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -75,6 +77,32 @@ void wait_for(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& 
   C10_CUDA_CHECK(cudaStreamWaitEvent(waiter.stream(), event, 0));
   C10_CUDA_CHECK(cudaEventDestroy(event));  // freed once the wait is done with it
 }
+
+// Drops this thread's buffers, graphs and pools when the thread ends. A Triton instance's thread
+// ends when its model is unloaded; a later instance (a reload, another model) can get the same
+// thread id and stream handle back, and must then capture anew against its own weights instead of
+// replaying graphs that read the freed ones.
+struct ThreadSlots {
+  bool used = false;
+  ~ThreadSlots() {
+    if (!used) return;
+    std::vector<std::shared_ptr<Slot>> dropped;  // destroyed after the lock is released
+    std::lock_guard<std::mutex> lock(mutex);
+    auto me = std::this_thread::get_id();
+    for (auto it = slots.begin(); it != slots.end();) {
+      if (std::get<0>(std::get<0>(it->first)) != me) {
+        ++it;
+        continue;
+      }
+      by_input.erase(it->second->input.data_ptr());
+      dropped.push_back(it->second);
+      it = slots.erase(it);
+    }
+    for (auto it = pools.begin(); it != pools.end();)
+      it = std::get<0>(it->first) == me ? pools.erase(it) : std::next(it);
+  }
+};
+thread_local ThreadSlots thread_slots;
 
 Caller current_caller(c10::DeviceIndex device) {
   return {std::this_thread::get_id(), c10::cuda::getCurrentCUDAStream(device).id(), device};
@@ -111,6 +139,7 @@ at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length) {
   abandon_open_capture();
   TORCH_CHECK(ids.size(0) <= rows && ids.size(1) >= length, "clip_cuda_graphs.stage: ids do not fit ", rows, "x", length);
   c10::cuda::CUDAGuard guard(ids.device());
+  thread_slots.used = true;
   auto key = std::make_tuple(current_caller(ids.device().index()), Shape{rows, length});
   std::shared_ptr<Slot> slot;
   {
