@@ -7,7 +7,8 @@ CLIP's text transformer is causal and pools the hidden state at the EOT position
 after the last EOT of the batch never reach the output; cutting them is exact and saves most of
 the compute for caption-length texts (typically 10-20 of 77 positions). The TorchScript files
 go further: the fp16 GPU file packs a batch's real tokens into one sequence (`_ScriptedPack`,
-no padding at all), the others run big batches in length-sorted groups (`_ScriptedTrim`).
+no padding at all) and replays small batches as CUDA graphs (`_ScriptedGraphs`); the others run
+big batches in length-sorted groups (`_ScriptedTrim`).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class _ScriptedGraphs(_ScriptedPack):
     the first time a batch of its shape reaches an instance (an eager run, then the capture: a few
     milliseconds once), and replayed after. The clip_cuda_graphs ops (csrc/cuda_graphs.cpp) keep
     the buffers and graphs, one set per Triton instance (its thread and stream). Bigger batches,
-    and any on the CPU, run packed: there launches are a small share of the forward."""
+    and any on the CPU, run packed without a graph (a packed batch's shapes are its token count)."""
 
     def __init__(self, inner, padded, vocab_size: int, eos_token_id: int):
         super().__init__(inner, vocab_size, eos_token_id)
