@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -264,6 +265,10 @@ def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, c
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
     from clip_triton.deploy import deploy, gpu_ids
+
+    # a time limit's SIGTERM unwinds like an exception: the server stops and the report so far is
+    # written (the `finally` below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)

@@ -16,6 +16,9 @@ SITE=/tmp/clip-gpu-site          # carried wheels except numpy, and the tritonse
 STUB_NUMPY=/tmp/clip-gpu-numpy1  # numpy 1.26, for the Python-backend stub only
 VENV=/tmp/clip-gpu-venv
 mkdir -p "$SITE" "$STUB_NUMPY" "$OUT"
+# everything printed goes to $OUT/gpu_run.log as it comes: a run cut off by a time limit still
+# leaves what it measured so far (gpu_check writes its report on SIGTERM too)
+exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 [ -x "$SITE/pytriton/tritonserver/bin/tritonserver" ] || tar xJf .gpu/pytriton.tar.xz -C "$SITE"
 pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$@" 2>&1 | grep -v "already exists" || true; }
 rm -rf "$SITE"/numpy "$SITE"/numpy-* "$SITE"/numpy.libs
