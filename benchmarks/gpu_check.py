@@ -305,6 +305,7 @@ def main(argv=None) -> int:
         "server_env": server_env,
         "load": [],
         "sweep": [],
+        "limits_c64": [],
     }
     report["nvidia_smi"] = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
@@ -402,7 +403,7 @@ def main(argv=None) -> int:
             target = server.http_url if protocol == "http" else url
             result = perf_analyzer(target, 64, args.out, "fp16", 1, "mixed", model, protocol, ids["mixed"])
             if result:
-                report["limits_c64"] = report.get("limits_c64", []) + [result]
+                report["limits_c64"].append(result)
 
         for setting in filter(None, args.sweep.split(",")):
             enc, tok, batch, delay = (int(x) for x in setting.split(":"))

@@ -24,7 +24,7 @@ import torch
 
 from clip_triton import verify
 from clip_triton_build import cuda_graphs
-from clip_triton_build.export import export_torchscript
+from clip_triton_build.export import FP16_PACKED_ATTENTION, export_torchscript
 from clip_triton_build.repository import BUILT_REPOSITORY, cuda_graphs_library
 from clip_triton_build.spec import ENCODER_MODEL, TORCHSCRIPT_FILE
 from clip_triton_build.weights import load_encoder
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ok = True
     for variant in filter(None, args.variants.split(",")):
         path = args.out / f"model_fp16_{variant}.pt"
-        kernel = {"groups": None, "graphs": "efficient"}.get(variant, variant)
+        kernel = {"groups": None, "graphs": FP16_PACKED_ATTENTION}.get(variant, variant)
         export_torchscript(
             model, path, device=args.device, fp16=True, packed_attention=kernel, cuda_graphs=variant == "graphs"
         )

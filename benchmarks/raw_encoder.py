@@ -38,8 +38,9 @@ EXECUTORS = {
 def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
     """The TorchScript file, with its length-group settings overridden where given (and the
     CUDA-graph ops a GPU build's file calls)."""
-    if device.startswith("cuda") and cuda_graphs_library().exists():
-        cuda_graphs.load(cuda_graphs_library())
+    library = cuda_graphs_library()
+    if device.startswith("cuda") and library.exists():
+        cuda_graphs.load(library)
     EXECUTORS[executor]()
     module = torch.jit.load(str(model), map_location=device).eval()
     if group_rows is not None:

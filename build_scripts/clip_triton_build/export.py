@@ -179,17 +179,9 @@ class _ScriptedGraphs(_ScriptedPack):
             return self._packed(input_ids)
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
-        bucket_rows = self.graph_rows[-1]
-        for r in self.graph_rows:
-            if r >= rows:
-                bucket_rows = r
-                break
-        bucket_length = self.graph_lengths[-1]
-        for n in self.graph_lengths:
-            if n >= length:
-                bucket_length = n
-                break
-        static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, bucket_length)
+        static = torch.ops.clip_cuda_graphs.stage(
+            input_ids, _bucket(self.graph_rows, rows), _bucket(self.graph_lengths, length)
+        )
         if not torch.ops.clip_cuda_graphs.captured(static):
             torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
             warmed = self.padded(static)  # eager, once: first-run set-up stays out of the graph
@@ -197,6 +189,14 @@ class _ScriptedGraphs(_ScriptedPack):
             captured = self.padded(static)
             torch.ops.clip_cuda_graphs.capture_end(static, captured)
         return torch.ops.clip_cuda_graphs.replay(static)[:rows]
+
+
+def _bucket(buckets: List[int], size: int) -> int:
+    """The smallest of the ascending `buckets` that holds `size` (the last if none does)."""
+    for bucket in buckets:
+        if bucket >= size:
+            return bucket
+    return buckets[-1]
 
 
 class _Float32Output(torch.nn.Module):
