@@ -153,3 +153,49 @@ def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
     assert positions.tolist() == [0, 1, 2, 3, 0, 1]
     assert cu_seqlens.dtype == torch.int32 and cu_seqlens.tolist() == [0, 4, 6]
     assert last.tolist() == [3, 5]
+
+
+@pytest.fixture(scope="module")
+def graphs_module(hf_model):
+    """The fp16 GPU file's structure with CUDA graphs (`_ScriptedGraphs`), scripted on the CPU in
+    fp32 with the attention kernel's reference math. Scripting needs the clip_cuda_graphs ops'
+    schemas: they are read from the library's own source and declared CONSERVATIVE, as the library
+    declares them (their CUDA implementations exist only on a GPU; the GPU run checks those)."""
+    import re
+
+    from clip_triton_build import cuda_graphs
+    from clip_triton_build.export import _Float32Output, _ScriptedGraphs
+    from clip_triton_build.text_tower import PackedTextTower
+
+    schemas = re.findall(r'op\("([^"]+)"\)', cuda_graphs.SOURCE.read_text())
+    library = torch.library.Library("clip_cuda_graphs", "DEF")
+    for schema in schemas:
+        library.define(schema, alias_analysis="CONSERVATIVE")
+    tower = CLIPTextTower(hf_tower(hf_model)).eval()
+    example = torch.from_numpy(random_ids(np.random.default_rng(1), [4, 6]))
+    with torch.no_grad():
+        inner = torch.jit.trace(PackedTextTower(tower, "masked"), pack(example, EOT_ID), check_trace=False)
+        padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
+        scripted = torch.jit.script(_ScriptedGraphs(inner, padded, VOCAB_SIZE, EOT_ID))
+    yield scripted, [schema.split("(")[0] for schema in schemas]
+    del library
+
+
+def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_cpu(hf_model, graphs_module):
+    """TorchScript drops calls it thinks pure; the capture bracket must survive scripting whole, and
+    off the GPU the file is the packed export (HF's result)."""
+    scripted, ops = graphs_module
+    assert set(ops) == {"stage", "captured", "enter", "capture_begin", "capture_end", "replay"}
+    for op in ops:
+        assert f"ops.clip_cuda_graphs.{op}(" in scripted.code, op
+    ids = random_ids(np.random.default_rng(300), [3, 1, 40])
+    with torch.no_grad():
+        ours = scripted(torch.from_numpy(ids)).numpy()
+    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+
+
+def test_a_batch_goes_to_the_smallest_graph_bucket_that_holds_it():
+    from clip_triton_build.export import GRAPH_LENGTHS, GRAPH_ROWS, _bucket
+
+    assert [_bucket(list(GRAPH_ROWS), rows) for rows in (1, 3, 4, 33, 64)] == [1, 4, 4, 64, 64]
+    assert [_bucket(list(GRAPH_LENGTHS), n) for n in (2, 16, 17, 77)] == [16, 16, 32, CONTEXT_LENGTH]
