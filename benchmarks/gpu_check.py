@@ -143,10 +143,14 @@ def perf_analyzer(
     model: str = ENSEMBLE_MODEL,
     protocol: str = "grpc",
     ids: Path | None = None,
+    async_mode: bool = False,
+    interval_ms: int = 5000,
 ) -> dict | None:
     """Triton's own C++ load generator: `texts_per_request` texts of `kind` per request (its batch
     size: perf_analyzer fills a batch from consecutive entries of the data file), to the ensemble
-    or one of its models (the encoder takes the token ids in `ids`), over gRPC or HTTP."""
+    or one of its models (the encoder takes the token ids in `ids`), over gRPC or HTTP.
+    Synchronous by default (one client thread per request in flight); `async_mode` keeps them in
+    flight from a few threads, which leaves more of the host's cores to the server."""
     import shutil
 
     candidates = [Path(entry) / "perf_analyzer" / "bin" / "perf_analyzer" for entry in sys.path]
@@ -163,7 +167,8 @@ def perf_analyzer(
         data = out / f"perf_analyzer_input_{kind}.json"
         data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
         shape = f"{TEXT_INPUT}:1"
-    name = f"perf_analyzer_{label}_{model}_{protocol}_{kind}_c{concurrency}x{texts_per_request}"
+    mode = "async" if async_mode else "sync"
+    name = f"perf_analyzer_{label}_{model}_{protocol}_{mode}_{kind}_c{concurrency}x{texts_per_request}"
     csv = out / f"{name}.csv"
     cmd = [
         binary,
@@ -182,12 +187,12 @@ def perf_analyzer(
         "--concurrency-range",
         str(concurrency),
         "--measurement-interval",
-        "5000",
+        str(interval_ms),
         "--max-trials",  # 3 stable windows of 5 s, or give up after 6 (bounded run time)
         "6",
         "-f",
         str(csv),
-    ]
+    ] + (["--async"] if async_mode else [])
     busy0, total0 = cpu_busy()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     busy1, total1 = cpu_busy()
@@ -202,6 +207,7 @@ def perf_analyzer(
         "variant": label,
         "model": model,
         "protocol": protocol,
+        "client": mode,
         "concurrency": concurrency,
         "texts_per_request": texts_per_request,
         "kind": kind,
@@ -212,7 +218,7 @@ def perf_analyzer(
         "host_cpu_busy": (busy1 - busy0) / max(1, total1 - total0),
     }
     print(
-        f"[{label}] perf_analyzer {model} over {protocol}, c={concurrency:>3} x {texts_per_request} ({kind}): "
+        f"[{label}] perf_analyzer {model} over {protocol} ({mode}), c={concurrency:>3} x {texts_per_request} ({kind}): "
         f"{result['docs_per_s']:.1f} docs/s p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms, "
         f"host CPU {result['host_cpu_busy']:.0%} busy",
         flush=True,
