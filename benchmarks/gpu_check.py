@@ -216,6 +216,9 @@ def perf_analyzer(
         "p99_ms": float(row["p99 latency"]) / 1e3,
         # all cores, server and perf_analyzer together, over the whole run (warm-up included)
         "host_cpu_busy": (busy1 - busy0) / max(1, total1 - total0),
+        # perf_analyzer's own summary of the last window: the server's queue and compute times,
+        # per composing model for the ensemble
+        "summary": proc.stdout[proc.stdout.rfind("Request concurrency") :][:4000],
     }
     print(
         f"[{label}] perf_analyzer {model} over {protocol} ({mode}), c={concurrency:>3} x {texts_per_request} ({kind}): "

@@ -53,8 +53,8 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   check     parity + every load point, 2 encoder instances on GPU 0
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
 #   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
-#   singles   one text per request at concurrency 64: the tokenizer with and without a batcher,
-#             sync and async clients, each model alone (benchmarks/single_texts.py)
+#   settings  serving settings side by side through perf_analyzer (benchmarks/serving_settings.py,
+#             SETTINGS_ARGS)
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
 #   lab       benchmarks.raw_encoder alone on the ids `check` saved (or LAB_IDS), once per
 #             environment in LAB_ENVS and model file in LAB_MODELS (names in the built repository,
@@ -67,7 +67,7 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
         python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
       fi ;;
     variant) python3 -m benchmarks.gpu_check --out "$OUT/variant" --only-fp16 --encoder-max-batch-size 1024 "$@" ;;
-    singles) python3 -m benchmarks.single_texts --out "$OUT/singles" ${SINGLES_ARGS:-} ;;
+    settings) python3 -m benchmarks.serving_settings --out "$OUT/settings" ${SETTINGS_ARGS:-} ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
             --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
     lab)

@@ -1,0 +1,140 @@
+"""Serving settings side by side on one server, through perf_analyzer: each setting reloads the
+models through the repository API (no file edited) and runs the same points, one text per request
+at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short and mixed) and one
+text at concurrency 1. A setting is B:T:E:M: the tokenizer with a dynamic batcher or not (on/off),
+T tokenizer instances, E encoder instances, M encoder max_batch_size. Run by benchmarks/gpu_run.sh
+(step `settings`) after the build; writes serving_settings.json into --out.
+
+    python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,off:8:1:1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from benchmarks.gpu_check import perf_analyzer
+from clip_triton.deploy import deploy, model_config, with_instances
+from clip_triton.paths import BUILT_REPOSITORY
+from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
+
+# (concurrency, texts per request, texts, protocol, perf_analyzer async)
+POINTS = [
+    (64, 1, "mixed", "http", True),
+    (64, 1, "mixed", "grpc", False),
+    (8, 256, "short", "grpc", False),
+    (8, 256, "mixed", "grpc", False),
+    (1, 1, "mixed", "grpc", False),
+]
+
+
+def counts(url: str, model: str) -> tuple[int, int, int]:
+    """(requests, rows, executions) `model` has served so far: Triton's statistics API."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(model).model_stats[0]
+        return stats.inference_stats.success.count, stats.inference_count, stats.execution_count
+    finally:
+        client.close()
+
+
+def load_tokenizer(url: str, headers: dict, variant: str, instances: int, batching: bool) -> None:
+    """Reload clip_tokenizer with `instances` instances, with or without a dynamic batcher (no
+    queue delay: a request waits only while every instance is busy)."""
+    import tritonclient.grpc as grpc
+
+    config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
+    if batching:
+        config.dynamic_batching.max_queue_delay_microseconds = 0
+    else:
+        config.ClearField("dynamic_batching")
+    client = grpc.InferenceServerClient(url)
+    try:
+        client.load_model(
+            TOKENIZER_MODEL, headers=headers, config=json_format.MessageToJson(config, preserving_proto_field_name=True)
+        )
+    finally:
+        client.close()
+
+
+def main(argv=None) -> int:
+    from clip_triton import LocalTritonServer
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variant", default="torchscript_fp16", help="the encoder's config variant")
+    parser.add_argument("--settings", default="off:8:2:1024,off:8:1:1024,off:8:4:1024", metavar="B:T:E:M,...")
+    parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer's measurement window")
+    parser.add_argument("--server-arg", action="append", default=[], help="more tritonserver flags")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"variant": args.variant, "server_args": args.server_arg, "points": []}
+    # explicit model control (an instance count given): the models reload between settings
+    server = LocalTritonServer.on_free_ports(
+        config_name=args.variant, tokenizer_instances=8, extra_args=args.server_arg
+    )
+    server.start(timeout=300)
+    try:
+        url, http = server.grpc_url, server.http_url
+        for setting in args.settings.split(","):
+            batching, tokenizers, encoders, max_batch = setting.split(":")
+            deploy(
+                url,
+                BUILT_REPOSITORY,
+                args.variant,
+                int(encoders),
+                None,
+                int(tokenizers),
+                server.admin_headers(),
+                encoder_max_batch_size=int(max_batch),
+            )
+            load_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers), batching == "on")
+            for concurrency, texts, kind, protocol, async_mode in POINTS:
+                before = {m: counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
+                result = perf_analyzer(
+                    http if protocol == "http" else url,
+                    concurrency,
+                    args.out,
+                    f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}",
+                    texts,
+                    kind,
+                    ENSEMBLE_MODEL,
+                    protocol,
+                    async_mode=async_mode,
+                    interval_ms=args.interval_ms,
+                )
+                if result is None:
+                    continue
+                for model, (req0, rows0, ex0) in before.items():
+                    req1, rows1, ex1 = counts(url, model)
+                    result[f"{model}_requests_per_execution"] = (req1 - req0) / max(1, ex1 - ex0)
+                    result[f"{model}_rows_per_execution"] = (rows1 - rows0) / max(1, ex1 - ex0)
+                result.update(
+                    tokenizer_batching=batching == "on",
+                    tokenizer_instances=int(tokenizers),
+                    encoder_instances=int(encoders),
+                    encoder_max_batch_size=int(max_batch),
+                )
+                report["points"].append(result)
+                print(
+                    f"    tokenizer requests/execution {result[f'{TOKENIZER_MODEL}_requests_per_execution']:.1f}, "
+                    f"encoder rows/execution {result[f'{ENCODER_MODEL}_rows_per_execution']:.1f}",
+                    flush=True,
+                )
+        return 0
+    finally:
+        server.stop()
+        (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-100_000:])
+        (args.out / "serving_settings.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
