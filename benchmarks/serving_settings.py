@@ -24,13 +24,23 @@ from clip_triton.paths import BUILT_REPOSITORY
 from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 
 # (concurrency, texts per request, texts, protocol, perf_analyzer async)
-POINTS = [
-    (64, 1, "mixed", "http", True),
-    (64, 1, "mixed", "grpc", False),
-    (8, 256, "short", "grpc", False),
-    (8, 256, "mixed", "grpc", False),
-    (1, 1, "mixed", "grpc", False),
-]
+POINTS = {
+    "singles": [(64, 1, "mixed", "http", True), (64, 1, "mixed", "grpc", False)],
+    "bulk": [(8, 256, "short", "grpc", False), (8, 256, "mixed", "grpc", False)],
+    "one": [(1, 1, "mixed", "grpc", False)],
+}
+GPU_STATE = "clocks.sm,clocks.mem,temperature.gpu,power.draw,clocks_throttle_reasons.active,memory.used"
+
+
+def gpu_state() -> str:
+    """The GPU's clocks, temperature, power, throttle reasons and memory in use (nvidia-smi)."""
+    import subprocess
+
+    query = ["nvidia-smi", f"--query-gpu={GPU_STATE}", "--format=csv,noheader"]
+    try:
+        return subprocess.run(query, capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:  # no NVIDIA driver here
+        return ""
 
 
 def counts(url: str, model: str) -> tuple[int, int, int]:
@@ -74,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", default="off:8:2:1024,off:8:1:1024,off:8:4:1024", metavar="B:T:E:M,...")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer's measurement window")
     parser.add_argument("--server-arg", action="append", default=[], help="more tritonserver flags")
+    parser.add_argument("--points", default="singles,bulk,one", help=f"which of {', '.join(POINTS)}")
+    parser.add_argument("--repeat", type=int, default=1, help="run each setting's points this many times")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"variant": args.variant, "server_args": args.server_arg, "points": []}
@@ -82,6 +94,7 @@ def main(argv=None) -> int:
         config_name=args.variant, tokenizer_instances=8, extra_args=args.server_arg
     )
     server.start(timeout=300)
+    report["gpu_start"] = gpu_state()
     try:
         url, http = server.grpc_url, server.http_url
         for setting in args.settings.split(","):
@@ -97,7 +110,8 @@ def main(argv=None) -> int:
                 encoder_max_batch_size=int(max_batch),
             )
             load_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers), batching == "on")
-            for concurrency, texts, kind, protocol, async_mode in POINTS:
+            points = [p for name in args.points.split(",") for p in POINTS[name]] * args.repeat
+            for concurrency, texts, kind, protocol, async_mode in points:
                 before = {m: counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
                 result = perf_analyzer(
                     http if protocol == "http" else url,
@@ -122,11 +136,13 @@ def main(argv=None) -> int:
                     tokenizer_instances=int(tokenizers),
                     encoder_instances=int(encoders),
                     encoder_max_batch_size=int(max_batch),
+                    gpu_after=gpu_state(),
                 )
                 report["points"].append(result)
                 print(
                     f"    tokenizer requests/execution {result[f'{TOKENIZER_MODEL}_requests_per_execution']:.1f}, "
-                    f"encoder rows/execution {result[f'{ENCODER_MODEL}_rows_per_execution']:.1f}",
+                    f"encoder rows/execution {result[f'{ENCODER_MODEL}_rows_per_execution']:.1f}; "
+                    f"GPU after: {result['gpu_after']}",
                     flush=True,
                 )
         return 0
