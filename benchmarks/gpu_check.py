@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def cpu_busy() -> tuple[int, int]:
 def perf_analyzer(
     url: str,
     concurrency: int,
-    out: Path,
+    work: Path,
     label: str,
     texts_per_request: int = 1,
     kind: str = "mixed",
@@ -148,7 +149,8 @@ def perf_analyzer(
 ) -> dict | None:
     """Triton's own C++ load generator: `texts_per_request` texts of `kind` per request (its batch
     size: perf_analyzer fills a batch from consecutive entries of the data file), to the ensemble
-    or one of its models (the encoder takes the token ids in `ids`), over gRPC or HTTP.
+    or one of its models (the encoder takes the token ids in `ids`), over gRPC or HTTP. Its input
+    data and raw output go to `work`; the result (with perf_analyzer's summary) is returned.
     Synchronous by default (one client thread per request in flight); `async_mode` keeps them in
     flight from a few threads, which leaves more of the host's cores to the server."""
     import shutil
@@ -160,16 +162,16 @@ def perf_analyzer(
     if model == ENCODER_MODEL:
         assert ids is not None, "the encoder alone takes token ids"
         rows = np.load(ids)[:2048].tolist()
-        data = out / f"perf_analyzer_input_ids_{kind}.json"
+        data = work / f"perf_analyzer_input_ids_{kind}.json"
         data.write_text(json.dumps({"data": [{IDS_TENSOR: row} for row in rows]}))
         shape = f"{IDS_TENSOR}:{len(rows[0])}"
     else:
-        data = out / f"perf_analyzer_input_{kind}.json"
+        data = work / f"perf_analyzer_input_{kind}.json"
         data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
         shape = f"{TEXT_INPUT}:1"
     mode = "async" if async_mode else "sync"
     name = f"perf_analyzer_{label}_{model}_{protocol}_{mode}_{kind}_c{concurrency}x{texts_per_request}"
-    csv = out / f"{name}.csv"
+    csv = work / f"{name}.csv"
     cmd = [
         binary,
         "-m",
@@ -196,7 +198,7 @@ def perf_analyzer(
     busy0, total0 = cpu_busy()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     busy1, total1 = cpu_busy()
-    (out / f"{name}.txt").write_text(proc.stdout + proc.stderr)
+    (work / f"{name}.txt").write_text(proc.stdout + proc.stderr)
     lines = csv.read_text().splitlines() if csv.exists() else []
     if proc.returncode != 0 or len(lines) < 2:
         print(f"perf_analyzer failed ({proc.returncode}): {proc.stderr[-500:]}", flush=True)
@@ -322,6 +324,9 @@ def main(argv=None) -> int:
         text=True,
     ).stdout.strip()
     trace_file = args.out / "trace.json"
+    # perf_analyzer's input files and raw output: the report keeps what matters of them, and the
+    # device tool returns only the first few files of --out
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     server = LocalTritonServer.on_free_ports(
         config_name="torchscript",
         encoder_instances=args.instances,
@@ -404,13 +409,13 @@ def main(argv=None) -> int:
             (8, 256, "short"),
             (8, 256, "mixed"),
         ):
-            result = perf_analyzer(url, concurrency, args.out, "fp16", texts_per_request, kind)
+            result = perf_analyzer(url, concurrency, scratch, "fp16", texts_per_request, kind)
             if result:
                 report["load"].append(result)
         # what limits 64 single texts: the same point over HTTP, and each model of the ensemble alone
         for model, protocol in ((ENSEMBLE_MODEL, "http"), (TOKENIZER_MODEL, "grpc"), (ENCODER_MODEL, "grpc")):
             target = server.http_url if protocol == "http" else url
-            result = perf_analyzer(target, 64, args.out, "fp16", 1, "mixed", model, protocol, ids["mixed"])
+            result = perf_analyzer(target, 64, scratch, "fp16", 1, "mixed", model, protocol, ids["mixed"])
             if result:
                 report["limits_c64"].append(result)
 
@@ -431,7 +436,7 @@ def main(argv=None) -> int:
             rows: list[dict] = []
             run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
             run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
-            result = perf_analyzer(url, 64, args.out, f"fp16_e{enc}_t{tok}_b{batch}_d{delay}")
+            result = perf_analyzer(url, 64, scratch, f"fp16_e{enc}_t{tok}_b{batch}_d{delay}")
             if result:
                 rows.append(result)
             for row in rows:

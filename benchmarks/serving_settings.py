@@ -14,6 +14,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="run each setting's points this many times")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="serving-settings-"))  # perf_analyzer's files: the report keeps their gist
     report: dict = {"variant": args.variant, "server_args": args.server_arg, "points": []}
     # explicit model control (an instance count given): the models reload between settings
     server = LocalTritonServer.on_free_ports(
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
                 result = perf_analyzer(
                     http if protocol == "http" else url,
                     concurrency,
-                    args.out,
+                    scratch,
                     f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}",
                     texts,
                     kind,
