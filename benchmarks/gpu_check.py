@@ -92,14 +92,14 @@ def gpu_instances(log_path: Path) -> list[str]:
     )
 
 
-def encoder_counts(url) -> tuple[int, int]:
-    """(rows, executions) the encoder has run so far: Triton's statistics API."""
+def model_counts(url: str, model: str = ENCODER_MODEL) -> tuple[int, int, int]:
+    """(requests, rows, executions) `model` has served so far: Triton's statistics API."""
     import tritonclient.grpc as grpc
 
     client = grpc.InferenceServerClient(url)
     try:
-        stats = client.get_inference_statistics(ENCODER_MODEL).model_stats[0]
-        return stats.inference_count, stats.execution_count
+        stats = client.get_inference_statistics(model).model_stats[0]
+        return stats.inference_stats.success.count, stats.inference_count, stats.execution_count
     finally:
         client.close()
 
@@ -108,7 +108,7 @@ def run_points(
     url, label, quick, processes, results, kind="mixed", points=POINTS, model=ENSEMBLE_MODEL, output=EMBEDDING_OUTPUT
 ):
     for concurrency, tpr in points:
-        rows, executions = encoder_counts(url)
+        _, rows, executions = model_counts(url)
         r = measure(
             url,
             model,
@@ -120,7 +120,7 @@ def run_points(
             kind=kind,
             output=output,
         )
-        rows_after, executions_after = encoder_counts(url)
+        _, rows_after, executions_after = model_counts(url)
         r["encoder_rows_per_execution"] = (rows_after - rows) / max(1, executions_after - executions)
         r["variant"] = label
         results.append(r)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from benchmarks.gpu_check import perf_analyzer
+from benchmarks.gpu_check import model_counts, perf_analyzer
 from clip_triton.deploy import deploy, model_config, with_instances
 from clip_triton.paths import BUILT_REPOSITORY
 from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
@@ -42,18 +42,6 @@ def gpu_state() -> str:
         return subprocess.run(query, capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:  # no NVIDIA driver here
         return ""
-
-
-def counts(url: str, model: str) -> tuple[int, int, int]:
-    """(requests, rows, executions) `model` has served so far: Triton's statistics API."""
-    import tritonclient.grpc as grpc
-
-    client = grpc.InferenceServerClient(url)
-    try:
-        stats = client.get_inference_statistics(model).model_stats[0]
-        return stats.inference_stats.success.count, stats.inference_count, stats.execution_count
-    finally:
-        client.close()
 
 
 def load_tokenizer(url: str, headers: dict, variant: str, instances: int, batching: bool) -> None:
@@ -114,7 +102,7 @@ def main(argv=None) -> int:
             load_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers), batching == "on")
             points = [p for name in args.points.split(",") for p in POINTS[name]] * args.repeat
             for concurrency, texts, kind, protocol, async_mode in points:
-                before = {m: counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
+                before = {m: model_counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
                 result = perf_analyzer(
                     http if protocol == "http" else url,
                     concurrency,
@@ -130,7 +118,7 @@ def main(argv=None) -> int:
                 if result is None:
                     continue
                 for model, (req0, rows0, ex0) in before.items():
-                    req1, rows1, ex1 = counts(url, model)
+                    req1, rows1, ex1 = model_counts(url, model)
                     result[f"{model}_requests_per_execution"] = (req1 - req0) / max(1, ex1 - ex0)
                     result[f"{model}_rows_per_execution"] = (rows1 - rows0) / max(1, ex1 - ex0)
                 result.update(
