@@ -7,7 +7,7 @@ Every request of a dynamic batch gets its own response, in order; a bad request 
 INVALID_ARG error and leaves the others untouched.
 
 Most texts are plain ASCII captions, for which all of CLIP's cleaning reduces to whitespace
-collapse and lower-casing (`plain_ascii_clean`); only the others pay for ftfy.
+collapse and lower-casing (`is_plain_ascii`); only the others pay for ftfy.
 
 The work per text is bounded by what CLIP reads: cleaning and BPE run only on the shortest prefix
 that holds the text's first context_length - 1 words (`clean_prefix`), so a 1 MB text costs about
@@ -17,6 +17,7 @@ what a caption does, with the same ids as tokenizing all of it.
 import html
 import json
 import re
+from itertools import chain
 from pathlib import Path
 
 import ftfy
@@ -89,17 +90,15 @@ def clean_prefix(text: str, split: "regex.Pattern", words: int) -> str:
 # Printable ASCII, space, tab and newline, but no '&'. On such a text ftfy.fix_text changes
 # nothing: every one of its fixes needs a non-ASCII character (mojibake, C1 controls, ligatures,
 # width, curly quotes, NFC), a control character (terminal escapes, \r line breaks, other
-# controls) or '&' (HTML entities); html.unescape needs '&' too.
-_PLAIN_ASCII = regex.compile(r"[\t\n\x20-\x25\x27-\x7e]*+")
+# controls) or '&' (HTML entities); html.unescape needs '&' too. So open_clip's cleaning of it is
+# whitespace collapse and lower-casing alone.
+_PLAIN_ASCII = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
 
 
-def plain_ascii_clean(text: str) -> "str | None":
-    """open_clip's cleaning of `text` when it is plain ASCII (see _PLAIN_ASCII) and short enough
-    to split whole, else None. str.split() splits on exactly the
-    whitespace `\\s+` matches in such a text, and drops it at both ends as strip() does."""
-    if len(text) > FIRST_LOOK_CHARS or not text.isascii() or not _PLAIN_ASCII.fullmatch(text):
-        return None
-    return " ".join(text.split()).lower()
+def is_plain_ascii(text: str) -> bool:
+    """Whether open_clip's cleaning of `text` is whitespace collapse and lower-casing alone (see
+    _PLAIN_ASCII), for a text short enough to split whole."""
+    return len(text) <= FIRST_LOOK_CHARS and text.isascii() and _PLAIN_ASCII.fullmatch(text) is not None
 
 
 def ascii_word_split(pattern: str) -> "re.Pattern":
@@ -113,7 +112,10 @@ class WordIds:
     """CLIP word -> BPE ids, each word run once through the Rust BPE and then looked up.
     Exact: tokenizer.json splits a text into these words (its pre-tokenizer) and runs BPE on each
     word alone, so a text's ids are its words' ids in order. For plain-ASCII texts only, where
-    `split` (ascii_word_split) and the Rust pre-tokenizer cannot disagree on what a letter is."""
+    `split` (ascii_word_split) and the Rust pre-tokenizer cannot disagree on what a letter is.
+
+    A plain text goes in lower-cased but not whitespace-collapsed: the split matches no
+    whitespace, so runs of it and the ends give the same words as open_clip's collapsed text."""
 
     def __init__(self, tokenizer: Tokenizer, split: "re.Pattern", capacity: int = 100_000):
         self.tokenizer, self.split, self.capacity = tokenizer, split, capacity
@@ -122,14 +124,14 @@ class WordIds:
     def __call__(self, texts: list, words: int) -> list:
         """The ids of each text's first `words` words."""
         split = [self.split.findall(text)[:words] for text in texts]
-        missing = list({word for text in split for word in text if word not in self.ids})
+        missing = list(set().union(*split).difference(self.ids))
         if missing:
             if len(self.ids) + len(missing) > self.capacity:
                 self.ids.clear()
             for word, encoding in zip(missing, self.tokenizer.encode_batch(missing, add_special_tokens=False)):
                 self.ids[word] = encoding.ids
-        ids = self.ids
-        return [[token for word in text for token in ids[word]] for text in split]
+        lookup = self.ids.__getitem__
+        return [list(chain.from_iterable(map(lookup, text))) for text in split]
 
 
 class InvalidInput(ValueError):
@@ -186,21 +188,24 @@ class TritonPythonModel:
     def tokenize(self, texts):
         """[N] str -> [N, context_length] ids: <|startoftext|> tokens... <|endoftext|> pad...,
         truncated like open_clip (the first context_length - 2 tokens, EOT kept last)."""
-        ids = np.full((len(texts), self.context_length), self.pad_id, dtype=self.output_dtype)
         keep = self.context_length - 2
         words = self.context_length - 1  # one more than fits: truncation below still sees the cut
-        plain = [plain_ascii_clean(text) for text in texts]
-        fast = [i for i, cleaned in enumerate(plain) if cleaned is not None]
-        slow = [i for i, cleaned in enumerate(plain) if cleaned is None]
+        fast, slow = [], []
+        for i, text in enumerate(texts):
+            (fast if is_plain_ascii(text) else slow).append(i)
         prefixes = [clean_prefix(texts[i], self.word_split, words) for i in slow]
-        found_rows = self.word_ids([plain[i] for i in fast], words) + [
+        found = self.word_ids([texts[i].lower() for i in fast], words) + [
             encoding.ids for encoding in self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
         ]
-        for i, found in zip(fast + slow, found_rows):
-            row, found = ids[i], found[:keep]
-            row[0] = self.sot_id
-            row[1 : 1 + len(found)] = found
-            row[1 + len(found)] = self.eot_id
+        rows = np.array(fast + slow, dtype=np.int64)
+        lengths = np.fromiter((min(len(f), keep) for f in found), dtype=np.int64, count=len(found))
+        ids = np.full((len(texts), self.context_length), self.pad_id, dtype=self.output_dtype)
+        ids[rows, 0] = self.sot_id
+        ids[rows, lengths + 1] = self.eot_id
+        # every row's tokens in one assignment: row r's k-th token goes to column k + 1
+        flat = np.fromiter(chain.from_iterable(f[:keep] for f in found), dtype=self.output_dtype, count=lengths.sum())
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ids[np.repeat(rows, lengths), np.arange(flat.size) - starts + 1] = flat
         return ids
 
     def execute(self, requests):

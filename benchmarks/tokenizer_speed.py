@@ -1,0 +1,91 @@
+"""The tokenizer model's own work per text, no server: `TritonPythonModel.tokenize` of the shipped
+model.py (initialized from the built repository, as Triton initializes it) next to other copies of
+model.py (an earlier commit's, say) on the same texts in the same process, with each one's time
+relative to the first. Each copy's ids must equal the first's, or the run fails.
+
+    git show REV:model_repository/clip_tokenizer/1/model.py > /tmp/old_model.py
+    python -m benchmarks.tokenizer_speed --model /tmp/old_model.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from clip_triton import corpus
+from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT, pytriton_paths
+from clip_triton_build.spec import TOKENIZER_MODEL
+
+SHIPPED = REPO_ROOT / "model_repository" / TOKENIZER_MODEL / "1" / "model.py"
+
+
+def load(path: Path, name: str):
+    """TritonPythonModel of `path`, initialized with the built repository's tokenizer config."""
+    backend = pytriton_paths()[0] / "backends" / "python"  # triton_python_backend_utils, as the stub imports it
+    if str(backend) not in sys.path:
+        sys.path.append(str(backend))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = BUILT_REPOSITORY / TOKENIZER_MODEL
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+            "model_repository": str(folder),
+            "model_version": "1",
+        }
+    )
+    return model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, action="append", default=[], help="another model.py to compare")
+    parser.add_argument("--texts", default="short,mixed", help="corpus kinds (clip_triton.corpus)")
+    parser.add_argument("--count", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=256, help="texts per tokenize call (a request's)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many passes")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    paths = [SHIPPED, *args.model]
+    models = [load(path, f"tokenizer_model_{i}") for i, path in enumerate(paths)]
+    rows = []
+    for kind in args.texts.split(","):
+        texts = corpus.texts(kind, args.count)
+        batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+        reference = [models[0].tokenize(batch) for batch in batches]  # also warms each word cache
+        times = []
+        for path, model in zip(paths, models):
+            assert all(np.array_equal(model.tokenize(b), r) for b, r in zip(batches, reference)), f"{path}: other ids"
+            best = float("inf")
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                for batch in batches:
+                    model.tokenize(batch)
+                best = min(best, time.perf_counter() - start)
+            times.append(best)
+            row = {
+                "texts": kind,
+                "model": str(path),
+                "us_per_text": best / len(texts) * 1e6,
+                "vs_first": best / times[0],
+            }
+            rows.append(row)
+            print(f"{kind:>6} {row['us_per_text']:7.2f} us/text  x{row['vs_first']:.2f}  {path}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
