@@ -3,8 +3,8 @@
 CLIP's own cleaning runs in Python exactly as open_clip / OpenAI CLIP do it (ftfy fix, HTML
 unescape twice, whitespace collapse, str.lower()); the BPE itself runs in the Rust `tokenizers`
 library from `tokenizer.json`, which `build_scripts` writes next to this file.
-Every request of a dynamic batch gets its own response, in order; a bad request gets its own
-INVALID_ARG error and leaves the others untouched.
+Every request Triton hands to execute() gets its own response, in order; a bad request gets its
+own INVALID_ARG error and leaves the others untouched.
 
 Most texts are plain ASCII captions, for which all of CLIP's cleaning reduces to whitespace
 collapse and lower-casing (`is_plain_ascii`); only the others pay for ftfy.
