@@ -190,7 +190,7 @@ def perf_analyzer(
         str(concurrency),
         "--measurement-interval",
         str(interval_ms),
-        "--max-trials",  # 3 stable windows of 5 s, or give up after 6 (bounded run time)
+        "--max-trials",  # 3 stable windows in a row, or give up after 6 (bounded run time)
         "6",
         "-f",
         str(csv),
