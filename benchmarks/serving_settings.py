@@ -44,16 +44,14 @@ def gpu_state() -> str:
         return ""
 
 
-def load_tokenizer(url: str, headers: dict, variant: str, instances: int, batching: bool) -> None:
-    """Reload clip_tokenizer with `instances` instances, with or without a dynamic batcher (no
-    queue delay: a request waits only while every instance is busy)."""
+def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
+    """Reload clip_tokenizer with `instances` instances and a dynamic batcher (no queue delay: a
+    request waits only while every instance is busy). The shipped config has none (a malformed
+    request must fail alone), so `deploy` alone gives the setting without one."""
     import tritonclient.grpc as grpc
 
     config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
-    if batching:
-        config.dynamic_batching.max_queue_delay_microseconds = 0
-    else:
-        config.ClearField("dynamic_batching")
+    config.dynamic_batching.max_queue_delay_microseconds = 0
     client = grpc.InferenceServerClient(url)
     try:
         client.load_model(
@@ -99,7 +97,8 @@ def main(argv=None) -> int:
                 server.admin_headers(),
                 encoder_max_batch_size=int(max_batch),
             )
-            load_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers), batching == "on")
+            if batching == "on":
+                load_batched_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers))
             points = [p for name in args.points.split(",") for p in POINTS[name]] * args.repeat
             for concurrency, texts, kind, protocol, async_mode in points:
                 before = {m: model_counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}

@@ -207,7 +207,7 @@ class TritonPythonModel:
         rows = np.array(fast + slow, dtype=np.int64)
         lengths = np.fromiter((min(len(f), keep) for f in found), dtype=np.int64, count=len(found))
         ids = np.full((len(texts), self.context_length), self.pad_id, dtype=self.output_dtype)
-        ids[rows, 0] = self.sot_id
+        ids[:, 0] = self.sot_id
         ids[rows, lengths + 1] = self.eot_id
         # every row's tokens in one assignment: row r's k-th token goes to column k + 1
         flat = np.fromiter(chain.from_iterable(f[:keep] for f in found), dtype=self.output_dtype, count=lengths.sum())
