@@ -54,7 +54,8 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
 #   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
 #   settings  serving settings side by side through perf_analyzer (benchmarks/serving_settings.py,
-#             SETTINGS_ARGS)
+#             SETTINGS_ARGS); with LAB_EXPORTS, those export variants are first written beside the
+#             build's file (model_fp16_<variant>.pt), for settings that name them
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
 #   lab       benchmarks.raw_encoder alone on the ids `check` saved (or LAB_IDS), once per
 #             environment in LAB_ENVS and model file in LAB_MODELS (names in the built repository,
@@ -67,7 +68,12 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
         python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
       fi ;;
     variant) python3 -m benchmarks.gpu_check --out "$OUT/variant" --only-fp16 --encoder-max-batch-size 1024 "$@" ;;
-    settings) python3 -m benchmarks.serving_settings --out "$OUT/settings" ${SETTINGS_ARGS:-} ;;
+    settings)
+      if [ -n "${LAB_EXPORTS:-}" ]; then
+        python3 -m benchmarks.lab_exports --out build/model_repository/clip_text_encoder/1 --variants "$LAB_EXPORTS" \
+          --texts short,mixed
+      fi
+      python3 -m benchmarks.serving_settings --out "$OUT/settings" ${SETTINGS_ARGS:-} ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
             --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
     lab)

@@ -7,7 +7,9 @@ GPU, each checked against the build's fp32 `model.pt` on the same GPU before it 
 `groups`: length-sorted groups over padded rows (`_ScriptedTrim`, the export before packing);
 `efficient` / `flash`: packed tokens (`_ScriptedPack`) with that varlen attention kernel, no CUDA
 graphs; `graphs`: what the build exports (`_ScriptedGraphs`: packed "efficient" plus CUDA graphs
-for batches up to 64 rows).
+for batches up to 64 rows); `device_output`: `graphs`, but the embeddings stay on the GPU (the
+files before `host_output`), to serve side by side with the build's file
+(benchmarks/serving_settings.py takes a model file per setting).
 
 Each file is checked in batches of varied sizes (1 to 200 rows), so both the graphs' buckets and
 the packed path are compared.
@@ -47,27 +49,49 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", default="groups,efficient,flash")
     parser.add_argument("--ids", type=Path, action="append", default=[], help=".npy ids to check each file on")
+    parser.add_argument("--texts", default="", help="corpus kinds to check on too, tokenized by the shipped model.py")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cuda_graphs.load(cuda_graphs_library())  # the build's (GPU build: --fp16)
     model = load_encoder().model  # what the build loads: the seeded random init where no weights come
     reference = torch.jit.load(str(BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location=args.device)
+    checks = {path.name: np.load(path)[:1024] for path in args.ids}
+    if args.texts:
+        from benchmarks.tokenizer_speed import SHIPPED, load
+        from clip_triton import corpus
+
+        tokenizer = load(SHIPPED, "shipped_tokenizer")
+        for kind in args.texts.split(","):
+            checks[kind] = tokenizer.tokenize(corpus.texts(kind, 1024))
     ok = True
     for variant in filter(None, args.variants.split(",")):
         path = args.out / f"model_fp16_{variant}.pt"
-        kernel = {"groups": None, "graphs": FP16_PACKED_ATTENTION}.get(variant, variant)
+        graphs = variant in ("graphs", "device_output")
+        kernel = FP16_PACKED_ATTENTION if graphs else {"groups": None}.get(variant, variant)
         export_torchscript(
-            model, path, device=args.device, fp16=True, packed_attention=kernel, cuda_graphs=variant == "graphs"
+            model,
+            path,
+            device=args.device,
+            fp16=True,
+            packed_attention=kernel,
+            cuda_graphs=graphs,
+            host_output=variant != "device_output",
         )
         module = torch.jit.load(str(path), map_location=args.device)
-        for ids_path in args.ids:
-            ids = torch.from_numpy(np.load(ids_path)[:1024]).to(args.device)
+        for name, checked in checks.items():
+            ids = torch.from_numpy(checked).to(args.device)
             with torch.no_grad():
                 got, want = batched(module, ids), reference(ids)
             cosine = verify.compare(got.cpu().numpy(), want.cpu().numpy()).min_cosine
-            ok = ok and cosine >= 0.999
-            print(f"[lab export] {path.name} on {ids_path.name}: min cosine vs fp32 model.pt {cosine:.6f}", flush=True)
+            # where the embeddings come back: host memory, unless the variant keeps them on the device
+            placed = want.device.type == "cpu" and got.device.type == ("cpu" if variant != "device_output" else ids.device.type)
+            ok = ok and cosine >= 0.999 and placed
+            print(
+                f"[lab export] {path.name} on {name}: min cosine vs fp32 model.pt {cosine:.6f}, "
+                f"embeddings on {got.device} (model.pt's on {want.device})",
+                flush=True,
+            )
     return 0 if ok else 1
 
 

@@ -1,9 +1,11 @@
 """Serving settings side by side on one server, through perf_analyzer: each setting reloads the
 models through the repository API (no file edited) and runs the same points, one text per request
 at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short and mixed) and one
-text at concurrency 1. A setting is B:T:E:M: the tokenizer with a dynamic batcher or not (on/off),
-T tokenizer instances, E encoder instances, M encoder max_batch_size. Run by benchmarks/gpu_run.sh
-(step `settings`) after the build; writes serving_settings.json into --out.
+text at concurrency 1. A setting is B:T:E:M[:F]: the tokenizer with a dynamic batcher or not
+(on/off), T tokenizer instances, E encoder instances, M encoder max_batch_size, and optionally F,
+the encoder's model file in its version folder (default: the variant's), e.g. an export variant
+that benchmarks/lab_exports.py wrote there. Run by benchmarks/gpu_run.sh (step `settings`) after
+the build; writes serving_settings.json into --out.
 
     python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,off:8:1:1024
 """
@@ -61,6 +63,22 @@ def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int
         client.close()
 
 
+def load_encoder_file(url: str, headers: dict, variant: str, instances: int, max_batch: int, filename: str) -> None:
+    """Reload clip_text_encoder as `deploy` loads it, but serving `filename` from its version folder."""
+    import tritonclient.grpc as grpc
+
+    config = with_instances(model_config(BUILT_REPOSITORY, ENCODER_MODEL, variant), instances, None)
+    config.max_batch_size = max_batch
+    config.default_model_filename = filename
+    client = grpc.InferenceServerClient(url)
+    try:
+        client.load_model(
+            ENCODER_MODEL, headers=headers, config=json_format.MessageToJson(config, preserving_proto_field_name=True)
+        )
+    finally:
+        client.close()
+
+
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
 
@@ -86,7 +104,7 @@ def main(argv=None) -> int:
     try:
         url, http = server.grpc_url, server.http_url
         for setting in args.settings.split(","):
-            batching, tokenizers, encoders, max_batch = setting.split(":")
+            batching, tokenizers, encoders, max_batch, *model_file = setting.split(":")
             deploy(
                 url,
                 BUILT_REPOSITORY,
@@ -99,6 +117,8 @@ def main(argv=None) -> int:
             )
             if batching == "on":
                 load_batched_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers))
+            if model_file:
+                load_encoder_file(url, server.admin_headers(), args.variant, int(encoders), int(max_batch), model_file[0])
             points = [p for name in args.points.split(",") for p in POINTS[name]] * args.repeat
             for concurrency, texts, kind, protocol, async_mode in points:
                 before = {m: model_counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
@@ -106,7 +126,7 @@ def main(argv=None) -> int:
                     http if protocol == "http" else url,
                     concurrency,
                     scratch,
-                    f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}",
+                    f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}" + "".join(f"_{f}" for f in model_file),
                     texts,
                     kind,
                     ENSEMBLE_MODEL,
@@ -125,6 +145,7 @@ def main(argv=None) -> int:
                     tokenizer_instances=int(tokenizers),
                     encoder_instances=int(encoders),
                     encoder_max_batch_size=int(max_batch),
+                    encoder_model_file=model_file[0] if model_file else None,
                     gpu_after=gpu_state(),
                 )
                 report["points"].append(result)

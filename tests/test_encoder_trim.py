@@ -194,6 +194,18 @@ def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_c
     assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
 
 
+def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(
+    torchscript_module, packed_module, graphs_module
+):
+    """Embeddings left on the GPU cost every response a device buffer and, in the ensemble, a copy
+    to the host with a stream synchronisation; the files copy a batch's rows to the host once.
+    (Here on the CPU that copy is a no-op; the GPU run checks where a GPU batch's rows land.)"""
+    for module in (torchscript_module, packed_module, graphs_module[0]):
+        assert module.host_output
+        assert "._output(" in module.forward.code
+        assert "torch.cpu(embeds)" in module._output.code
+
+
 def test_a_batch_goes_to_the_smallest_graph_bucket_that_holds_it():
     from clip_triton_build.export import GRAPH_LENGTHS, GRAPH_ROWS, _bucket
 

@@ -8,7 +8,8 @@ after the last EOT of the batch never reach the output; cutting them is exact an
 the compute for caption-length texts (typically 10-20 of 77 positions). The TorchScript files
 go further: the fp16 GPU file packs a batch's real tokens into one sequence (`_ScriptedPack`,
 no padding at all) and replays small batches as CUDA graphs (`_ScriptedGraphs`); the others run
-big batches in length-sorted groups (`_ScriptedTrim`).
+big batches in length-sorted groups (`_ScriptedTrim`). Every TorchScript file returns its
+embeddings in host memory (`host_output`, see `_ScriptedEncoder`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def export_torchscript(
     fp16: bool = False,
     packed_attention: Optional[str] = None,
     cuda_graphs: bool = False,
+    host_output: bool = True,
 ) -> Path:
     """TorchScript for Triton's libtorch (`pytorch`) backend. What depends on the data (the trim,
     the packing) is scripted; the tower is traced once and runs at any batch and length.
@@ -95,7 +97,9 @@ def export_torchscript(
     instead of length groups (`_ScriptedTrim`); its "efficient" and "flash" kernels are CUDA-only.
     `cuda_graphs` (with `packed_attention`) adds CUDA-graph replay of small batches
     (`_ScriptedGraphs`): the file then needs the clip_cuda_graphs ops (`cuda_graphs.py`) loaded
-    wherever it is loaded, here included."""
+    wherever it is loaded, here included. `host_output` (the default) returns the embeddings in
+    host memory, one copy for the whole batch (`_ScriptedEncoder` says why); False leaves them on
+    the device, as the files did before (kept for side-by-side runs: benchmarks/lab_exports.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
     tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
@@ -103,15 +107,17 @@ def export_torchscript(
     with torch.no_grad():
         if packed_attention is None:
             traced = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
-            scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id))
+            scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id, host_output))
         else:
             packed = PackedTextTower(tower, packed_attention).eval()
             traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
             if cuda_graphs:
                 padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
-                scripted = torch.jit.script(_ScriptedGraphs(traced, padded, tower.vocab_size, tower.eos_token_id))
+                scripted = torch.jit.script(
+                    _ScriptedGraphs(traced, padded, tower.vocab_size, tower.eos_token_id, host_output)
+                )
             else:
-                scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id))
+                scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id, host_output))
     scripted.save(str(path))
     return path
 
@@ -131,14 +137,26 @@ def pack(input_ids: torch.Tensor, eos_token_id: int) -> Tuple[torch.Tensor, torc
 
 
 class _ScriptedEncoder(torch.nn.Module):
-    """What both scripted wrappers hold: the traced tower and what reading ids needs."""
+    """What the scripted wrappers share: the traced tower, what reading ids needs, and where the
+    embeddings go (`_output`).
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int):
+    With `host_output` a GPU batch's embeddings come back in host memory, in one device-to-host
+    copy. Left on the device, every response pays for its own: the libtorch backend copies each
+    request's rows into its own device buffer, and the ensemble then copies each of those to the
+    host frontend's buffer with a stream synchronisation per response (EnsembleContext's
+    ResponseComplete), all on the instance's thread between two executions. On the CPU the
+    embeddings are already in host memory and nothing is copied."""
+
+    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
         super().__init__()
         self.inner = inner
         self.vocab_size = vocab_size
         self.pad_id = PAD_ID
         self.eos_token_id = eos_token_id
+        self.host_output = host_output
+
+    def _output(self, embeds: torch.Tensor) -> torch.Tensor:
+        return embeds.cpu() if self.host_output else embeds
 
 
 class _ScriptedPack(_ScriptedEncoder):
@@ -146,7 +164,7 @@ class _ScriptedPack(_ScriptedEncoder):
     batch, no padding, no length groups to plan."""
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self._packed(input_ids)
+        return self._output(self._packed(input_ids))
 
     def _packed(self, input_ids: torch.Tensor) -> torch.Tensor:
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
@@ -167,8 +185,8 @@ class _ScriptedGraphs(_ScriptedPack):
     the buffers and graphs, one set per Triton instance (its thread and stream). Bigger batches,
     and any on the CPU, run packed without a graph (a packed batch's shapes are its token count)."""
 
-    def __init__(self, inner, padded, vocab_size: int, eos_token_id: int):
-        super().__init__(inner, vocab_size, eos_token_id)
+    def __init__(self, inner, padded, vocab_size: int, eos_token_id: int, host_output: bool = True):
+        super().__init__(inner, vocab_size, eos_token_id, host_output)
         self.padded = padded  # the tower on [B, L] ids (any L): what the graphs capture
         self.graph_rows: List[int] = list(GRAPH_ROWS)
         self.graph_lengths: List[int] = list(GRAPH_LENGTHS)
@@ -176,7 +194,7 @@ class _ScriptedGraphs(_ScriptedPack):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = input_ids.size(0)
         if not input_ids.is_cuda or rows > self.graph_rows[-1]:
-            return self._packed(input_ids)
+            return self._output(self._packed(input_ids))
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
         static = torch.ops.clip_cuda_graphs.stage(
@@ -188,7 +206,7 @@ class _ScriptedGraphs(_ScriptedPack):
             torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
             captured = self.padded(static)
             torch.ops.clip_cuda_graphs.capture_end(static, captured)
-        return torch.ops.clip_cuda_graphs.replay(static)[:rows]
+        return self._output(torch.ops.clip_cuda_graphs.replay(static)[:rows])
 
 
 def _bucket(buckets: List[int], size: int) -> int:
@@ -223,8 +241,8 @@ class _ScriptedTrim(_ScriptedEncoder):
     Every group's length comes from one device-to-host copy before the first group starts, so the
     GPU runs the groups back to back instead of waiting for the host between them."""
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int):
-        super().__init__(inner, vocab_size, eos_token_id)
+    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
+        super().__init__(inner, vocab_size, eos_token_id, host_output)
         self.gpu_group_rows = GPU_GROUP_ROWS
         self.cpu_group_rows = CPU_GROUP_ROWS
         self.gpu_pass_cost = GPU_PASS_COST
@@ -261,7 +279,7 @@ class _ScriptedTrim(_ScriptedEncoder):
         pass_cost = self.gpu_pass_cost if input_ids.is_cuda else self.cpu_pass_cost
         if rows <= max_rows and rows * input_ids.size(1) <= pass_cost:
             length = int(positions.max().item()) + 1
-            return self.inner(input_ids[:, :length])
+            return self._output(self.inner(input_ids[:, :length]))
         sorted_positions, order = torch.sort(positions)
         values, counts = torch.unique_consecutive(sorted_positions, return_counts=True)
         host: List[List[int]] = torch.stack([values + 1, counts]).tolist()  # the one wait for the device
@@ -282,4 +300,4 @@ class _ScriptedTrim(_ScriptedEncoder):
                 pieces.append(self.inner(ordered[start:stop, : lengths[bucket]]))
             first = end
         ordered_out = torch.cat(pieces)
-        return torch.empty_like(ordered_out).index_copy_(0, order, ordered_out)
+        return self._output(torch.empty_like(ordered_out).index_copy_(0, order, ordered_out))
