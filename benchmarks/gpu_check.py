@@ -68,7 +68,8 @@ def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, labe
 def graph_parity(url: str, texts: list[str], reference: np.ndarray, report: dict) -> bool:
     """The fp16 deployment's CUDA graphs against the CPU ONNX reference: one request in flight of
     24, then 5 texts (the client sorts by length), so every encoder execution replays a graph,
-    padded into its 32- and 8-row buckets, over all three length buckets."""
+    zero rows filling its 32- and 8-row buckets, over token buckets from short captions to long
+    descriptions."""
     ok = True
     for batch in (24, 5):
         result = verify.compare(verify.embed(url, texts, concurrency=1, batch_size=batch), reference[: len(texts)])

@@ -1,15 +1,17 @@
 """fp16 TorchScript files that differ from the build's `model_fp16.pt` in one export choice, for
 the GPU lab (`GPU_RUN_STEPS=lab` in benchmarks/gpu_run.sh): the same weights, traced on this
-GPU, each checked against the build's fp32 `model.pt` on the same GPU before it is timed.
+GPU, each checked (and the build's `model_fp16.pt` first) against the build's fp32 `model.pt` on
+the same GPU before it is timed.
 
     python -m benchmarks.lab_exports --out /tmp/lab --variants groups,efficient,flash --ids ids_mixed.npy
 
 `groups`: length-sorted groups over padded rows (`_ScriptedTrim`, the export before packing);
 `efficient` / `flash`: packed tokens (`_ScriptedPack`) with that varlen attention kernel, no CUDA
 graphs; `graphs`: what the build exports (`_ScriptedGraphs`: packed "efficient" plus CUDA graphs
-for batches up to 64 rows); `device_output`: `graphs`, but the embeddings stay on the GPU (the
-files before `host_output`), to serve side by side with the build's file
-(benchmarks/serving_settings.py takes a model file per setting).
+of it for batches up to 64 rows); `padded_graphs`: the graphs before that (`PaddedGraphs`: the
+padded tower over (rows, length) buckets); `device_output`: `graphs`, but the embeddings stay on
+the GPU (the files before `host_output`). Variants can be served side by side with the build's
+file (benchmarks/serving_settings.py takes a model file per setting).
 
 Each file is checked in batches of varied sizes (1 to 200 rows), so both the graphs' buckets and
 the packed path are compared.
@@ -18,20 +20,72 @@ the packed path are compared.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import torch
 
 from clip_triton import verify
 from clip_triton_build import cuda_graphs
-from clip_triton_build.export import FP16_PACKED_ATTENTION, export_torchscript
+from clip_triton_build.export import (
+    FP16_PACKED_ATTENTION,
+    _bucket,
+    _Float32Output,
+    _ScriptedGraphs,
+    example_input_ids,
+    export_torchscript,
+    pack,
+)
 from clip_triton_build.repository import BUILT_REPOSITORY, cuda_graphs_library
-from clip_triton_build.spec import ENCODER_MODEL, TORCHSCRIPT_FILE
+from clip_triton_build.spec import CONTEXT_LENGTH, ENCODER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
+from clip_triton_build.text_tower import CLIPTextTower, PackedTextTower, in_vocabulary, pooling_positions
 from clip_triton_build.weights import load_encoder
 
 CHECK_BATCHES = (1, 3, 8, 17, 40, 64, 200)
+
+
+class PaddedGraphs(_ScriptedGraphs):
+    """The fp16 export's CUDA graphs before they ran the packed tower (main up to 9abcf87): the
+    padded tower over (rows, length) buckets, GRAPH_ROWS x (16, 32, 77), every text padded to the
+    length bucket of the batch's longest."""
+
+    def __init__(self, inner, padded, vocab_size: int, eos_token_id: int):
+        super().__init__(inner, vocab_size, eos_token_id)
+        self.padded = padded  # the tower on [B, L] ids (any L): what these graphs capture
+        self.graph_lengths: List[int] = [16, 32, CONTEXT_LENGTH]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = input_ids.size(0)
+        if not input_ids.is_cuda or rows > self.graph_rows[-1]:
+            return self._output(self._packed(input_ids))
+        input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
+        length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
+        static = torch.ops.clip_cuda_graphs.stage(
+            input_ids, _bucket(self.graph_rows, rows), _bucket(self.graph_lengths, length), 0
+        )
+        if not torch.ops.clip_cuda_graphs.captured(static):
+            torch.ops.clip_cuda_graphs.enter(static)
+            warmed = self.padded(static)
+            torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
+            captured = self.padded(static)
+            torch.ops.clip_cuda_graphs.capture_end(static, captured)
+        return self._output(torch.ops.clip_cuda_graphs.replay(static)[:rows])
+
+
+def export_padded_graphs(model: torch.nn.Module, path: Path, device: str) -> Path:
+    """`PaddedGraphs` as export_torchscript(fp16=True, packed_attention="efficient", cuda_graphs=True)
+    traces the build's file."""
+    tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=True).to(device, torch.float16).eval()
+    example = example_input_ids().to(device)
+    with torch.no_grad():
+        packed = PackedTextTower(tower, FP16_PACKED_ATTENTION).eval()
+        inner = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
+        padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
+        torch.jit.script(PaddedGraphs(inner, padded, tower.vocab_size, tower.eos_token_id)).save(str(path))
+    return path
 
 
 def batched(module, ids: torch.Tensor) -> torch.Tensor:
@@ -64,20 +118,25 @@ def main(argv=None) -> int:
         tokenizer = load(SHIPPED, "shipped_tokenizer")
         for kind in args.texts.split(","):
             checks[kind] = tokenizer.tokenize(corpus.texts(kind, 1024))
-    ok = True
+    files = {"build": BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE}  # the build's own, checked too
     for variant in filter(None, args.variants.split(",")):
-        path = args.out / f"model_fp16_{variant}.pt"
+        files[variant] = args.out / f"model_fp16_{variant}.pt"
         graphs = variant in ("graphs", "device_output")
         kernel = FP16_PACKED_ATTENTION if graphs else {"groups": None}.get(variant, variant)
-        export_torchscript(
-            model,
-            path,
-            device=args.device,
-            fp16=True,
-            packed_attention=kernel,
-            cuda_graphs=graphs,
-            host_output=variant != "device_output",
-        )
+        if variant == "padded_graphs":
+            export_padded_graphs(model, files[variant], args.device)
+        else:
+            export_torchscript(
+                model,
+                files[variant],
+                device=args.device,
+                fp16=True,
+                packed_attention=kernel,
+                cuda_graphs=graphs,
+                host_output=variant != "device_output",
+            )
+    ok = True
+    for variant, path in files.items():
         module = torch.jit.load(str(path), map_location=args.device)
         for name, checked in checks.items():
             ids = torch.from_numpy(checked).to(args.device)
@@ -85,7 +144,8 @@ def main(argv=None) -> int:
                 got, want = batched(module, ids), reference(ids)
             cosine = verify.compare(got.cpu().numpy(), want.cpu().numpy()).min_cosine
             # where the embeddings come back: host memory, unless the variant keeps them on the device
-            placed = want.device.type == "cpu" and got.device.type == ("cpu" if variant != "device_output" else ids.device.type)
+            expected = ids.device.type if variant == "device_output" else "cpu"
+            placed = want.device.type == "cpu" and got.device.type == expected
             ok = ok and cosine >= 0.999 and placed
             print(
                 f"[lab export] {path.name} on {name}: min cosine vs fp32 model.pt {cosine:.6f}, "

@@ -4,8 +4,10 @@ at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short
 text at concurrency 1. A setting is B:T:E:M[:F]: the tokenizer with a dynamic batcher or not
 (on/off), T tokenizer instances, E encoder instances, M encoder max_batch_size, and optionally F,
 the encoder's model file in its version folder (default: the variant's), e.g. an export variant
-that benchmarks/lab_exports.py wrote there. Run by benchmarks/gpu_run.sh (step `settings`) after
-the build; writes serving_settings.json into --out.
+that benchmarks/lab_exports.py wrote there. Each setting first checks its embeddings against the
+CPU ONNX reference with every encoder execution a CUDA-graph replay (gpu_check.graph_parity).
+Run by benchmarks/gpu_run.sh (step `settings`) after the build; writes serving_settings.json into
+--out.
 
     python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,off:8:1:1024
 """
@@ -21,10 +23,11 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from benchmarks.gpu_check import model_counts, perf_analyzer
+from benchmarks.gpu_check import graph_parity, model_counts, perf_analyzer
+from clip_triton import corpus, verify
 from clip_triton.deploy import deploy, model_config, with_instances
 from clip_triton.paths import BUILT_REPOSITORY
-from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
+from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, ONNX_FILE, TOKENIZER_MODEL
 
 # (concurrency, texts per request, texts, protocol, perf_analyzer async)
 POINTS = {
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="serving-settings-"))  # perf_analyzer's files: the report keeps their gist
-    report: dict = {"variant": args.variant, "server_args": args.server_arg, "points": []}
+    report: dict = {"variant": args.variant, "server_args": args.server_arg, "parity": {}, "points": []}
     # explicit model control (an instance count given): the models reload between settings
     server = LocalTritonServer.on_free_ports(
         config_name=args.variant, tokenizer_instances=8, extra_args=args.server_arg
@@ -103,8 +106,14 @@ def main(argv=None) -> int:
     report["gpu_start"] = gpu_state()
     try:
         url, http = server.grpc_url, server.http_url
+        # varied texts and captions, then long descriptions: graph buckets from one token to 77 a row
+        checked = verify.check_texts(512, seed=7) + corpus.texts("mixed", 512)
+        onnx_file = BUILT_REPOSITORY / ENCODER_MODEL / "1" / ONNX_FILE
+        reference = verify.onnx_embeddings(onnx_file, verify.tokenize(url, checked))
         for setting in args.settings.split(","):
             batching, tokenizers, encoders, max_batch, *model_file = setting.split(":")
+            label = f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}"
+            label += "".join(f"_{f}" for f in model_file)
             deploy(
                 url,
                 BUILT_REPOSITORY,
@@ -118,7 +127,11 @@ def main(argv=None) -> int:
             if batching == "on":
                 load_batched_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers))
             if model_file:
-                load_encoder_file(url, server.admin_headers(), args.variant, int(encoders), int(max_batch), model_file[0])
+                headers = server.admin_headers()
+                load_encoder_file(url, headers, args.variant, int(encoders), int(max_batch), model_file[0])
+            parity: dict = {}
+            parity["ok"] = graph_parity(url, checked, reference, parity)
+            report["parity"][setting] = parity
             points = [p for name in args.points.split(",") for p in POINTS[name]] * args.repeat
             for concurrency, texts, kind, protocol, async_mode in points:
                 before = {m: model_counts(url, m) for m in (TOKENIZER_MODEL, ENCODER_MODEL)}
@@ -126,7 +139,7 @@ def main(argv=None) -> int:
                     http if protocol == "http" else url,
                     concurrency,
                     scratch,
-                    f"tok_{batching}_x{tokenizers}_enc_x{encoders}_max{max_batch}" + "".join(f"_{f}" for f in model_file),
+                    label,
                     texts,
                     kind,
                     ENSEMBLE_MODEL,

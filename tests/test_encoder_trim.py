@@ -164,7 +164,7 @@ def graphs_module(hf_model):
     import re
 
     from clip_triton_build import cuda_graphs
-    from clip_triton_build.export import _Float32Output, _ScriptedGraphs
+    from clip_triton_build.export import _ScriptedGraphs
     from clip_triton_build.text_tower import PackedTextTower
 
     schemas = re.findall(r'op\("([^"]+)"\)', cuda_graphs.SOURCE.read_text())
@@ -175,8 +175,7 @@ def graphs_module(hf_model):
     example = torch.from_numpy(random_ids(np.random.default_rng(1), [4, 6]))
     with torch.no_grad():
         inner = torch.jit.trace(PackedTextTower(tower, "masked"), pack(example, EOT_ID), check_trace=False)
-        padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
-        scripted = torch.jit.script(_ScriptedGraphs(inner, padded, VOCAB_SIZE, EOT_ID))
+        scripted = torch.jit.script(_ScriptedGraphs(inner, VOCAB_SIZE, EOT_ID))
     yield scripted, [schema.split("(")[0] for schema in schemas]
     del library
 
@@ -194,6 +193,26 @@ def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_c
     assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
 
 
+# (texts' lengths between SOT and EOT, the row bucket, the token bucket): one text alone; zero
+# rows and filler tokens; a long text among short ones; 64 texts of 77 tokens, the largest bucket
+@pytest.mark.parametrize(
+    "lengths, rows, tokens", [([0], 1, 16), ([3, 1, 7], 4, 64), ([75, 2, 40, 0, 11], 8, 192), ([75] * 64, 64, 4928)]
+)
+def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(hf_model, graphs_module, lengths, rows, tokens):
+    """What a CUDA graph of the fp16 export captures (`_ScriptedGraphs._tower`), run eagerly on the
+    CPU with the kernel's reference math: the batch with zero rows up to its row bucket, packed to
+    a token count at least its own; every real row still gets HF's result, in its place. (The
+    graphs themselves need CUDA: the GPU run checks them against the CPU reference.)"""
+    scripted, _ = graphs_module
+    ids = random_ids(np.random.default_rng(len(lengths) + rows), lengths)
+    static = np.zeros((rows, CONTEXT_LENGTH), dtype=np.int64)
+    static[: len(lengths)] = ids
+    assert sum(n + 2 for n in lengths) + rows - len(lengths) <= tokens  # what forward's bucket holds
+    with torch.no_grad():
+        ours = scripted._tower(torch.from_numpy(static), tokens)[: len(lengths)].numpy()
+    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+
+
 def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(
     torchscript_module, packed_module, graphs_module
 ):
@@ -207,7 +226,9 @@ def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(
 
 
 def test_a_batch_goes_to_the_smallest_graph_bucket_that_holds_it():
-    from clip_triton_build.export import GRAPH_LENGTHS, GRAPH_ROWS, _bucket
+    from clip_triton_build.export import GRAPH_ROWS, GRAPH_TOKENS, _bucket
 
     assert [_bucket(list(GRAPH_ROWS), rows) for rows in (1, 3, 4, 33, 64)] == [1, 4, 4, 64, 64]
-    assert [_bucket(list(GRAPH_LENGTHS), n) for n in (2, 16, 17, 77)] == [16, 16, 32, CONTEXT_LENGTH]
+    assert [_bucket(list(GRAPH_TOKENS), n) for n in (2, 16, 17, 200, 4000)] == [16, 16, 32, 256, 4928]
+    # the largest batch a graph takes, every text 77 tokens, fits the last token bucket
+    assert GRAPH_TOKENS[-1] == GRAPH_ROWS[-1] * CONTEXT_LENGTH

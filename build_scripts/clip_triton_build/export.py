@@ -7,7 +7,7 @@ CLIP's text transformer is causal and pools the hidden state at the EOT position
 after the last EOT of the batch never reach the output; cutting them is exact and saves most of
 the compute for caption-length texts (typically 10-20 of 77 positions). The TorchScript files
 go further: the fp16 GPU file packs a batch's real tokens into one sequence (`_ScriptedPack`,
-no padding at all) and replays small batches as CUDA graphs (`_ScriptedGraphs`); the others run
+no padding at all) and replays small batches as CUDA graphs of that (`_ScriptedGraphs`); the others run
 big batches in length-sorted groups (`_ScriptedTrim`). Every TorchScript file returns its
 embeddings in host memory (`host_output`, see `_ScriptedEncoder`).
 """
@@ -31,10 +31,12 @@ GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
 # The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
 FP16_PACKED_ATTENTION = "efficient"
-# The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs (_ScriptedGraphs),
-# one per (rows, length) bucket and Triton instance: a batch runs in the smallest that holds it.
+# The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs of the packed
+# tower (_ScriptedGraphs), one per (rows, tokens) bucket and Triton instance: a batch runs in the
+# smallest that holds it. Token buckets ~1.5x apart up to 64 rows of 77 tokens: what padding to a
+# bucket can cost in GPU time, against how many graphs (captures, and memory) a workload touches.
 GRAPH_ROWS = (1, 2, 4, 8, 16, 32, 64)
-GRAPH_LENGTHS = (16, 32, CONTEXT_LENGTH)
+GRAPH_TOKENS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, GRAPH_ROWS[-1] * CONTEXT_LENGTH)
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -112,10 +114,7 @@ def export_torchscript(
             packed = PackedTextTower(tower, packed_attention).eval()
             traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
             if cuda_graphs:
-                padded = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
-                scripted = torch.jit.script(
-                    _ScriptedGraphs(traced, padded, tower.vocab_size, tower.eos_token_id, host_output)
-                )
+                scripted = torch.jit.script(_ScriptedGraphs(traced, tower.vocab_size, tower.eos_token_id, host_output))
             else:
                 scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id, host_output))
     scripted.save(str(path))
@@ -174,39 +173,57 @@ class _ScriptedPack(_ScriptedEncoder):
 
 class _ScriptedGraphs(_ScriptedPack):
     """`_ScriptedPack`, but a batch of up to GRAPH_ROWS[-1] rows on a GPU replays a CUDA graph of the
-    padded tower instead: one launch instead of the ~150 kernel launches (and ~180 interpreted
+    packed tower instead: one launch instead of the ~150 kernel launches (and ~180 interpreted
     ops) that make a small batch's forward cost ~3 ms of host time for 0.4 ms of kernels.
 
-    A graph has fixed shapes, so the batch goes into the smallest (rows, length) bucket that holds
-    it (GRAPH_ROWS x GRAPH_LENGTHS), padded: rows past the batch are never read, and positions past
-    a row's EOT never reach its output (CLIP is causal and pools at EOT). Each bucket is captured
-    the first time a batch of its shape reaches an instance (an eager run, then the capture: a few
-    milliseconds once), and replayed after. The clip_cuda_graphs ops (csrc/cuda_graphs.cpp) keep
-    the buffers and graphs, one set per Triton instance (its thread and stream). Bigger batches,
-    and any on the CPU, run packed without a graph (a packed batch's shapes are its token count)."""
+    A graph has fixed shapes, so the batch goes into the smallest (rows, tokens) bucket that holds
+    it (GRAPH_ROWS x GRAPH_TOKENS): zero rows fill the rows (each pools at its first position: one
+    token), and filler tokens that lie in no text fill the tokens (`_tower`). Texts run at their
+    real lengths, so a batch of captions with one long text no longer pays 77 positions a row. The
+    host learns the token count first (one wait for the device, as `pack`'s). Each bucket is
+    captured the first time a batch of its size reaches an instance (an eager run, then the
+    capture: milliseconds, once) and replayed after. The clip_cuda_graphs ops
+    (csrc/cuda_graphs.cpp) keep the buffers and graphs, one set per Triton instance (its thread
+    and stream). Bigger batches, and any on the CPU, run packed without a graph (a packed batch's
+    shapes are its token count)."""
 
-    def __init__(self, inner, padded, vocab_size: int, eos_token_id: int, host_output: bool = True):
+    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
         super().__init__(inner, vocab_size, eos_token_id, host_output)
-        self.padded = padded  # the tower on [B, L] ids (any L): what the graphs capture
         self.graph_rows: List[int] = list(GRAPH_ROWS)
-        self.graph_lengths: List[int] = list(GRAPH_LENGTHS)
+        self.graph_tokens: List[int] = list(GRAPH_TOKENS)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = input_ids.size(0)
         if not input_ids.is_cuda or rows > self.graph_rows[-1]:
             return self._output(self._packed(input_ids))
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
-        length = int(pooling_positions(input_ids, self.eos_token_id).max().item()) + 1
-        static = torch.ops.clip_cuda_graphs.stage(
-            input_ids, _bucket(self.graph_rows, rows), _bucket(self.graph_lengths, length)
-        )
+        bucket_rows = _bucket(self.graph_rows, rows)
+        # each row's tokens up to its EOT (position + 1), and one for each zero row after the batch
+        tokens = int(pooling_positions(input_ids, self.eos_token_id).sum().item()) + bucket_rows
+        bucket_tokens = _bucket(self.graph_tokens, tokens)
+        static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, input_ids.size(1), bucket_tokens)
         if not torch.ops.clip_cuda_graphs.captured(static):
             torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
-            warmed = self.padded(static)  # eager, once: first-run set-up stays out of the graph
+            warmed = self._tower(static, bucket_tokens)  # eager, once: first-run set-up stays out of the graph
             torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
-            captured = self.padded(static)
+            captured = self._tower(static, bucket_tokens)
             torch.ops.clip_cuda_graphs.capture_end(static, captured)
         return self._output(torch.ops.clip_cuda_graphs.replay(static)[:rows])
+
+    def _tower(self, input_ids: torch.Tensor, tokens: int) -> torch.Tensor:
+        """What a graph runs: `pack`, but to exactly `tokens` tokens (at least the batch's own) and
+        without waiting for the device. Token t belongs to the text whose extent holds it
+        (`searchsorted` over the texts' ends); those past the last text are filler, outside every
+        extent in cu_seqlens: attention never reads them, every other op works token by token, and
+        no text pools at them."""
+        lengths = pooling_positions(input_ids, self.eos_token_id) + 1
+        ends = lengths.cumsum(0)
+        width = input_ids.size(1)
+        index = torch.arange(tokens, device=input_ids.device)
+        row = torch.searchsorted(ends, index, right=True).clamp(max=input_ids.size(0) - 1)
+        position = (index - (ends - lengths).index_select(0, row)).clamp(0, width - 1)
+        cu_seqlens = torch.cat([ends.new_zeros(1), ends]).int()
+        return self.inner(input_ids.flatten().index_select(0, row * width + position), position, cu_seqlens, ends - 1)
 
 
 def _bucket(buckets: List[int], size: int) -> int:

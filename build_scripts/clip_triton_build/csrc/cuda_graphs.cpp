@@ -5,7 +5,7 @@
 // TorchScript cannot capture a graph itself, so these ops bracket a capture around ordinary
 // scripted code (export._ScriptedGraphs):
 //
-//   static = torch.ops.clip_cuda_graphs.stage(ids, rows, length)   # ids copied into a fixed buffer
+//   static = torch.ops.clip_cuda_graphs.stage(ids, rows, length, key)   # ids into a fixed buffer
 //   if not torch.ops.clip_cuda_graphs.captured(static):
 //       torch.ops.clip_cuda_graphs.enter(static)       # the caller's capture stream becomes current
 //       warmed = tower(static)                         # eager once: lazy initialisation stays out
@@ -50,7 +50,7 @@
 namespace {
 
 using Caller = std::tuple<std::thread::id, c10::StreamId, c10::DeviceIndex>;
-using Shape = std::tuple<int64_t, int64_t>;  // rows, length
+using Shape = std::tuple<int64_t, int64_t, int64_t>;  // rows, length, the caller's key
 
 struct Slot {
   at::Tensor input;   // the graph reads its ids from here: stage() copies each batch in
@@ -63,6 +63,7 @@ struct Slot {
 std::mutex mutex;
 std::map<std::tuple<Caller, Shape>, std::shared_ptr<Slot>> slots;
 std::map<Caller, at::cuda::MempoolId_t> pools;
+std::map<Caller, c10::cuda::CUDAStream> side_streams;  // each caller's capture stream (side_stream)
 std::unordered_map<const void*, std::shared_ptr<Slot>> by_input;  // stage()'s result -> its slot
 
 // The slot whose capture this thread has open (enter() to capture_end()), if any.
@@ -78,10 +79,10 @@ void wait_for(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& 
   C10_CUDA_CHECK(cudaEventDestroy(event));  // freed once the wait is done with it
 }
 
-// Drops this thread's buffers, graphs and pools when the thread ends. A Triton instance's thread
-// ends when its model is unloaded; a later instance (a reload, another model) can get the same
-// thread id and stream handle back, and must then capture anew against its own weights instead of
-// replaying graphs that read the freed ones.
+// Drops this thread's buffers, graphs, pools and capture streams when the thread ends. A Triton
+// instance's thread ends when its model is unloaded; a later instance (a reload, another model)
+// can get the same thread id and stream handle back, and must then capture anew against its own
+// weights instead of replaying graphs that read the freed ones.
 struct ThreadSlots {
   bool used = false;
   ~ThreadSlots() {
@@ -100,6 +101,8 @@ struct ThreadSlots {
     }
     for (auto it = pools.begin(); it != pools.end();)
       it = std::get<0>(it->first) == me ? pools.erase(it) : std::next(it);
+    for (auto it = side_streams.begin(); it != side_streams.end();)
+      it = std::get<0>(it->first) == me ? side_streams.erase(it) : std::next(it);
   }
 };
 thread_local ThreadSlots thread_slots;
@@ -132,19 +135,22 @@ void abandon_open_capture() {
   leave(*slot);
 }
 
-// ids [r, >= length] (r <= rows) -> the caller's static [rows, length] buffer holding them.
-// Rows past r keep whatever they held (valid ids): their results are never read.
-at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length) {
+// ids [r, >= length] (r <= rows) -> the caller's static [rows, length] buffer holding them, the
+// rows past r zero: their results are never read, but a graph's work may depend on every row (a
+// packed graph's tokens), so none may keep an earlier batch's ids. `key` tells apart graphs that
+// read same-shaped buffers but differ otherwise (a packed graph's token count): each (rows,
+// length, key) has its own buffer and graph.
+at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length, int64_t key) {
   TORCH_CHECK(ids.is_cuda() && ids.dim() == 2, "clip_cuda_graphs.stage: ids must be a 2-d CUDA tensor");
   abandon_open_capture();
   TORCH_CHECK(ids.size(0) <= rows && ids.size(1) >= length, "clip_cuda_graphs.stage: ids do not fit ", rows, "x", length);
   c10::cuda::CUDAGuard guard(ids.device());
   thread_slots.used = true;
-  auto key = std::make_tuple(current_caller(ids.device().index()), Shape{rows, length});
+  auto slot_key = std::make_tuple(current_caller(ids.device().index()), Shape{rows, length, key});
   std::shared_ptr<Slot> slot;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    auto& found = slots[key];
+    auto& found = slots[slot_key];
     if (!found) {
       found = std::make_shared<Slot>();
       // a normal tensor even under Triton's InferenceMode, so callers outside it may write it too
@@ -155,6 +161,7 @@ at::Tensor stage(const at::Tensor& ids, int64_t rows, int64_t length) {
     slot = found;
   }
   slot->input.narrow(0, 0, ids.size(0)).copy_(ids.narrow(1, 0, length), /*non_blocking=*/true);
+  slot->input.narrow(0, ids.size(0), rows - ids.size(0)).zero_();
   return slot->input;
 }
 
@@ -164,11 +171,10 @@ bool captured(const at::Tensor& input) { return slot_of(input)->captured; }
 // the caller runs, and the same one every time, so what a first run on a stream sets up (cuBLAS's
 // workspace for it) exists before any capture on it.
 c10::cuda::CUDAStream side_stream(const Caller& caller) {
-  static std::map<Caller, c10::cuda::CUDAStream> streams;
   std::lock_guard<std::mutex> lock(mutex);
-  auto found = streams.find(caller);
-  if (found == streams.end())
-    found = streams.emplace(caller, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, std::get<2>(caller))).first;
+  auto found = side_streams.find(caller);
+  if (found == side_streams.end())
+    found = side_streams.emplace(caller, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, std::get<2>(caller))).first;
   return found->second;
 }
 
@@ -249,7 +255,7 @@ at::Tensor replay(const at::Tensor& input) {
 // current stream), so TorchScript must neither drop, merge nor reorder them.
 TORCH_LIBRARY(clip_cuda_graphs, m) {
   auto op = [](const char* schema) { return torch::schema(schema, c10::AliasAnalysisKind::CONSERVATIVE); };
-  m.def(op("stage(Tensor ids, int rows, int length) -> Tensor"), &stage);
+  m.def(op("stage(Tensor ids, int rows, int length, int key=0) -> Tensor"), &stage);
   m.def(op("captured(Tensor input) -> bool"), &captured);
   m.def(op("enter(Tensor input) -> ()"), &enter);
   m.def(op("capture_begin(Tensor input, Tensor warmed) -> ()"), &capture_begin);
