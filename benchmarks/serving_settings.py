@@ -49,37 +49,34 @@ def gpu_state() -> str:
         return ""
 
 
+def reload(url: str, headers: dict, config) -> None:
+    """Load (or reload) the model `config` names, with that config."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        client.load_model(
+            config.name, headers=headers, config=json_format.MessageToJson(config, preserving_proto_field_name=True)
+        )
+    finally:
+        client.close()
+
+
 def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
     """Reload clip_tokenizer with `instances` instances and a dynamic batcher (no queue delay: a
     request waits only while every instance is busy). The shipped config has none (a malformed
     request must fail alone), so `deploy` alone gives the setting without one."""
-    import tritonclient.grpc as grpc
-
     config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
     config.dynamic_batching.max_queue_delay_microseconds = 0
-    client = grpc.InferenceServerClient(url)
-    try:
-        client.load_model(
-            TOKENIZER_MODEL, headers=headers, config=json_format.MessageToJson(config, preserving_proto_field_name=True)
-        )
-    finally:
-        client.close()
+    reload(url, headers, config)
 
 
 def load_encoder_file(url: str, headers: dict, variant: str, instances: int, max_batch: int, filename: str) -> None:
     """Reload clip_text_encoder as `deploy` loads it, but serving `filename` from its version folder."""
-    import tritonclient.grpc as grpc
-
     config = with_instances(model_config(BUILT_REPOSITORY, ENCODER_MODEL, variant), instances, None)
     config.max_batch_size = max_batch
     config.default_model_filename = filename
-    client = grpc.InferenceServerClient(url)
-    try:
-        client.load_model(
-            ENCODER_MODEL, headers=headers, config=json_format.MessageToJson(config, preserving_proto_field_name=True)
-        )
-    finally:
-        client.close()
+    reload(url, headers, config)
 
 
 def main(argv=None) -> int:
