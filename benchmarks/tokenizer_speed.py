@@ -5,6 +5,11 @@ relative to the first. Each copy's ids must equal the first's, or the run fails.
 
     git show REV:model_repository/clip_tokenizer/1/model.py > /tmp/old_model.py
     python -m benchmarks.tokenizer_speed --model /tmp/old_model.py [--json out.json]
+
+`--server` adds the shipped model served by a local tritonserver (one tokenizer instance, one
+request in flight, the same batches over gRPC): its compute per text from Triton's statistics
+API, next to the same code in-process. What the Python backend's hop adds to a request, with
+nothing else on the host competing for the cores.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_triton import corpus
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT, pytriton_paths
-from clip_triton_build.spec import TOKENIZER_MODEL
+from clip_triton_build.spec import TEXT_INPUT, TOKENIZER_MODEL
 
 SHIPPED = REPO_ROOT / "model_repository" / TOKENIZER_MODEL / "1" / "model.py"
 
@@ -48,6 +53,38 @@ def load(path: Path, name: str):
     return model
 
 
+def served_compute(batches: list, repeat: int) -> float:
+    """Seconds of tokenizer compute (inputs in, execute, outputs out) that a local tritonserver
+    spends on `batches`, one request at a time to one instance: the best of `repeat` passes."""
+    import tritonclient.grpc as grpc
+
+    from clip_triton import LocalTritonServer
+
+    server = LocalTritonServer.on_free_ports(config_name="cpu", tokenizer_instances=1)
+    server.start(timeout=300)
+    client = grpc.InferenceServerClient(server.grpc_url)
+    headers = server.admin_headers()
+
+    def compute_ns() -> int:
+        stats = client.get_inference_statistics(TOKENIZER_MODEL, headers=headers).model_stats[0].inference_stats
+        return stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
+
+    try:
+        best = float("inf")
+        for attempt in range(repeat + 1):  # the first pass warms the word cache
+            before = compute_ns()
+            for batch in batches:
+                tensor = grpc.InferInput(TEXT_INPUT, [len(batch), 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[text.encode()] for text in batch], dtype=object))
+                client.infer(TOKENIZER_MODEL, [tensor], headers=headers)
+            if attempt:
+                best = min(best, (compute_ns() - before) / 1e9)
+        return best
+    finally:
+        client.close()
+        server.stop()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, action="append", default=[], help="another model.py to compare")
@@ -55,6 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=256, help="texts per tokenize call (a request's)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many passes")
+    parser.add_argument("--server", action="store_true", help="also serve the shipped model.py (see above)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     paths = [SHIPPED, *args.model]
@@ -82,6 +120,20 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             print(f"{kind:>6} {row['us_per_text']:7.2f} us/text  x{row['vs_first']:.2f}  {path}", flush=True)
+    if args.server:
+        for kind in args.texts.split(","):
+            texts = corpus.texts(kind, args.count)
+            batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+            best = served_compute(batches, args.repeat) / len(texts)
+            in_process = next(r for r in rows if r["texts"] == kind and r["model"] == str(SHIPPED))
+            row = {
+                "texts": kind,
+                "model": "served: " + str(SHIPPED),
+                "us_per_text": best * 1e6,
+                "vs_first": best * 1e6 / in_process["us_per_text"],
+            }
+            rows.append(row)
+            print(f"{kind:>6} {row['us_per_text']:7.2f} us/text  x{row['vs_first']:.2f}  {row['model']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
