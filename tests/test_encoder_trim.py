@@ -193,21 +193,23 @@ def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_c
     assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
 
 
-# (texts' lengths between SOT and EOT, the row bucket, the token bucket): one text alone; zero
-# rows and filler tokens; a long text among short ones; 64 texts of 77 tokens, the largest bucket
+# (texts' lengths between SOT and EOT, the row bucket, the token bucket forward picks): one text
+# alone; zero rows and filler tokens; a long text among short ones; 64 texts of 77 tokens, the
+# largest bucket, with no filler
 @pytest.mark.parametrize(
-    "lengths, rows, tokens", [([0], 1, 16), ([3, 1, 7], 4, 64), ([75, 2, 40, 0, 11], 8, 192), ([75] * 64, 64, 4928)]
+    "lengths, rows, tokens", [([0], 1, 16), ([3, 1, 7], 4, 32), ([75, 2, 40, 0, 11], 8, 192), ([75] * 64, 64, 4928)]
 )
 def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(hf_model, graphs_module, lengths, rows, tokens):
     """What a CUDA graph of the fp16 export captures (`_ScriptedGraphs._tower`), run eagerly on the
     CPU with the kernel's reference math: the batch with zero rows up to its row bucket, packed to
-    a token count at least its own; every real row still gets HF's result, in its place. (The
-    graphs themselves need CUDA: the GPU run checks them against the CPU reference.)"""
+    the token bucket forward picks for it (`_bucket_tokens`); every real row still gets HF's
+    result, in its place. (The graphs themselves need CUDA: the GPU run checks them against the
+    CPU reference.)"""
     scripted, _ = graphs_module
     ids = random_ids(np.random.default_rng(len(lengths) + rows), lengths)
+    assert scripted._bucket_tokens(torch.from_numpy(ids), rows) == tokens
     static = np.zeros((rows, CONTEXT_LENGTH), dtype=np.int64)
     static[: len(lengths)] = ids
-    assert sum(n + 2 for n in lengths) + rows - len(lengths) <= tokens  # what forward's bucket holds
     with torch.no_grad():
         ours = scripted._tower(torch.from_numpy(static), tokens)[: len(lengths)].numpy()
     assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5

@@ -198,9 +198,7 @@ class _ScriptedGraphs(_ScriptedPack):
             return self._output(self._packed(input_ids))
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         bucket_rows = _bucket(self.graph_rows, rows)
-        # each row's tokens up to its EOT (position + 1), and one for each zero row after the batch
-        tokens = int(pooling_positions(input_ids, self.eos_token_id).sum().item()) + bucket_rows
-        bucket_tokens = _bucket(self.graph_tokens, tokens)
+        bucket_tokens = self._bucket_tokens(input_ids, bucket_rows)
         static = torch.ops.clip_cuda_graphs.stage(input_ids, bucket_rows, input_ids.size(1), bucket_tokens)
         if not torch.ops.clip_cuda_graphs.captured(static):
             torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
@@ -209,6 +207,12 @@ class _ScriptedGraphs(_ScriptedPack):
             captured = self._tower(static, bucket_tokens)
             torch.ops.clip_cuda_graphs.capture_end(static, captured)
         return self._output(torch.ops.clip_cuda_graphs.replay(static)[:rows])
+
+    def _bucket_tokens(self, input_ids: torch.Tensor, bucket_rows: int) -> int:
+        """The token bucket of a batch filled with zero rows up to `bucket_rows`: each row's tokens
+        up to its EOT (position + 1), and one for each zero row."""
+        tokens = int(pooling_positions(input_ids, self.eos_token_id).sum().item()) + bucket_rows
+        return _bucket(self.graph_tokens, tokens)
 
     def _tower(self, input_ids: torch.Tensor, tokens: int) -> torch.Tensor:
         """What a graph runs: `pack`, but to exactly `tokens` tokens (at least the batch's own) and
