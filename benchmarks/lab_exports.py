@@ -121,20 +121,19 @@ def main(argv=None) -> int:
     files = {"build": BUILT_REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE}  # the build's own, checked too
     for variant in filter(None, args.variants.split(",")):
         files[variant] = args.out / f"model_fp16_{variant}.pt"
-        graphs = variant in ("graphs", "device_output")
-        kernel = FP16_PACKED_ATTENTION if graphs else {"groups": None}.get(variant, variant)
         if variant == "padded_graphs":
             export_padded_graphs(model, files[variant], args.device)
-        else:
-            export_torchscript(
-                model,
-                files[variant],
-                device=args.device,
-                fp16=True,
-                packed_attention=kernel,
-                cuda_graphs=graphs,
-                host_output=variant != "device_output",
-            )
+            continue
+        graphs = variant in ("graphs", "device_output")
+        export_torchscript(
+            model,
+            files[variant],
+            device=args.device,
+            fp16=True,
+            packed_attention=FP16_PACKED_ATTENTION if graphs else {"groups": None}.get(variant, variant),
+            cuda_graphs=graphs,
+            host_output=variant != "device_output",
+        )
     ok = True
     for variant, path in files.items():
         module = torch.jit.load(str(path), map_location=args.device)

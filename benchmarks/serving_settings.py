@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     server.start(timeout=300)
     report["gpu_start"] = gpu_state()
     try:
-        url, http = server.grpc_url, server.http_url
+        url, http, headers = server.grpc_url, server.http_url, server.admin_headers()
         # varied texts and captions, then long descriptions: graph buckets from one token to 77 a row
         checked = verify.check_texts(512, seed=7) + corpus.texts("mixed", 512)
         onnx_file = BUILT_REPOSITORY / ENCODER_MODEL / "1" / ONNX_FILE
@@ -118,13 +118,12 @@ def main(argv=None) -> int:
                 int(encoders),
                 None,
                 int(tokenizers),
-                server.admin_headers(),
+                headers,
                 encoder_max_batch_size=int(max_batch),
             )
             if batching == "on":
-                load_batched_tokenizer(url, server.admin_headers(), args.variant, int(tokenizers))
+                load_batched_tokenizer(url, headers, args.variant, int(tokenizers))
             if model_file:
-                headers = server.admin_headers()
                 load_encoder_file(url, headers, args.variant, int(encoders), int(max_batch), model_file[0])
             parity: dict = {}
             parity["ok"] = graph_parity(url, checked, reference, parity)

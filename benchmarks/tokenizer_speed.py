@@ -27,7 +27,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_triton import corpus
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT, pytriton_paths
-from clip_triton_build.spec import TEXT_INPUT, TOKENIZER_MODEL
+from clip_triton_build.spec import TOKENIZER_MODEL
 
 SHIPPED = REPO_ROOT / "model_repository" / TOKENIZER_MODEL / "1" / "model.py"
 
@@ -57,13 +57,13 @@ def batched(texts: list, size: int) -> list:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
-def served_compute(batches: dict, repeat: int) -> dict:
+def served_compute(texts: dict, batch: int, repeat: int) -> dict:
     """Seconds of tokenizer compute (inputs in, execute, outputs out) that one local tritonserver
-    spends on each corpus kind's `batches`, one request at a time to one instance: the best of
-    `repeat` passes each."""
+    spends on each corpus kind's `texts`, in requests of `batch` texts one at a time to one
+    instance: the best of `repeat` passes each."""
     import tritonclient.grpc as grpc
 
-    from clip_triton import LocalTritonServer
+    from clip_triton import LocalTritonServer, verify
 
     server = LocalTritonServer.on_free_ports(config_name="cpu", tokenizer_instances=1)
     server.start(timeout=300)
@@ -75,14 +75,11 @@ def served_compute(batches: dict, repeat: int) -> dict:
         return stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
 
     try:
-        best = {kind: float("inf") for kind in batches}
-        for kind, kind_batches in batches.items():
+        best = {kind: float("inf") for kind in texts}
+        for kind, kind_texts in texts.items():
             for attempt in range(repeat + 1):  # the first pass warms the word cache
                 before = compute_ns()
-                for batch in kind_batches:
-                    tensor = grpc.InferInput(TEXT_INPUT, [len(batch), 1], "BYTES")
-                    tensor.set_data_from_numpy(np.array([[text.encode()] for text in batch], dtype=object))
-                    client.infer(TOKENIZER_MODEL, [tensor], headers=headers)
+                verify.tokenize(server.grpc_url, kind_texts, batch=batch)
                 if attempt:
                     best[kind] = min(best[kind], (compute_ns() - before) / 1e9)
         return best
@@ -128,9 +125,7 @@ def main(argv=None) -> int:
             print(f"{kind:>6} {row['us_per_text']:7.2f} us/text  x{row['vs_first']:.2f}  {path}", flush=True)
     if args.server:
         kinds = args.texts.split(",")
-        served = served_compute(
-            {kind: batched(corpus.texts(kind, args.count), args.batch) for kind in kinds}, args.repeat
-        )
+        served = served_compute({kind: corpus.texts(kind, args.count) for kind in kinds}, args.batch, args.repeat)
         for kind in kinds:
             best = served[kind] / args.count
             in_process = next(r for r in rows if r["texts"] == kind and r["model"] == str(SHIPPED))
