@@ -1,15 +1,15 @@
 """Serving settings side by side on one server, through perf_analyzer: each setting reloads the
 models through the repository API (no file edited) and runs the same points, one text per request
 at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short and mixed) and one
-text at concurrency 1. A setting is B:T:E:M[:F]: the tokenizer with its dynamic batcher (on: as
-shipped) or without (off), T tokenizer instances, E encoder instances, M encoder max_batch_size, and optionally F,
+text at concurrency 1. A setting is B:T:E:M[:F]: the tokenizer with a dynamic batcher or not
+(on/off), T tokenizer instances, E encoder instances, M encoder max_batch_size, and optionally F,
 the encoder's model file in its version folder (default: the variant's), e.g. an export variant
 that benchmarks/lab_exports.py wrote there. Each setting first checks its embeddings against the
 CPU ONNX reference with every encoder execution a CUDA-graph replay (gpu_check.graph_parity).
 Run by benchmarks/gpu_run.sh (step `settings`) after the build; writes serving_settings.json into
 --out.
 
-    python -m benchmarks.serving_settings --out results/ --settings on:8:2:1024,off:8:2:1024
+    python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,off:8:1:1024
 """
 
 from __future__ import annotations
@@ -62,12 +62,12 @@ def reload(url: str, headers: dict, config) -> None:
         client.close()
 
 
-def load_unbatched_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
-    """Reload clip_tokenizer with `instances` instances and no dynamic batcher: one request an
-    execution, as before the batching strategy (the shipped config has a batcher, so `deploy`
-    alone gives the setting with one)."""
+def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
+    """Reload clip_tokenizer with `instances` instances and a dynamic batcher (no queue delay: a
+    request waits only while every instance is busy). The shipped config has none (a malformed
+    request must fail alone), so `deploy` alone gives the setting without one."""
     config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
-    config.ClearField("dynamic_batching")
+    config.dynamic_batching.max_queue_delay_microseconds = 0
     reload(url, headers, config)
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variant", default="torchscript_fp16", help="the encoder's config variant")
-    parser.add_argument("--settings", default="on:8:2:1024,off:8:2:1024,on:4:2:1024", metavar="B:T:E:M,...")
+    parser.add_argument("--settings", default="off:8:2:1024,off:8:1:1024,off:8:4:1024", metavar="B:T:E:M,...")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer's measurement window")
     parser.add_argument("--server-arg", action="append", default=[], help="more tritonserver flags")
     parser.add_argument("--points", default="singles,bulk,one", help=f"which of {', '.join(POINTS)}")
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
                 headers,
                 encoder_max_batch_size=int(max_batch),
             )
-            if batching == "off":
-                load_unbatched_tokenizer(url, headers, args.variant, int(tokenizers))
+            if batching == "on":
+                load_batched_tokenizer(url, headers, args.variant, int(tokenizers))
             if model_file:
                 load_encoder_file(url, headers, args.variant, int(encoders), int(max_batch), model_file[0])
             parity: dict = {}

@@ -4,8 +4,6 @@ raw Triton requests with no project client in between, and the in-process refere
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ __all__ = [
     "REPO_ROOT",
     "REPOSITORY",
     "build_info",
-    "executions_while",
     "get_text_features",
     "open_clip_tokenizer_module",
     "text_array",
@@ -85,26 +82,3 @@ def url_of(srv: LocalTritonServer, protocol: str) -> str:
 
 def text_array(texts) -> np.ndarray:
     return text_tensor(texts)
-
-
-def executions_while(srv: LocalTritonServer, model: str, send: Callable[[], object], requests: int) -> tuple[int, int]:
-    """(inferences, executions) of `model` while `send()` sends `requests` requests (Triton's
-    statistics API): fewer executions than inferences means its batcher joined requests."""
-    import tritonclient.http as http
-
-    def counts():
-        client = http.InferenceServerClient(srv.http_url)
-        try:
-            s = client.get_inference_statistics(model)["model_stats"][0]
-            return s["inference_count"], s["execution_count"]
-        finally:
-            client.close()
-
-    inferences0, executions0 = counts()
-    send()
-    # Triton records an execution's statistics after its responses go out: wait for the last ones
-    deadline = time.monotonic() + 10
-    while counts()[0] - inferences0 < requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    inferences1, executions1 = counts()
-    return inferences1 - inferences0, executions1 - executions0

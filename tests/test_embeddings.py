@@ -1,11 +1,13 @@
 """The clip_text ensemble, through a real server, returns HF get_text_features for each text."""
 
+import time
+
 import numpy as np
 import pytest
 
 from clip_triton.corpus import VARIED_64, captions
-from clip_triton_build.spec import CONTEXT_LENGTH, EMBED_DIM, ENCODER_MODEL
-from helpers import executions_while, get_text_features, text_array, triton_infer, url_of
+from clip_triton_build.spec import CONTEXT_LENGTH, EMBED_DIM
+from helpers import get_text_features, text_array, triton_infer, url_of
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):
@@ -71,16 +73,27 @@ def test_wrong_dtype_and_shape_are_refused_and_server_stays_up(server, protocol)
 def test_dynamic_batching_joins_concurrent_requests(server):
     from concurrent.futures import ThreadPoolExecutor
 
+    import tritonclient.http as http
+
+    def stats():
+        client = http.InferenceServerClient(server.http_url)
+        try:
+            s = client.get_inference_statistics("clip_text_encoder")["model_stats"][0]
+            return s["inference_count"], s["execution_count"]
+        finally:
+            client.close()
+
+    inferences0, executions0 = stats()
     texts = [f"concurrent request number {i}" for i in range(96)]
-    results = []
-
-    def send():
-        with ThreadPoolExecutor(32) as pool:
-            results.extend(pool.map(lambda t: embed(server, [t]), texts))
-
-    inferences, executions = executions_while(server, ENCODER_MODEL, send, len(texts))
-    assert inferences == len(texts)
-    assert executions < len(texts), (inferences, executions)
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda t: embed(server, [t]), texts))
+    # Triton records an execution's statistics after its responses go out: wait for the last ones
+    deadline = time.monotonic() + 10
+    while (inferences1 := stats()[0]) - inferences0 < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    inferences1, executions1 = stats()
+    assert inferences1 - inferences0 == len(texts)
+    assert executions1 - executions0 < len(texts), (inferences1 - inferences0, executions1 - executions0)
     # every concurrent request still got its own text's embedding
     serial = embed(server, texts)
     assert np.abs(np.concatenate(results) - serial).max() <= 1e-5

@@ -16,14 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import batching
 from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
     SOURCE_REPOSITORY,
     NotABuiltRepository,
     build_info_path,
-    close_tokenizer_batches,
     cuda_graphs_library,
     stamp_parameters,
     start_repository,
@@ -104,12 +102,6 @@ def main(argv=None) -> int:
         return 2
     tokenizer_path = write_tokenizer(repo / TOKENIZER_MODEL / "1")
     log.info("tokenizer: %s", tokenizer_path)
-    close_tokenizer_batches(repo / TOKENIZER_MODEL)
-    try:
-        log.info("tokenizer batching strategy: %s", batching.build(batching.library_path(repo)))
-    except batching.BatchingBuildError as exc:
-        log.error("%s", exc)
-        return 2
 
     try:
         loaded = load_encoder(args.checkpoint, require_weights=args.require_weights)

@@ -20,7 +20,6 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .spec import (
-    BATCH_STRATEGY_LIBRARY,
     BUILD_INFO_FILE,
     CUDA_GRAPHS_LIBRARY,
     ENCODER_MODEL,
@@ -34,14 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"  # hand-written, tracked
 BUILT_REPOSITORY = REPO_ROOT / "build" / "model_repository"  # what the build writes and Triton serves
 BUILT_MARKER = ".clip_triton_build"  # in a built repository's root (Triton reads only its folders)
-BUILT_FILES = (
-    TOKENIZER_FILE,
-    ONNX_FILE,
-    TORCHSCRIPT_FILE,
-    TORCHSCRIPT_FP16_FILE,
-    BUILD_INFO_FILE,
-    BATCH_STRATEGY_LIBRARY,
-)
+BUILT_FILES = (TOKENIZER_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE, BUILD_INFO_FILE)
 
 # name -> (backend, default_model_filename, instance kind or None to keep the source's)
 ENCODER_VARIANTS = {
@@ -166,36 +158,6 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
             raise ValueError(f"{config_path} must declare parameter {key!r} exactly once")
     config_path.write_text(text)
     read_config(config_path)  # still valid protobuf text
-
-
-def close_tokenizer_batches(tokenizer_dir: Path) -> None:
-    """Make every batch size a preferred one in the tokenizer's batcher, in place (comments kept).
-
-    The tokenizer's batching strategy (batchstrategy.so, clip_triton_build.batching) decides per
-    pending batch and assumes each batch starts empty. Triton's batcher can also keep growing a
-    batch it has already handed to the instances until one starts it, and the strategy cannot see
-    that; with no queue delay, a batch of a preferred size is closed at once instead. So with every
-    size preferred, each batch is formed in one pass, from nothing, as the strategy assumes."""
-    path = tokenizer_dir / "config.pbtxt"
-    config = read_config(path)
-    if not config.HasField("dynamic_batching"):
-        return
-    if config.dynamic_batching.max_queue_delay_microseconds or config.dynamic_batching.preferred_batch_size:
-        raise ValueError(f"{path}: the tokenizer's batcher takes no queue delay and no preferred sizes of its own")
-    sizes = ", ".join(str(n) for n in range(1, config.max_batch_size + 1))
-    text, count = re.subn(
-        r"^(dynamic_batching\s*\{)",
-        lambda m: (
-            f"{m.group(1)}\n  # every size, written by the build (close_tokenizer_batches)\n"
-            f"  preferred_batch_size: [ {sizes} ]"
-        ),
-        path.read_text(),
-        flags=re.MULTILINE,
-    )
-    if count != 1:
-        raise ValueError(f"{path}: expected one top-level `dynamic_batching {{` block")
-    path.write_text(text)
-    assert list(read_config(path).dynamic_batching.preferred_batch_size) == list(range(1, config.max_batch_size + 1))
 
 
 def write_encoder_variants(encoder_dir: Path) -> list[Path]:

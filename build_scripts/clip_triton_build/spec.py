@@ -49,6 +49,3 @@ TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp3
 # GPU only: the clip_cuda_graphs ops model_fp16.pt calls (csrc/cuda_graphs.cpp), next to it in the
 # encoder's version folder; tritonserver loads it with LD_PRELOAD
 CUDA_GRAPHS_LIBRARY = "libclip_cuda_graphs.so"
-# The tokenizer's custom batching strategy (csrc/malformed_alone.cc), in its model folder: the name
-# and place Triton's core looks for; model.py refuses a dynamic batcher without it
-BATCH_STRATEGY_LIBRARY = "batchstrategy.so"

@@ -9,12 +9,6 @@
 // will, and a request that would not parse either starts a batch that takes nothing more, or is
 // left for the next batch, which it then starts.
 //
-// It sees one pending batch through the calls below, and assumes the batch starts empty. Triton's
-// batcher can also grow a batch it has already handed over (until an instance starts it), behind
-// a fresh ModelBatchInitialize; the tokenizer's config rules that out (no queue delay, every batch
-// size preferred: each batch closes in the pass that forms it). See the build's repository.py,
-// close_tokenizer_batches, and model.py, which refuses a batcher configured otherwise.
-//
 // Triton loads it as `batchstrategy.so` from the model's folder (core: backend_model.cc,
 // TritonModel::Create). The five functions below are its whole interface (tritonbackend.h,
 // "TRITONBACKEND Batching"); the TRITONBACKEND_* calls they make resolve in the server process.

@@ -34,9 +34,6 @@ import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
 _WHITESPACE = regex.compile(r"\s+")
-# Triton loads a model's custom batching strategy from this file in its folder (the build's
-# csrc/malformed_alone.cc; clip_triton_build.spec.BATCH_STRATEGY_LIBRARY names it too)
-BATCH_STRATEGY_LIBRARY = "batchstrategy.so"
 
 
 def _finish_cleaning(fixed: str) -> str:
@@ -171,32 +168,6 @@ class TritonPythonModel:
         self.input_name, self.output_name = config["input"][0]["name"], config["output"][0]["name"]
         output = pb_utils.get_output_config_by_name(config, self.output_name)
         self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
-        self._check_batcher(config, Path(args["model_repository"]))
-
-    @staticmethod
-    def _check_batcher(config, model_dir):
-        """With a dynamic batcher, one malformed BYTES request fails its whole execution before this
-        code runs. The build's batching strategy keeps such a request alone, when each batch closes
-        as it forms (no delay, every size preferred: config.pbtxt). Anything less, refuse to serve
-        rather than let one bad request fail its batch-mates."""
-        batcher = config.get("dynamic_batching")
-        if batcher is None:
-            return
-        strategy = model_dir / BATCH_STRATEGY_LIBRARY
-        problems = []
-        if not strategy.is_file():
-            problems.append(f"{strategy} is missing")
-        if int(batcher.get("max_queue_delay_microseconds", 0)):
-            problems.append("max_queue_delay_microseconds is not 0")
-        if sorted(int(n) for n in batcher.get("preferred_batch_size", [])) != list(
-            range(1, int(config["max_batch_size"]) + 1)
-        ):
-            problems.append("preferred_batch_size is not every size up to max_batch_size")
-        if problems:
-            raise pb_utils.TritonModelException(
-                f"a dynamic batcher here would let one malformed request fail its batch-mates: {'; '.join(problems)}."
-                " Build the repository with `python -m clip_triton_build`, or remove dynamic_batching"
-            )
 
     def _decode(self, request):
         try:
