@@ -35,14 +35,15 @@ echo "$torch_site" > "$sp/zz-machine-site.pth"
 "$VENV/bin/python3" -c 'import numpy, torch, ftfy; print("stub env: numpy", numpy.__version__, "torch", torch.__version__)'
 export PYTHONPATH="$PWD/build_scripts:$PWD/server:$PWD/client:$PWD:$SITE"
 python3 -c 'import numpy, torch; print("numpy", numpy.__version__, "torch", torch.__version__, torch.cuda.get_device_name(0))'
+# Triton's r24.10 sources (no GitHub here): the C++ backends and the tokenizer's own backend
+SRC=/tmp/clip-gpu-sources
+[ -d "$SRC/triton-src" ] || { mkdir -p "$SRC" && tar xJf .gpu/sources.tar.xz -C "$SRC"; }
+export CLIP_TRITON_SOURCES="$SRC/triton-src"
 # Triton's C++ backends: the libtorch one against this machine's CUDA torch (sm_90 for Hopper).
 # (not for a run of the lab step alone: it runs the TorchScript file in-process, no server)
 if [ "${GPU_RUN_STEPS:-check two-gpus}" != lab ]; then
   t0=$(date +%s)
-  SRC=/tmp/clip-gpu-sources
-  [ -d "$SRC/triton-src" ] || { mkdir -p "$SRC" && tar xJf .gpu/sources.tar.xz -C "$SRC"; }
-  CLIP_TRITON_SOURCES="$SRC/triton-src" CLIP_GOOGLETEST_SOURCE="$SRC/googletest" \
-    python3 -m clip_triton.cxx_backends --gpu --backends pytorch
+  CLIP_GOOGLETEST_SOURCE="$SRC/googletest" python3 -m clip_triton.cxx_backends --gpu --backends pytorch
   echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 fi
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.

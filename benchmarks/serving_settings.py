@@ -1,15 +1,16 @@
 """Serving settings side by side on one server, through perf_analyzer: each setting reloads the
 models through the repository API (no file edited) and runs the same points, one text per request
 at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short and mixed) and one
-text at concurrency 1. A setting is B:T:E:M[:F]: the tokenizer with a dynamic batcher or not
-(on/off), T tokenizer instances, E encoder instances, M encoder max_batch_size, and optionally F,
-the encoder's model file in its version folder (default: the variant's), e.g. an export variant
-that benchmarks/lab_exports.py wrote there. Each setting first checks its embeddings against the
-CPU ONNX reference with every encoder execution a CUDA-graph replay (gpu_check.graph_parity).
-Run by benchmarks/gpu_run.sh (step `settings`) after the build; writes serving_settings.json into
---out.
+text at concurrency 1. A setting is B:T:E:M[:F]: B the tokenizer with a dynamic batcher (on),
+without (off), or the Python tokenizer in the ensemble's first step instead of the C++ one
+(python: the ensemble before the C++ tokenizer); T tokenizer instances, E encoder instances, M
+encoder max_batch_size, and optionally F, the encoder's model file in its version folder (default:
+the variant's), e.g. an export variant that benchmarks/lab_exports.py wrote there. Each setting
+first checks its embeddings against the CPU ONNX reference with every encoder execution a
+CUDA-graph replay (gpu_check.graph_parity). Run by benchmarks/gpu_run.sh (step `settings`) after
+the build; writes serving_settings.json into --out.
 
-    python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,off:8:1:1024
+    python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,python:8:2:1024
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from benchmarks.gpu_check import graph_parity, model_counts, perf_analyzer
 from clip_triton import corpus, verify
 from clip_triton.deploy import deploy, model_config, with_instances
 from clip_triton.paths import BUILT_REPOSITORY
-from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, ONNX_FILE, TOKENIZER_MODEL
+from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, ONNX_FILE, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL
 
 # (concurrency, texts per request, texts, protocol, perf_analyzer async)
 POINTS = {
@@ -64,11 +65,26 @@ def reload(url: str, headers: dict, config) -> None:
 
 def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
     """Reload clip_tokenizer with `instances` instances and a dynamic batcher (no queue delay: a
-    request waits only while every instance is busy). The shipped config has none (a malformed
-    request must fail alone), so `deploy` alone gives the setting without one."""
+    request waits only while every instance is busy). The shipped config has none, so `deploy`
+    alone gives the setting without one."""
     config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
     config.dynamic_batching.max_queue_delay_microseconds = 0
     reload(url, headers, config)
+
+
+def route_to_python_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
+    """The ensemble as it was before the C++ tokenizer: its first step is clip_tokenizer_python,
+    with `instances` instances (the tokenizer's variant config, renamed)."""
+    tokenizer = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
+    config = model_config(BUILT_REPOSITORY, PYTHON_TOKENIZER_MODEL, variant)
+    del config.instance_group[:]
+    config.instance_group.extend(tokenizer.instance_group)
+    reload(url, headers, config)
+    ensemble = model_config(BUILT_REPOSITORY, ENSEMBLE_MODEL, variant)
+    for step in ensemble.ensemble_scheduling.step:
+        if step.model_name == TOKENIZER_MODEL:
+            step.model_name = PYTHON_TOKENIZER_MODEL
+    reload(url, headers, ensemble)
 
 
 def load_encoder_file(url: str, headers: dict, variant: str, instances: int, max_batch: int, filename: str) -> None:
@@ -123,6 +139,8 @@ def main(argv=None) -> int:
             )
             if batching == "on":
                 load_batched_tokenizer(url, headers, args.variant, int(tokenizers))
+            if batching == "python":
+                route_to_python_tokenizer(url, headers, args.variant, int(tokenizers))
             if model_file:
                 load_encoder_file(url, headers, args.variant, int(encoders), int(max_batch), model_file[0])
             parity: dict = {}
@@ -151,6 +169,7 @@ def main(argv=None) -> int:
                     result[f"{model}_rows_per_execution"] = (rows1 - rows0) / max(1, ex1 - ex0)
                 result.update(
                     tokenizer_batching=batching == "on",
+                    tokenizer=PYTHON_TOKENIZER_MODEL if batching == "python" else TOKENIZER_MODEL,
                     tokenizer_instances=int(tokenizers),
                     encoder_instances=int(encoders),
                     encoder_max_batch_size=int(max_batch),

@@ -1,15 +1,16 @@
-"""The tokenizer model's own work per text, no server: `TritonPythonModel.tokenize` of the shipped
-model.py (initialized from the built repository, as Triton initializes it) next to other copies of
-model.py (an earlier commit's, say) on the same texts in the same process, with each one's time
-relative to the first. Each copy's ids must equal the first's, or the run fails.
+"""The Python tokenizer model's own work per text, no server: `TritonPythonModel.tokenize` of the
+shipped clip_tokenizer_python model.py (initialized from the built repository, as Triton
+initializes it) next to other copies of model.py (an earlier commit's, say) on the same texts in
+the same process, with each one's time relative to the first. Each copy's ids must equal the
+first's, or the run fails.
 
-    git show REV:model_repository/clip_tokenizer/1/model.py > /tmp/old_model.py
+    git show REV:model_repository/clip_tokenizer_python/1/model.py > /tmp/old_model.py
     python -m benchmarks.tokenizer_speed --model /tmp/old_model.py [--json out.json]
 
-`--server` adds the shipped model served by a local tritonserver (one tokenizer instance, one
-request in flight, the same batches over gRPC): its compute per text from Triton's statistics
-API, next to the same code in-process. What the Python backend's hop adds to a request, with
-nothing else on the host competing for the cores.
+`--server` adds the served tokenizer (clip_tokenizer: the C++ backend, which hands texts that are
+not plain ASCII to the Python model) on a local tritonserver (one instance, one request in flight,
+the same batches over gRPC): its compute per text from Triton's statistics API, next to the
+Python code in-process, with nothing else on the host competing for the cores.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_triton import corpus
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT, pytriton_paths
-from clip_triton_build.spec import TOKENIZER_MODEL
+from clip_triton_build.spec import PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL
 
-SHIPPED = REPO_ROOT / "model_repository" / TOKENIZER_MODEL / "1" / "model.py"
+SHIPPED = REPO_ROOT / "model_repository" / PYTHON_TOKENIZER_MODEL / "1" / "model.py"
 
 
 def load(path: Path, name: str):
@@ -40,7 +41,7 @@ def load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    folder = BUILT_REPOSITORY / TOKENIZER_MODEL
+    folder = BUILT_REPOSITORY / PYTHON_TOKENIZER_MODEL
     config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
     model = module.TritonPythonModel()
     model.initialize(
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=256, help="texts per tokenize call (a request's)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many passes")
-    parser.add_argument("--server", action="store_true", help="also serve the shipped model.py (see above)")
+    parser.add_argument("--server", action="store_true", help="also the served tokenizer (see above)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     paths = [SHIPPED, *args.model]
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
             in_process = next(r for r in rows if r["texts"] == kind and r["model"] == str(SHIPPED))
             row = {
                 "texts": kind,
-                "model": "served: " + str(SHIPPED),
+                "model": f"served: {TOKENIZER_MODEL}",
                 "us_per_text": best * 1e6,
                 "vs_first": best * 1e6 / in_process["us_per_text"],
             }

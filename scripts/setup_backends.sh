@@ -2,8 +2,8 @@
 # Build Triton r24.10's C++ onnxruntime and pytorch backends for the local tritonserver (cached in
 # .local/cxx-backends; rebuilt only when an input changes). Installs the system packages the build
 # needs where this user can (Debian/Ubuntu as root); otherwise the build says what is missing.
-# Sources: a mirror in $CLIP_TRITON_SOURCES, else ../shared/triton-r24.10 beside the checkout when
-# present, else upstream GitHub.
+# Sources: clip_triton_build.triton_sources (a mirror in $CLIP_TRITON_SOURCES, else
+# ../shared/triton-r24.10 beside the checkout when present, else upstream GitHub).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -20,10 +20,5 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "[setup_backends] missing system packages: ${need[*]} (install them, e.g. apt-get install ${need[*]})" >&2
   fi
-fi
-# An offline mirror beside the checkout (the workspace's ../shared) serves when none is named.
-if [ -z "${CLIP_TRITON_SOURCES:-}" ] && [ -d ../shared/triton-r24.10 ]; then
-  CLIP_TRITON_SOURCES=$(cd ../shared/triton-r24.10 && pwd)
-  export CLIP_TRITON_SOURCES
 fi
 .venv/bin/python -m clip_triton.cxx_backends >/dev/null

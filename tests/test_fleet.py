@@ -44,9 +44,18 @@ def fleet_repository(tmp_path_factory):
 
 def test_namespaced_copy_is_consistent(fleet_repository):
     root, names = fleet_repository
-    assert names == ["search_clip_tokenizer", "search_clip_text_encoder", "search_clip_text"]
+    assert names == [
+        "search_clip_tokenizer_python",
+        "search_clip_tokenizer",
+        "search_clip_text_encoder",
+        "search_clip_text",
+    ]
     ensemble = (root / "search_clip_text" / "config.pbtxt").read_text()
     assert 'model_name: "search_clip_tokenizer"' in ensemble and 'model_name: "search_clip_text_encoder"' in ensemble
+    # the tokenizer sends non-ASCII texts to the namespaced Python tokenizer, not another team's
+    assert (
+        'string_value: "search_clip_tokenizer_python"' in (root / "search_clip_tokenizer" / "config.pbtxt").read_text()
+    )
     assert (
         'name: "search_clip_text_encoder"' in (root / "search_clip_text_encoder" / "configs" / "cpu.pbtxt").read_text()
     )
@@ -72,7 +81,7 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
         assert (
             admin.get_model_config("search_clip_tokenizer", as_json=True)["config"]["instance_group"][0]["count"] == 3
         )
-        texts = ["a photo of a cat", "fleet"]
+        texts = ["a photo of a cat", "fleet", "café crème"]  # the last through the namespaced fallback
         with CLIPTextClient(srv.grpc_url, model="search_clip_text") as c:
             got = c.encode(texts)
             assert c.model_info().weights in ("random-init", "pretrained")  # found through the namespaced steps

@@ -22,11 +22,14 @@ from clip_triton_build.spec import (
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     EOT_TOKEN,
+    FALLBACK_PARAMETER,
     IDS_TENSOR,
     MODELS,
     PAD_ID,
+    PYTHON_TOKENIZER_MODEL,
     SOT_TOKEN,
     TEXT_INPUT,
+    TOKENIZER_BACKEND,
     TOKENIZER_FILE,
     TOKENIZER_MODEL,
 )
@@ -102,13 +105,26 @@ def test_numbers_agree_with_spec():
     assert list(encoder.output[0].dims) == [EMBED_DIM] == list(ensemble.output[0].dims)
 
 
+def test_the_two_tokenizers_are_one_tokenizer_to_their_callers():
+    """clip_tokenizer (C++) hands what it cannot clean to clip_tokenizer_python: same tensors, same
+    limits and the same parameters, besides the fallback's name."""
+    cfg = configs()
+    cxx, python = cfg[TOKENIZER_MODEL], cfg[PYTHON_TOKENIZER_MODEL]
+    assert (cxx.backend, python.backend) == (TOKENIZER_BACKEND, "python")
+    assert cxx.parameters[FALLBACK_PARAMETER].string_value == PYTHON_TOKENIZER_MODEL
+    assert (cxx.input, cxx.output, cxx.max_batch_size) == (python.input, python.output, python.max_batch_size)
+    del cxx.parameters[FALLBACK_PARAMETER]
+    assert cxx.parameters == python.parameters
+
+
 def test_batching_and_instances():
     cfg = configs()
     assert cfg[ENCODER_MODEL].HasField("dynamic_batching")
-    # one request per tokenizer execution: a malformed request must fail alone (config comment)
-    assert not cfg[TOKENIZER_MODEL].HasField("dynamic_batching")
+    # one request per Python execution: a malformed request must fail alone (config comment)
+    assert not cfg[PYTHON_TOKENIZER_MODEL].HasField("dynamic_batching")
     assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in cfg[ENCODER_MODEL].instance_group)
-    assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in cfg[TOKENIZER_MODEL].instance_group)
+    for tokenizer in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
+        assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in cfg[tokenizer].instance_group)
 
 
 def test_the_build_writes_a_variant_for_each_model_file_it_built():

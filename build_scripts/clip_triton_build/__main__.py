@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from . import tokenizer_backend
 from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
@@ -28,7 +30,15 @@ from .repository import (
     write_encoder_variants,
     write_tokenizer_variants,
 )
-from .spec import DEFAULT_CHECKPOINT, ENCODER_MODEL, ONNX_FILE, TOKENIZER_MODEL, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
+from .spec import (
+    DEFAULT_CHECKPOINT,
+    ENCODER_MODEL,
+    ONNX_FILE,
+    PYTHON_TOKENIZER_MODEL,
+    TOKENIZER_MODEL,
+    TORCHSCRIPT_FILE,
+    TORCHSCRIPT_FP16_FILE,
+)
 
 log = logging.getLogger("clip_triton_build")
 
@@ -100,8 +110,15 @@ def main(argv=None) -> int:
     except NotABuiltRepository as exc:
         log.error("%s", exc)
         return 2
-    tokenizer_path = write_tokenizer(repo / TOKENIZER_MODEL / "1")
+    # both tokenizers read the same tokenizer.json: the C++ one for plain ASCII, the Python one for the rest
+    tokenizer_path = write_tokenizer(repo / PYTHON_TOKENIZER_MODEL / "1")
+    shutil.copyfile(tokenizer_path, repo / TOKENIZER_MODEL / "1" / tokenizer_path.name)
     log.info("tokenizer: %s", tokenizer_path)
+    try:
+        log.info("tokenizer backend: %s", tokenizer_backend.build(tokenizer_backend.library_path(repo)))
+    except tokenizer_backend.TokenizerBackendBuildError as exc:
+        log.error("%s", exc)
+        return 2
 
     try:
         loaded = load_encoder(args.checkpoint, require_weights=args.require_weights)

@@ -3,8 +3,9 @@ for a shared fleet where several teams' models live in one Triton (`team_a_clip_
 
     python -m clip_triton_build.namespace --prefix search_ --dest /fleet/models
 
-Model folders, `name:` fields, the ensemble's steps and every configs/*.pbtxt variant are
-renamed; artifacts are copied (or hard-linked when on the same filesystem).
+Model folders, `name:` fields, the ensemble's steps, the tokenizer's fallback model and every
+configs/*.pbtxt variant are renamed; artifacts are copied (or hard-linked when on the same
+filesystem).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from .repository import BUILT_REPOSITORY, read_config
-from .spec import MODELS
+from .spec import FALLBACK_PARAMETER, MODELS
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -48,6 +49,9 @@ def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
                 config.name = names[model]
                 for step in config.ensemble_scheduling.step:
                     step.model_name = names.get(step.model_name, step.model_name)
+                if FALLBACK_PARAMETER in config.parameters:  # the model the tokenizer calls
+                    fallback = config.parameters[FALLBACK_PARAMETER]
+                    fallback.string_value = names.get(fallback.string_value, fallback.string_value)
                 target.write_text(
                     f"# {prefix!r}-namespaced copy of {path.relative_to(source)}\n"
                     + text_format.MessageToString(config)

@@ -24,6 +24,7 @@ from .spec import (
     CUDA_GRAPHS_LIBRARY,
     ENCODER_MODEL,
     ONNX_FILE,
+    TOKENIZER_BACKEND_LIBRARY,
     TOKENIZER_FILE,
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
@@ -33,7 +34,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"  # hand-written, tracked
 BUILT_REPOSITORY = REPO_ROOT / "build" / "model_repository"  # what the build writes and Triton serves
 BUILT_MARKER = ".clip_triton_build"  # in a built repository's root (Triton reads only its folders)
-BUILT_FILES = (TOKENIZER_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE, BUILD_INFO_FILE)
+BUILT_FILES = (
+    TOKENIZER_FILE,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    TORCHSCRIPT_FP16_FILE,
+    BUILD_INFO_FILE,
+    TOKENIZER_BACKEND_LIBRARY,
+)
 
 # name -> (backend, default_model_filename, instance kind or None to keep the source's)
 ENCODER_VARIANTS = {

@@ -33,10 +33,13 @@ RANDOM_INIT_SEED = 0
 
 # Names the model repository uses (model folders and tensor names); the configs spell them too
 # and tests/test_repository_config.py checks that they agree.
-TOKENIZER_MODEL = "clip_tokenizer"
+TOKENIZER_MODEL = "clip_tokenizer"  # C++ (backend clip_bpe): plain-ASCII texts itself, the rest via:
+PYTHON_TOKENIZER_MODEL = "clip_tokenizer_python"  # any text, with ftfy: its config's fallback_model
 ENCODER_MODEL = "clip_text_encoder"
 ENSEMBLE_MODEL = "clip_text"  # what clients call
-MODELS = (TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)  # the load order: composing models first
+# the load order: what a model calls before it (the ensemble's steps; the tokenizer's fallback)
+MODELS = (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
+FALLBACK_PARAMETER = "fallback_model"  # clip_tokenizer's config: the model it sends other texts to
 TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizer's input: [B, 1] BYTES
 EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, 512] FP32
 IDS_TENSOR = "input_ids"  # the tokenizer's output and the encoder's input: [B, 77] INT64
@@ -49,3 +52,7 @@ TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp3
 # GPU only: the clip_cuda_graphs ops model_fp16.pt calls (csrc/cuda_graphs.cpp), next to it in the
 # encoder's version folder; tritonserver loads it with LD_PRELOAD
 CUDA_GRAPHS_LIBRARY = "libclip_cuda_graphs.so"
+# The tokenizer's backend (csrc/clip_bpe_backend.cc), in its model folder, where Triton looks for a
+# model's own backend: libtriton_<backend>.so
+TOKENIZER_BACKEND = "clip_bpe"
+TOKENIZER_BACKEND_LIBRARY = f"libtriton_{TOKENIZER_BACKEND}.so"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Write the servable repository into the /models volume: the hand-written one (configs, tokenizer
-# model.py) copied from /src/model_repository, plus tokenizer.json, model.onnx (opset 17: ONNX
+# model.py) copied from /src/model_repository, plus tokenizer.json and the tokenizer's C++ backend
+# (libtriton_clip_bpe.so, compiled here: any Triton of the same API loads it), model.onnx (opset 17: ONNX
 # Runtime >= 1.14 loads it), model.pt and model_fp16.pt with the CUDA-graph ops it calls
 # (libclip_cuda_graphs.so, compiled here against this image's torch: the server preloads it), the
 # stamped weights parameters and the config variants. The volume's old contents are replaced (the build marks what it wrote).

@@ -8,11 +8,11 @@ framework backends. This module compiles the same backends NGC ships, from the r
 - `pytorch` (libtorch): against the libtorch of the `torch` wheel installed here, with the C++ ABI
   that torch was built with.
 
-Sources: upstream GitHub at the commits of the r24.10 branches (pinned below), or a local mirror
-with the same folders (`$CLIP_TRITON_SOURCES`, e.g. `../shared/triton-r24.10` on CI, where GitHub
-cannot be reached). The result is cached under `.local/cxx-backends/<key>/`; the key hashes every
-input (sources, ORT and torch builds, compiler, GPU on/off, this file), so a changed input rebuilds
-and an unchanged one costs nothing.
+Sources: upstream GitHub at the commits of the r24.10 branches, or a local mirror with the same
+folders (`$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` where CI has it and GitHub cannot
+be reached): clip_triton_build.triton_sources pins both. The result is cached under
+`.local/cxx-backends/<key>/`; the key hashes every input (sources, ORT and torch builds, compiler,
+GPU on/off, this file), so a changed input rebuilds and an unchanged one costs nothing.
 
     python -m clip_triton.cxx_backends            # build (or reuse) and print the output folder
     python -m clip_triton.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
@@ -41,18 +41,18 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from clip_triton_build import triton_sources
+from clip_triton_build.triton_sources import (
+    MIRROR_RAPIDJSON,
+    SOURCES_ENV,
+    TRITON_REF,
+    UPSTREAM,
+    UPSTREAM_COMMITS,
+    mirror_path,
+)
+
 from .paths import STATE_DIR, pytriton_paths
 
-TRITON_REF = "r24.10"
-UPSTREAM = "https://github.com/triton-inference-server"
-# The r24.10 branch heads these sources were verified at (../shared/triton-r24.10/SOURCES.md).
-UPSTREAM_COMMITS = {
-    "backend": "ac03a5d97403dec841ad46d0439e93db12c9268f",
-    "core": "bfec7c61dc0939433f64f14e89b1973073eac8ba",
-    "common": "578491fc3944f77d16a6a38e3d7691c485c47ba0",
-    "onnxruntime_backend": "17e5cb23a6fbeb37282eb7079dd0b580cd79530d",
-    "pytorch_backend": "e97a90061f7399b25368e2cb1f6d5c40f8cbae4e",
-}
 ORT_VERSION = "1.19.2"  # NGC 24.10's ONNX Runtime; pinned in pyproject.toml
 ORT_HEADER_URL = (
     f"https://raw.githubusercontent.com/microsoft/onnxruntime/v{ORT_VERSION}/"
@@ -60,11 +60,8 @@ ORT_HEADER_URL = (
 )
 ORT_HEADER = "onnxruntime_c_api.h"
 MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
-MIRROR_RAPIDJSON = "rapidjson"  # mirror folder holding include/rapidjson (for hosts without apt)
-SOURCES_ENV = "CLIP_TRITON_SOURCES"
 GOOGLETEST_ENV = "CLIP_GOOGLETEST_SOURCE"
 DEBIAN_GOOGLETEST = Path("/usr/src/googletest")
-SYSTEM_RAPIDJSON = Path("/usr/include/rapidjson")
 # CUDA 13 dropped sm_53..72, which backend/CMakeLists.txt lists for its kernel library: on a GPU
 # build that list becomes this (Hopper: H100/H200). Override with $CLIP_CUDA_ARCHITECTURES.
 DEFAULT_CUDA_ARCHITECTURES = "90-real"
@@ -116,13 +113,12 @@ def torch_facts() -> dict:
 
 
 def mirror() -> Path | None:
-    value = os.environ.get(SOURCES_ENV)
-    if not value:
+    path = mirror_path()
+    if path is None:
         return None
-    path = Path(value).resolve()
     missing = [name for name in UPSTREAM_COMMITS if not (path / name).is_dir()]
     if missing:
-        raise BackendBuildError(f"${SOURCES_ENV}={value} lacks {', '.join(missing)} (r24.10 sources expected)")
+        raise BackendBuildError(f"mirror {path} lacks {', '.join(missing)} (r24.10 sources expected)")
     return path
 
 
@@ -154,11 +150,9 @@ def require_tools(gpu: bool) -> None:
 
 
 def rapidjson_include() -> Path:
-    source = mirror()
-    if source and (source / MIRROR_RAPIDJSON / "include" / "rapidjson").is_dir():
-        return source / MIRROR_RAPIDJSON / "include"
-    if SYSTEM_RAPIDJSON.is_dir():
-        return SYSTEM_RAPIDJSON.parent
+    include = triton_sources.rapidjson_include()
+    if include is not None:
+        return include
     raise BackendBuildError(
         "RapidJSON headers not found: apt-get install rapidjson-dev "
         f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)"

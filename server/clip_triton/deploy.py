@@ -24,8 +24,8 @@ from clip_triton_build.spec import MODELS
 
 from .paths import BUILT_REPOSITORY
 
-LOAD_ORDER = MODELS  # composing models before the ensemble
-TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
+LOAD_ORDER = MODELS  # a model after those it calls
+PYTHON_TOKENIZER, TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
 
 
 def gpu_ids(text: str) -> list[int]:
@@ -86,11 +86,16 @@ def deploy(
     encoder_max_batch_size: int | None = None,
     encoder_queue_delay_us: int | None = None,
 ) -> dict[str, str]:
-    """Load (or reload) the three models; `prefix` for a namespaced repository (clip_triton_build.namespace).
+    """Load (or reload) the models; `prefix` for a namespaced repository (clip_triton_build.namespace).
     `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
     `encoder_queue_delay_us` is how long that batcher waits for more."""
     client = _client(url)
-    counts = {TOKENIZER: (tokenizer_instances, None), ENCODER: (encoder_instances, gpus), ENSEMBLE: (None, None)}
+    counts = {
+        PYTHON_TOKENIZER: (None, None),
+        TOKENIZER: (tokenizer_instances, None),
+        ENCODER: (encoder_instances, gpus),
+        ENSEMBLE: (None, None),
+    }
     loaded = {}
     try:
         for model in LOAD_ORDER:

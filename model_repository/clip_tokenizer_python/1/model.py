@@ -1,4 +1,8 @@
-"""clip_tokenizer: TEXT (UTF-8 strings) -> input_ids (CLIP BPE ids, fixed length).
+"""clip_tokenizer_python: TEXT (UTF-8 strings) -> input_ids (CLIP BPE ids, fixed length).
+
+The served tokenizer, clip_tokenizer, is C++ (the build's csrc/clip_bpe_backend.cc): it tokenizes
+plain-ASCII texts itself and sends every other text here. This model tokenizes any text and can
+be called directly; its plain-ASCII path below is the rule the C++ one implements.
 
 CLIP's own cleaning runs in Python exactly as open_clip / OpenAI CLIP do it (ftfy fix, HTML
 unescape twice, whitespace collapse, str.lower()); the BPE itself runs in the Rust `tokenizers`

@@ -1,0 +1,801 @@
+// clip_bpe: a Triton backend that tokenizes CLIP text in C++, the model `clip_tokenizer`.
+//
+// Why: through Triton's Python backend every request pays a hop to a stub process (~0.4 ms with
+// the host idle, more under load), which on a GPU host made the tokenizer the largest per-request
+// CPU cost of the ensemble. Most texts are plain ASCII captions, and for those CLIP's cleaning is
+// whitespace collapse and lower-casing alone (model.py of clip_tokenizer_python says why), which
+// this backend does itself, then CLIP's word split and BPE from the same tokenizer.json.
+//
+// Every other text (non-ASCII, '&', control characters, longer than 2048 bytes) needs ftfy, which
+// only Python has: the backend sends those texts, one inference request per client request, to
+// the Python model named by the `fallback_model` parameter (clip_tokenizer_python) through
+// Triton's in-process API, and copies its rows back. A request's error there is that request's
+// error here; its batch-mates are unaffected.
+//
+// Exact: tests/test_tokenizer_parity.py and tests/test_hostile_input.py compare the served ids
+// with open_clip's on hard strings, random ASCII and random Unicode.
+
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "triton/core/tritonbackend.h"
+
+namespace {
+
+// -- errors and small helpers ---------------------------------------------------------------------
+
+TRITONSERVER_Error*
+Error(TRITONSERVER_Error_Code code, const std::string& message)
+{
+  return TRITONSERVER_ErrorNew(code, message.c_str());
+}
+
+#define RETURN_IF_ERROR(X)              \
+  do {                                  \
+    TRITONSERVER_Error* err__ = (X);    \
+    if (err__ != nullptr) return err__; \
+  } while (false)
+
+uint64_t
+NowNs()
+{
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// -- what the model's config and tokenizer.json say ---------------------------------------------
+
+// The fast path's texts: printable ASCII, space, tab and newline, but no '&', and short enough to
+// split whole. The same rule as is_plain_ascii in clip_tokenizer_python's model.py.
+constexpr size_t kPlainMaxBytes = 2048;
+
+bool
+IsPlainAscii(const char* text, size_t size)
+{
+  if (size > kPlainMaxBytes) {
+    return false;
+  }
+  for (size_t i = 0; i < size; ++i) {
+    const unsigned char c = text[i];
+    const bool printable = c >= 0x20 && c <= 0x7e && c != '&';
+    if (!printable && c != '\t' && c != '\n') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The offset of the first byte that breaks UTF-8 (strict, as Python decodes: no overlong forms,
+// no surrogates, nothing past U+10FFFF), or `size` when the text is valid.
+size_t
+InvalidUtf8At(const unsigned char* text, size_t size)
+{
+  size_t i = 0;
+  while (i < size) {
+    const unsigned char c = text[i];
+    size_t n;
+    unsigned char low = 0x80, high = 0xbf;  // the range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) low = 0xa0;
+      if (c == 0xed) high = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) low = 0x90;
+      if (c == 0xf4) high = 0x8f;
+    } else {
+      return i;
+    }
+    if (i + n >= size) {  // the sequence runs past the end
+      return i;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char b = text[i + k];
+      if (k == 1 ? (b < low || b > high) : (b < 0x80 || b > 0xbf)) {
+        return i;
+      }
+    }
+    i += n + 1;
+  }
+  return size;
+}
+
+class ModelState {
+ public:
+  static TRITONSERVER_Error* Create(TRITONBACKEND_Model* model, ModelState** state);
+  ~ModelState();
+
+  // CLIP's BPE of one lower-cased ASCII word: its ids appended to `ids`; false when a symbol is
+  // not in the vocabulary (never for printable ASCII; the text then goes to the fallback).
+  bool WordIds(const std::string& word, std::vector<int64_t>* ids) const;
+
+  TRITONSERVER_Server* server = nullptr;
+  TRITONSERVER_ResponseAllocator* allocator = nullptr;
+  std::string input_name, output_name, fallback_model;
+  int64_t context_length = 0, pad_id = 0, sot_id = 0, eot_id = 0;
+  uint64_t max_text_bytes = 0;
+
+ private:
+  TRITONSERVER_Error* ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path);
+  TRITONSERVER_Error* ReadTokenizer(const std::string& path, const std::string& sot, const std::string& eot);
+
+  std::unordered_map<std::string, int64_t> vocab_;
+  std::unordered_map<std::string, int> ranks_;  // "left right" -> merge rank
+};
+
+// Output buffers for the fallback model's responses: plain host memory, freed once copied.
+TRITONSERVER_Error*
+FallbackAlloc(
+    TRITONSERVER_ResponseAllocator*, const char*, size_t byte_size, TRITONSERVER_MemoryType,
+    int64_t, void*, void** buffer, void** buffer_userp, TRITONSERVER_MemoryType* actual_type,
+    int64_t* actual_id)
+{
+  *buffer = byte_size == 0 ? nullptr : std::malloc(byte_size);
+  *buffer_userp = nullptr;
+  *actual_type = TRITONSERVER_MEMORY_CPU;
+  *actual_id = 0;
+  if (byte_size != 0 && *buffer == nullptr) {
+    return Error(TRITONSERVER_ERROR_INTERNAL, "out of host memory for the fallback's output");
+  }
+  return nullptr;
+}
+
+TRITONSERVER_Error*
+FallbackRelease(
+    TRITONSERVER_ResponseAllocator*, void* buffer, void*, size_t, TRITONSERVER_MemoryType, int64_t)
+{
+  std::free(buffer);
+  return nullptr;
+}
+
+TRITONSERVER_Error*
+ModelState::Create(TRITONBACKEND_Model* model, ModelState** state)
+{
+  std::unique_ptr<ModelState> made(new ModelState());
+  std::string tokenizer_path;
+  RETURN_IF_ERROR(made->ReadConfig(model, &tokenizer_path));
+  RETURN_IF_ERROR(TRITONBACKEND_ModelServer(model, &made->server));
+  RETURN_IF_ERROR(TRITONSERVER_ResponseAllocatorNew(
+      &made->allocator, FallbackAlloc, FallbackRelease, nullptr /* start_fn */));
+  *state = made.release();
+  return nullptr;
+}
+
+ModelState::~ModelState()
+{
+  if (allocator != nullptr) {
+    TRITONSERVER_ResponseAllocatorDelete(allocator);
+  }
+}
+
+TRITONSERVER_Error*
+ModelState::ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path)
+{
+  TRITONSERVER_Message* message;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelConfig(model, 1 /* config_version */, &message));
+  const char* json;
+  size_t json_size;
+  TRITONSERVER_Error* err = TRITONSERVER_MessageSerializeToJson(message, &json, &json_size);
+  rapidjson::Document config;
+  if (err == nullptr) {
+    config.Parse(json, json_size);
+  }
+  TRITONSERVER_MessageDelete(message);
+  RETURN_IF_ERROR(err);
+  if (config.HasParseError() || !config.IsObject()) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, "the model config is not a JSON object");
+  }
+  // tensor names: the config is their home (one input, one output)
+  if (!config.HasMember("input") || config["input"].Size() != 1 || !config.HasMember("output") ||
+      config["output"].Size() != 1) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, "clip_bpe serves one input and one output");
+  }
+  input_name = config["input"][0]["name"].GetString();
+  output_name = config["output"][0]["name"].GetString();
+
+  std::unordered_map<std::string, std::string> params;
+  if (config.HasMember("parameters")) {
+    for (const auto& p : config["parameters"].GetObject()) {
+      if (p.value.IsObject() && p.value.HasMember("string_value")) {
+        params[p.name.GetString()] = p.value["string_value"].GetString();
+      }
+    }
+  }
+  for (const char* key : {"tokenizer_file", "context_length", "sot_token", "eot_token", "pad_id",
+                          "max_text_bytes", "fallback_model"}) {
+    if (params.find(key) == params.end()) {
+      return Error(TRITONSERVER_ERROR_INVALID_ARG, std::string("parameter '") + key + "' is missing");
+    }
+  }
+  context_length = std::stoll(params["context_length"]);
+  pad_id = std::stoll(params["pad_id"]);
+  max_text_bytes = std::stoull(params["max_text_bytes"]);
+  fallback_model = params["fallback_model"];
+  if (context_length < 3) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, "context_length must leave room for a token");
+  }
+
+  TRITONBACKEND_ArtifactType artifact;
+  const char* location;
+  uint64_t version;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelRepository(model, &artifact, &location));
+  RETURN_IF_ERROR(TRITONBACKEND_ModelVersion(model, &version));
+  *tokenizer_path = std::string(location) + "/" + std::to_string(version) + "/" + params["tokenizer_file"];
+  return ReadTokenizer(*tokenizer_path, params["sot_token"], params["eot_token"]);
+}
+
+TRITONSERVER_Error*
+ModelState::ReadTokenizer(const std::string& path, const std::string& sot, const std::string& eot)
+{
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    return Error(
+        TRITONSERVER_ERROR_NOT_FOUND,
+        path + " is missing: run `python -m clip_triton_build` to build the repository's artifacts");
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  rapidjson::Document tokenizer;
+  tokenizer.Parse(text.str().c_str());
+  if (tokenizer.HasParseError() || !tokenizer.HasMember("model")) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + " is not a tokenizers JSON file");
+  }
+  const auto& bpe = tokenizer["model"];
+  if (!bpe.HasMember("end_of_word_suffix") || std::string(bpe["end_of_word_suffix"].GetString()) != "</w>") {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + ": expected CLIP's BPE (end_of_word_suffix </w>)");
+  }
+  for (const auto& entry : bpe["vocab"].GetObject()) {
+    vocab_[entry.name.GetString()] = entry.value.GetInt64();
+  }
+  int rank = 0;
+  for (const auto& merge : bpe["merges"].GetArray()) {
+    // "left right" (tokenizers < 0.20) or ["left", "right"] (later)
+    const std::string pair = merge.IsString() ? std::string(merge.GetString())
+                                              : std::string(merge[0].GetString()) + " " + merge[1].GetString();
+    ranks_.emplace(pair, rank++);
+  }
+  auto sot_it = vocab_.find(sot), eot_it = vocab_.find(eot);
+  if (sot_it == vocab_.end() || eot_it == vocab_.end()) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + " lacks the start or end token");
+  }
+  sot_id = sot_it->second;
+  eot_id = eot_it->second;
+  return nullptr;
+}
+
+bool
+ModelState::WordIds(const std::string& word, std::vector<int64_t>* ids) const
+{
+  // Printable ASCII bytes are their own symbols in CLIP's byte-level alphabet; the last one
+  // carries the end-of-word suffix. Merge the best-ranked adjacent pair, every occurrence left to
+  // right, until no pair merges (open_clip's SimpleTokenizer.bpe).
+  std::vector<std::string> symbols;
+  symbols.reserve(word.size());
+  for (char c : word) {
+    symbols.emplace_back(1, c);
+  }
+  symbols.back() += "</w>";
+  std::string key;
+  while (symbols.size() > 1) {
+    int best = -1;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      key.assign(symbols[i]).append(" ").append(symbols[i + 1]);
+      auto it = ranks_.find(key);
+      if (it != ranks_.end() && (best < 0 || it->second < best)) {
+        best = it->second;
+        best_at = i;
+      }
+    }
+    if (best < 0) {
+      break;
+    }
+    const std::string left = symbols[best_at], right = symbols[best_at + 1];
+    std::vector<std::string> merged;
+    merged.reserve(symbols.size());
+    for (size_t i = 0; i < symbols.size();) {
+      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
+        merged.push_back(left + right);
+        i += 2;
+      } else {
+        merged.push_back(std::move(symbols[i]));
+        i += 1;
+      }
+    }
+    symbols.swap(merged);
+  }
+  for (const auto& symbol : symbols) {
+    auto it = vocab_.find(symbol);
+    if (it == vocab_.end()) {
+      return false;
+    }
+    ids->push_back(it->second);
+  }
+  return true;
+}
+
+// -- one instance: a word cache, and the execution ---------------------------------------------
+
+class InstanceState {
+ public:
+  explicit InstanceState(ModelState* model, TRITONBACKEND_ModelInstance* instance)
+      : model_(model), instance_(instance)
+  {
+  }
+
+  void Execute(TRITONBACKEND_Request** requests, uint32_t count);
+
+ private:
+  // The first context_length - 2 token ids of a plain text, as open_clip gives them; false when
+  // a word is not in the vocabulary.
+  bool PlainIds(const char* text, size_t size, std::vector<int64_t>* ids);
+  const std::vector<int64_t>* CachedWord(const std::string& word);
+
+  ModelState* model_;
+  TRITONBACKEND_ModelInstance* instance_;
+  std::unordered_map<std::string, std::vector<int64_t>> words_;
+  static constexpr size_t kWordCacheCapacity = 100000;
+};
+
+const std::vector<int64_t>*
+InstanceState::CachedWord(const std::string& word)
+{
+  auto it = words_.find(word);
+  if (it != words_.end()) {
+    return &it->second;
+  }
+  std::vector<int64_t> ids;
+  if (!model_->WordIds(word, &ids)) {
+    return nullptr;
+  }
+  if (words_.size() >= kWordCacheCapacity) {
+    words_.clear();
+  }
+  return &words_.emplace(word, std::move(ids)).first->second;
+}
+
+bool
+InstanceState::PlainIds(const char* text, size_t size, std::vector<int64_t>* ids)
+{
+  // CLIP's word split (tokenizer.json's pattern) on lower-cased ASCII:
+  //   's|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\s a-z0-9]+
+  // tried in that order at each position; whitespace belongs to no word, so runs of it and the
+  // ends split as open_clip's collapsed text does.
+  const size_t keep = static_cast<size_t>(model_->context_length - 2);
+  auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n'; };
+  auto is_letter = [](char c) { return c >= 'a' && c <= 'z'; };
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::string lowered(text, size);
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(), lower);
+  static const char* kContractions[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
+  std::string word;
+  size_t i = 0;
+  while (i < lowered.size() && ids->size() < keep) {
+    const char c = lowered[i];
+    size_t end = i + 1;
+    if (is_space(c)) {
+      ++i;
+      continue;
+    }
+    bool contraction = false;
+    if (c == '\'') {
+      for (const char* form : kContractions) {
+        const size_t n = std::strlen(form);
+        if (lowered.compare(i, n, form) == 0) {
+          end = i + n;
+          contraction = true;
+          break;
+        }
+      }
+    }
+    if (!contraction) {
+      if (is_letter(c)) {
+        while (end < lowered.size() && is_letter(lowered[end])) ++end;
+      } else if (!is_digit(c)) {
+        while (end < lowered.size() && !is_space(lowered[end]) && !is_letter(lowered[end]) &&
+               !is_digit(lowered[end]))
+          ++end;
+      }
+    }
+    word.assign(lowered, i, end - i);
+    const std::vector<int64_t>* word_ids = CachedWord(word);
+    if (word_ids == nullptr) {
+      return false;
+    }
+    ids->insert(ids->end(), word_ids->begin(), word_ids->end());
+    i = end;
+  }
+  if (ids->size() > keep) {
+    ids->resize(keep);
+  }
+  return true;
+}
+
+// One client request: its texts, then its rows of ids or its error.
+struct Pending {
+  TRITONBACKEND_Request* request = nullptr;
+  std::string data;                          // the TEXT tensor's bytes, gathered
+  std::vector<std::pair<size_t, uint32_t>> texts;  // (offset in data, length)
+  std::vector<int64_t> rows;                 // [texts, context_length]
+  std::vector<size_t> fallback;              // texts the Python model tokenizes
+  TRITONSERVER_Error* error = nullptr;
+};
+
+// A fallback inference in flight: done once its response and its release have both come back.
+struct Fallback {
+  Pending* pending = nullptr;
+  std::string input;  // the texts sent, as a BYTES tensor (the request reads it until released)
+  std::mutex mu;
+  std::condition_variable cv;
+  bool responded = false, released = false;
+  TRITONSERVER_InferenceResponse* response = nullptr;
+};
+
+void
+FallbackResponded(TRITONSERVER_InferenceResponse* response, const uint32_t, void* userp)
+{
+  auto* call = static_cast<Fallback*>(userp);
+  std::lock_guard<std::mutex> lock(call->mu);
+  call->response = response;  // null only if Triton had nothing to say: FinishFallback reports it
+  call->responded = true;
+  call->cv.notify_all();
+}
+
+void
+FallbackReleased(TRITONSERVER_InferenceRequest* request, const uint32_t, void* userp)
+{
+  TRITONSERVER_InferenceRequestDelete(request);
+  auto* call = static_cast<Fallback*>(userp);
+  std::lock_guard<std::mutex> lock(call->mu);
+  call->released = true;
+  call->cv.notify_all();
+}
+
+// The TEXT tensor's bytes checked as Triton's backends check them (ValidateStringBuffer):
+// exactly `expected` elements of a 4-byte length and that many bytes.
+TRITONSERVER_Error*
+ParseBytes(const std::string& name, Pending* p, uint64_t expected)
+{
+  size_t at = 0;
+  const size_t size = p->data.size();
+  while (size - at >= sizeof(uint32_t)) {
+    if (p->texts.size() >= expected) {
+      return Error(
+          TRITONSERVER_ERROR_INVALID_ARG, "unexpected number of string elements " +
+                                              std::to_string(p->texts.size() + 1) + " for inference input '" +
+                                              name + "', expecting " + std::to_string(expected));
+    }
+    uint32_t length;
+    std::memcpy(&length, p->data.data() + at, sizeof(length));
+    at += sizeof(length);
+    if (size - at < length) {
+      return Error(
+          TRITONSERVER_ERROR_INVALID_ARG, "incomplete string data for inference input '" + name +
+                                              "', expecting string of length " + std::to_string(length) +
+                                              " but only " + std::to_string(size - at) + " bytes available");
+    }
+    p->texts.emplace_back(at, length);
+    at += length;
+  }
+  if (at != size || p->texts.size() != expected) {
+    return Error(
+        TRITONSERVER_ERROR_INVALID_ARG, "expected " + std::to_string(expected) +
+                                            " string elements for inference input '" + name + "', got " +
+                                            std::to_string(p->texts.size()));
+  }
+  return nullptr;
+}
+
+TRITONSERVER_Error*
+ReadRequest(const ModelState& model, Pending* p)
+{
+  TRITONBACKEND_Input* input;
+  RETURN_IF_ERROR(TRITONBACKEND_RequestInput(p->request, model.input_name.c_str(), &input));
+  const char* name;
+  TRITONSERVER_DataType datatype;
+  const int64_t* shape;
+  uint32_t dims, buffers;
+  uint64_t byte_size;
+  RETURN_IF_ERROR(TRITONBACKEND_InputProperties(input, &name, &datatype, &shape, &dims, &byte_size, &buffers));
+  if (datatype != TRITONSERVER_TYPE_BYTES || dims != 2 || shape[1] != 1) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, model.input_name + " must be BYTES of shape [batch, 1]");
+  }
+  p->data.reserve(byte_size);
+  for (uint32_t b = 0; b < buffers; ++b) {
+    const void* data;
+    uint64_t size;
+    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
+    int64_t memory_id = 0;
+    RETURN_IF_ERROR(TRITONBACKEND_InputBuffer(input, b, &data, &size, &memory, &memory_id));
+    if (memory == TRITONSERVER_MEMORY_GPU) {
+      return Error(TRITONSERVER_ERROR_INVALID_ARG, model.input_name + " must be in host memory");
+    }
+    p->data.append(static_cast<const char*>(data), size);
+  }
+  RETURN_IF_ERROR(ParseBytes(model.input_name, p, static_cast<uint64_t>(shape[0])));
+  for (size_t t = 0; t < p->texts.size(); ++t) {
+    const std::string item = model.input_name + "[" + std::to_string(t) + "]";
+    const size_t size = p->texts[t].second;
+    if (size > model.max_text_bytes) {
+      return Error(
+          TRITONSERVER_ERROR_INVALID_ARG,
+          item + " has " + std::to_string(size) + " bytes; the limit is " + std::to_string(model.max_text_bytes) +
+              " (CLIP reads only its first " + std::to_string(model.context_length - 2) + " tokens anyway)");
+    }
+    const auto* text = reinterpret_cast<const unsigned char*>(p->data.data() + p->texts[t].first);
+    const size_t bad = InvalidUtf8At(text, size);
+    if (bad != size) {
+      return Error(
+          TRITONSERVER_ERROR_INVALID_ARG,
+          item + " is not valid UTF-8: byte 0x" + "0123456789abcdef"[text[bad] >> 4] +
+              "0123456789abcdef"[text[bad] & 15] + " at position " + std::to_string(bad));
+    }
+  }
+  return nullptr;
+}
+
+// Sends a request's fallback texts to the Python model; the caller waits for the result.
+TRITONSERVER_Error*
+StartFallback(const ModelState& model, Fallback* call)
+{
+  const Pending& p = *call->pending;
+  for (size_t t : p.fallback) {
+    const uint32_t length = p.texts[t].second;
+    call->input.append(reinterpret_cast<const char*>(&length), sizeof(length));
+    call->input.append(p.data, p.texts[t].first, length);
+  }
+  TRITONSERVER_InferenceRequest* request;
+  RETURN_IF_ERROR(TRITONSERVER_InferenceRequestNew(&request, model.server, model.fallback_model.c_str(), -1));
+  const int64_t shape[2] = {static_cast<int64_t>(p.fallback.size()), 1};
+  TRITONSERVER_Error* err = TRITONSERVER_InferenceRequestAddInput(
+      request, model.input_name.c_str(), TRITONSERVER_TYPE_BYTES, shape, 2);
+  if (err == nullptr) {
+    err = TRITONSERVER_InferenceRequestAppendInputData(
+        request, model.input_name.c_str(), call->input.data(), call->input.size(), TRITONSERVER_MEMORY_CPU, 0);
+  }
+  if (err == nullptr) {
+    err = TRITONSERVER_InferenceRequestAddRequestedOutput(request, model.output_name.c_str());
+  }
+  if (err == nullptr) {
+    err = TRITONSERVER_InferenceRequestSetReleaseCallback(request, FallbackReleased, call);
+  }
+  if (err == nullptr) {
+    err = TRITONSERVER_InferenceRequestSetResponseCallback(
+        request, model.allocator, nullptr, FallbackResponded, call);
+  }
+  if (err == nullptr) {
+    err = TRITONSERVER_ServerInferAsync(model.server, request, nullptr /* trace */);
+  }
+  if (err != nullptr) {
+    TRITONSERVER_InferenceRequestDelete(request);
+    return err;
+  }
+  return nullptr;
+}
+
+// Waits for a fallback, then copies its rows into the request's (or takes its error).
+TRITONSERVER_Error*
+FinishFallback(const ModelState& model, Fallback* call)
+{
+  {
+    std::unique_lock<std::mutex> lock(call->mu);
+    call->cv.wait(lock, [call] { return call->responded && call->released; });
+  }
+  TRITONSERVER_InferenceResponse* response = call->response;
+  if (response == nullptr) {
+    return Error(TRITONSERVER_ERROR_INTERNAL, model.fallback_model + " gave no response");
+  }
+  TRITONSERVER_Error* err = TRITONSERVER_InferenceResponseError(response);
+  if (err != nullptr) {  // owned by the response: copy it
+    err = Error(TRITONSERVER_ErrorCode(err), TRITONSERVER_ErrorMessage(err));
+  } else {
+    const char* name;
+    TRITONSERVER_DataType datatype;
+    const int64_t* shape;
+    uint64_t dims;
+    const void* base;
+    size_t byte_size;
+    TRITONSERVER_MemoryType memory;
+    int64_t memory_id;
+    void* userp;
+    err = TRITONSERVER_InferenceResponseOutput(
+        response, 0, &name, &datatype, &shape, &dims, &base, &byte_size, &memory, &memory_id, &userp);
+    const size_t row_bytes = model.context_length * sizeof(int64_t);
+    Pending& p = *call->pending;
+    if (err == nullptr &&
+        (datatype != TRITONSERVER_TYPE_INT64 || byte_size != p.fallback.size() * row_bytes)) {
+      err = Error(TRITONSERVER_ERROR_INTERNAL, model.fallback_model + " returned rows of another shape");
+    }
+    for (size_t k = 0; err == nullptr && k < p.fallback.size(); ++k) {
+      std::memcpy(
+          p.rows.data() + p.fallback[k] * model.context_length, static_cast<const char*>(base) + k * row_bytes,
+          row_bytes);
+    }
+  }
+  TRITONSERVER_InferenceResponseDelete(response);
+  return err;
+}
+
+TRITONSERVER_Error*
+Respond(const ModelState& model, Pending* p)
+{
+  TRITONBACKEND_Response* response;
+  TRITONSERVER_Error* err = TRITONBACKEND_ResponseNew(&response, p->request);
+  if (err != nullptr) {
+    if (p->error != nullptr) {
+      TRITONSERVER_ErrorDelete(p->error);
+      p->error = nullptr;
+    }
+    return err;
+  }
+  err = p->error;
+  if (err == nullptr) {
+    const int64_t shape[2] = {static_cast<int64_t>(p->texts.size()), model.context_length};
+    TRITONBACKEND_Output* output;
+    err = TRITONBACKEND_ResponseOutput(response, &output, model.output_name.c_str(), TRITONSERVER_TYPE_INT64, shape, 2);
+    void* buffer = nullptr;
+    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
+    int64_t memory_id = 0;
+    const uint64_t bytes = p->rows.size() * sizeof(int64_t);
+    if (err == nullptr) {
+      err = TRITONBACKEND_OutputBuffer(output, &buffer, bytes, &memory, &memory_id);
+    }
+    if (err == nullptr && memory == TRITONSERVER_MEMORY_GPU) {
+      err = Error(TRITONSERVER_ERROR_INTERNAL, "clip_bpe writes its output to host memory only");
+    }
+    if (err == nullptr && bytes != 0) {
+      std::memcpy(buffer, p->rows.data(), bytes);
+    }
+  }
+  TRITONSERVER_Error* sent = TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
+  if (err != nullptr) {
+    TRITONSERVER_ErrorDelete(err);
+  }
+  p->error = nullptr;  // deleted above, whether it was the request's or the response's
+  return sent;
+}
+
+void
+InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
+{
+  const uint64_t exec_start = NowNs();
+  std::vector<Pending> pending(count);
+  for (uint32_t r = 0; r < count; ++r) {
+    pending[r].request = requests[r];
+  }
+  const uint64_t compute_start = NowNs();
+  size_t total_texts = 0;
+  std::vector<std::unique_ptr<Fallback>> calls;
+  for (auto& p : pending) {
+    p.error = ReadRequest(*model_, &p);
+    if (p.error != nullptr) {
+      continue;
+    }
+    total_texts += p.texts.size();
+    const int64_t width = model_->context_length;
+    p.rows.assign(p.texts.size() * width, model_->pad_id);
+    std::vector<int64_t> ids;
+    for (size_t t = 0; t < p.texts.size(); ++t) {
+      const char* text = p.data.data() + p.texts[t].first;
+      const size_t size = p.texts[t].second;
+      ids.clear();
+      if (!IsPlainAscii(text, size) || !PlainIds(text, size, &ids)) {
+        p.fallback.push_back(t);
+        continue;
+      }
+      // <|startoftext|> tokens... <|endoftext|> pad...
+      int64_t* row = p.rows.data() + t * width;
+      row[0] = model_->sot_id;
+      std::copy(ids.begin(), ids.end(), row + 1);
+      row[ids.size() + 1] = model_->eot_id;
+    }
+    if (!p.fallback.empty()) {
+      calls.emplace_back(new Fallback());
+      calls.back()->pending = &p;
+      p.error = StartFallback(*model_, calls.back().get());
+      if (p.error != nullptr) {
+        calls.pop_back();
+      }
+    }
+  }
+  for (auto& call : calls) {
+    call->pending->error = FinishFallback(*model_, call.get());
+  }
+  const uint64_t compute_end = NowNs();
+  for (auto& p : pending) {
+    const bool success = p.error == nullptr;
+    TRITONSERVER_Error* err = Respond(*model_, &p);
+    if (err != nullptr) {  // the response could not be sent: nothing more to tell the client
+      TRITONSERVER_ErrorDelete(err);
+    }
+    const uint64_t exec_end = NowNs();
+    err = TRITONBACKEND_ModelInstanceReportStatistics(
+        instance_, p.request, success, exec_start, compute_start, compute_end, exec_end);
+    if (err != nullptr) {
+      TRITONSERVER_ErrorDelete(err);
+    }
+    err = TRITONBACKEND_RequestRelease(p.request, TRITONSERVER_REQUEST_RELEASE_ALL);
+    if (err != nullptr) {
+      TRITONSERVER_ErrorDelete(err);
+    }
+  }
+  TRITONSERVER_Error* err = TRITONBACKEND_ModelInstanceReportBatchStatistics(
+      instance_, total_texts, exec_start, compute_start, compute_end, NowNs());
+  if (err != nullptr) {
+    TRITONSERVER_ErrorDelete(err);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+TRITONSERVER_Error*
+TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* model)
+{
+  ModelState* state = nullptr;
+  RETURN_IF_ERROR(ModelState::Create(model, &state));
+  return TRITONBACKEND_ModelSetState(model, state);
+}
+
+TRITONSERVER_Error*
+TRITONBACKEND_ModelFinalize(TRITONBACKEND_Model* model)
+{
+  void* state;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelState(model, &state));
+  delete static_cast<ModelState*>(state);
+  return nullptr;
+}
+
+TRITONSERVER_Error*
+TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance)
+{
+  TRITONBACKEND_Model* model;
+  void* model_state;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceModel(instance, &model));
+  RETURN_IF_ERROR(TRITONBACKEND_ModelState(model, &model_state));
+  return TRITONBACKEND_ModelInstanceSetState(
+      instance, new InstanceState(static_cast<ModelState*>(model_state), instance));
+}
+
+TRITONSERVER_Error*
+TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_ModelInstance* instance)
+{
+  void* state;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceState(instance, &state));
+  delete static_cast<InstanceState*>(state);
+  return nullptr;
+}
+
+TRITONSERVER_Error*
+TRITONBACKEND_ModelInstanceExecute(
+    TRITONBACKEND_ModelInstance* instance, TRITONBACKEND_Request** requests, const uint32_t request_count)
+{
+  void* state;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceState(instance, &state));
+  // Every request is answered and released inside, each with its own response or error.
+  static_cast<InstanceState*>(state)->Execute(requests, request_count);
+  return nullptr;
+}
+
+}  // extern "C"
