@@ -16,7 +16,8 @@ from clip_triton_build.repository import (
     NotABuiltRepository,
     start_repository,
 )
-from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE, TOKENIZER_BACKEND_LIBRARY, TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_triton_build.triton_sources import SOURCES_ENV, mirror_path
 from helpers import REPO_ROOT
 
 
@@ -51,6 +52,9 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
         cwd=clone,
     )
     env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_triton_build, not ours
+    mirror = mirror_path()  # the clone has no ../shared beside it: the sources this checkout builds from
+    if mirror is not None:
+        env[SOURCES_ENV] = str(mirror)
     build = subprocess.run(
         [sys.executable, "-m", "clip_triton_build", "--format", "onnx"],
         cwd=clone,
@@ -63,6 +67,7 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
     built = clone / BUILT_REPOSITORY.relative_to(REPO_ROOT)  # the clone's default output
     assert (built / ENCODER_MODEL / "1" / ONNX_FILE).is_file()
     assert (built / TOKENIZER_MODEL / "1" / TOKENIZER_FILE).is_file()
+    assert (built / TOKENIZER_MODEL / TOKENIZER_BACKEND_LIBRARY).is_file()  # compiled from the clone's csrc
     assert git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
 
 

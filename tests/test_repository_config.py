@@ -164,12 +164,12 @@ def is_gpu_variant(name: str) -> bool:
 
 def test_gpu_variants_bring_their_tokenizer_instances():
     """`--model-config-name` applies to every model: a GPU variant's tokenizer config comes along."""
-    source = read_config(SOURCE_REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
     gpu_variants = {name for name in built_variants(ENCODER_MODEL) if is_gpu_variant(name)}
     assert "torchscript" in gpu_variants
-    assert built_variants(TOKENIZER_MODEL) == gpu_variants
-    for name in sorted(gpu_variants):
-        variant = read_config(BUILT_REPOSITORY / TOKENIZER_MODEL / "configs" / f"{name}.pbtxt")
+    for tokenizer, name in ((t, n) for t in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL) for n in sorted(gpu_variants)):
+        assert built_variants(tokenizer) == gpu_variants
+        source = read_config(SOURCE_REPOSITORY / tokenizer / "config.pbtxt")
+        variant = read_config(BUILT_REPOSITORY / tokenizer / "configs" / f"{name}.pbtxt")
         assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["tokenizer_instances"]]
         variant.ClearField("instance_group")
         expected = type(source)()

@@ -162,7 +162,12 @@ def main(argv=None) -> int:
     build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
     stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
     encoder_variants = write_encoder_variants(encoder_dir)
-    for path in encoder_variants + write_tokenizer_variants(repo / TOKENIZER_MODEL, encoder_variants):
+    tokenizer_variants = [
+        path
+        for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL)
+        for path in write_tokenizer_variants(repo / model, encoder_variants)
+    ]
+    for path in encoder_variants + tokenizer_variants:
         log.info("config variant: %s", path)
     log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights, loaded.source)
     if loaded.weights == RANDOM_INIT:

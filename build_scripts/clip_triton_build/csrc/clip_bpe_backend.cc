@@ -125,7 +125,8 @@ class ModelState {
   ~ModelState();
 
   // CLIP's BPE of one lower-cased ASCII word: its ids appended to `ids`; false when a symbol is
-  // not in the vocabulary (never for printable ASCII; the text then goes to the fallback).
+  // not in the vocabulary (never: CLIP's byte-level vocabulary holds every byte, with and without
+  // the suffix).
   bool WordIds(const std::string& word, std::vector<int64_t>* ids) const;
 
   TRITONSERVER_Server* server = nullptr;
@@ -686,29 +687,20 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
   const uint64_t compute_start = NowNs();
   size_t total_texts = 0;
   std::vector<std::unique_ptr<Fallback>> calls;
+  // First the texts only Python can clean, so that its instances work while this one tokenizes
+  // the rest.
   for (auto& p : pending) {
     p.error = ReadRequest(*model_, &p);
     if (p.error != nullptr) {
       continue;
     }
     total_texts += p.texts.size();
-    const int64_t width = model_->context_length;
-    p.rows.assign(p.texts.size() * width, model_->pad_id);
-    std::vector<int64_t> ids;
     for (size_t t = 0; t < p.texts.size(); ++t) {
-      const char* text = p.data.data() + p.texts[t].first;
-      const size_t size = p.texts[t].second;
-      ids.clear();
-      if (!IsPlainAscii(text, size) || !PlainIds(text, size, &ids)) {
+      if (!IsPlainAscii(p.data.data() + p.texts[t].first, p.texts[t].second)) {
         p.fallback.push_back(t);
-        continue;
       }
-      // <|startoftext|> tokens... <|endoftext|> pad...
-      int64_t* row = p.rows.data() + t * width;
-      row[0] = model_->sot_id;
-      std::copy(ids.begin(), ids.end(), row + 1);
-      row[ids.size() + 1] = model_->eot_id;
     }
+    p.rows.assign(p.texts.size() * model_->context_length, model_->pad_id);
     if (!p.fallback.empty()) {
       calls.emplace_back(new Fallback());
       calls.back()->pending = &p;
@@ -718,8 +710,32 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
       }
     }
   }
+  std::vector<int64_t> ids;
+  for (auto& p : pending) {
+    for (size_t t = 0, next_fallback = 0; p.error == nullptr && t < p.texts.size(); ++t) {
+      if (next_fallback < p.fallback.size() && p.fallback[next_fallback] == t) {
+        ++next_fallback;
+        continue;
+      }
+      ids.clear();
+      if (!PlainIds(p.data.data() + p.texts[t].first, p.texts[t].second, &ids)) {
+        p.error = Error(TRITONSERVER_ERROR_INTERNAL, "tokenizer.json lacks a printable ASCII symbol");
+        break;
+      }
+      // <|startoftext|> tokens... <|endoftext|> pad...
+      int64_t* row = p.rows.data() + t * model_->context_length;
+      row[0] = model_->sot_id;
+      std::copy(ids.begin(), ids.end(), row + 1);
+      row[ids.size() + 1] = model_->eot_id;
+    }
+  }
   for (auto& call : calls) {
-    call->pending->error = FinishFallback(*model_, call.get());
+    TRITONSERVER_Error* err = FinishFallback(*model_, call.get());  // always waits: the call must end
+    if (call->pending->error == nullptr) {
+      call->pending->error = err;
+    } else if (err != nullptr) {
+      TRITONSERVER_ErrorDelete(err);
+    }
   }
   const uint64_t compute_end = NowNs();
   for (auto& p : pending) {
