@@ -76,7 +76,7 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       fi
       python3 -m benchmarks.serving_settings --out "$OUT/settings" ${SETTINGS_ARGS:-} ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
-            --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json "$OUT/bulk.json" ;;
+            --encoder-instances 3 --gpus 0 --tokenizer-instances 4 --json "$OUT/bulk.json" ;;
     lab)
       ids=${LAB_IDS:-$OUT/one-gpu}
       models=${LAB_MODELS:-model_fp16.pt}

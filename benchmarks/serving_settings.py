@@ -10,7 +10,7 @@ first checks its embeddings against the CPU ONNX reference with every encoder ex
 CUDA-graph replay (gpu_check.graph_parity). Run by benchmarks/gpu_run.sh (step `settings`) after
 the build; writes serving_settings.json into --out.
 
-    python -m benchmarks.serving_settings --out results/ --settings off:8:2:1024,python:8:2:1024
+    python -m benchmarks.serving_settings --out results/ --settings off:4:3:1024,python:4:3:1024
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variant", default="torchscript_fp16", help="the encoder's config variant")
-    parser.add_argument("--settings", default="off:8:2:1024,off:8:1:1024,off:8:4:1024", metavar="B:T:E:M,...")
+    parser.add_argument("--settings", default="off:4:3:1024,python:4:3:1024,off:4:2:1024", metavar="B:T:E:M,...")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer's measurement window")
     parser.add_argument("--server-arg", action="append", default=[], help="more tritonserver flags")
     parser.add_argument("--points", default="singles,bulk,one", help=f"which of {', '.join(POINTS)}")
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     report: dict = {"variant": args.variant, "server_args": args.server_arg, "parity": {}, "points": []}
     # explicit model control (an instance count given): the models reload between settings
     server = LocalTritonServer.on_free_ports(
-        config_name=args.variant, tokenizer_instances=8, extra_args=args.server_arg
+        config_name=args.variant, tokenizer_instances=4, extra_args=args.server_arg
     )
     server.start(timeout=300)
     report["gpu_start"] = gpu_state()

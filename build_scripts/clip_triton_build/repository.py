@@ -92,13 +92,15 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
 # - up to 1024 rows per execution (the ensemble's requests stay <= its own max_batch_size; the
 #   encoder's batcher joins several): the fp16 export runs any batch as one pass over its packed
 #   tokens, and a forward costs about the same up to hundreds of rows (its host side bounds it);
-# - 2 instances: each is a host thread launching kernels on its own CUDA stream, so one launches
-#   while the GPU runs the other's; with the packed export, 2 beat 4 in bulk (bigger executions)
-#   and tie at 64 single texts;
+# - 3 instances: each is a host thread launching kernels on its own CUDA stream and sending its
+#   batch's responses, so one works while the GPU runs another's. With the tokenizer in C++, the
+#   host has the cores for a third: on an H200, 3 beat 2 by 7-14% at 64 single texts and 12-13%
+#   in bulk; 4 was within the run's spread of 3 (runs S and T);
 # - no batching delay: under load the queue fills while all instances are busy anyway, and a
 #   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
-# - 8 tokenizer instances (Python processes, one request each at a time): 16 gained nothing.
-TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 2, "max_queue_delay_us": 0, "tokenizer_instances": 8}
+# - 4 tokenizer instances (C++ threads; as many Python processes for the texts they hand over):
+#   4 and 8 were within the run's spread, so the fewer.
+TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 3, "max_queue_delay_us": 0, "tokenizer_instances": 4}
 
 
 def serves_gpu_torchscript(backend: str, kind) -> bool:

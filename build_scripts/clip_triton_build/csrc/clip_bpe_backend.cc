@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -173,7 +174,12 @@ ModelState::Create(TRITONBACKEND_Model* model, ModelState** state)
 {
   std::unique_ptr<ModelState> made(new ModelState());
   std::string tokenizer_path;
-  RETURN_IF_ERROR(made->ReadConfig(model, &tokenizer_path));
+  try {  // a number parameter that is not one
+    RETURN_IF_ERROR(made->ReadConfig(model, &tokenizer_path));
+  }
+  catch (const std::exception& e) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, std::string("clip_bpe: a parameter does not parse: ") + e.what());
+  }
   RETURN_IF_ERROR(TRITONBACKEND_ModelServer(model, &made->server));
   RETURN_IF_ERROR(TRITONSERVER_ResponseAllocatorNew(
       &made->allocator, FallbackAlloc, FallbackRelease, nullptr /* start_fn */));
