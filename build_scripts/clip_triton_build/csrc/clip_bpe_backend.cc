@@ -643,9 +643,12 @@ FinishFallback(const ModelState& model, Fallback* call)
   return err;
 }
 
+// Sends the request's response: its rows, or its error (also when the rows cannot be written).
+// `answered` says whether the client got rows; the returned error, whether sending failed.
 TRITONSERVER_Error*
-Respond(const ModelState& model, Pending* p)
+Respond(const ModelState& model, Pending* p, bool* answered)
 {
+  *answered = false;
   TRITONBACKEND_Response* response;
   TRITONSERVER_Error* err = TRITONBACKEND_ResponseNew(&response, p->request);
   if (err != nullptr) {
@@ -675,6 +678,7 @@ Respond(const ModelState& model, Pending* p)
     }
   }
   TRITONSERVER_Error* sent = TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
+  *answered = err == nullptr && sent == nullptr;
   if (err != nullptr) {
     TRITONSERVER_ErrorDelete(err);
   }
@@ -745,8 +749,8 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
   }
   const uint64_t compute_end = NowNs();
   for (auto& p : pending) {
-    const bool success = p.error == nullptr;
-    TRITONSERVER_Error* err = Respond(*model_, &p);
+    bool success;
+    TRITONSERVER_Error* err = Respond(*model_, &p, &success);
     if (err != nullptr) {  // the response could not be sent: nothing more to tell the client
       TRITONSERVER_ErrorDelete(err);
     }
