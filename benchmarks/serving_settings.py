@@ -74,12 +74,10 @@ def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int
 
 def route_to_python_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
     """The ensemble as it was before the C++ tokenizer: its first step is clip_tokenizer_python,
-    with `instances` instances (the tokenizer's variant config, renamed)."""
-    tokenizer = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
-    config = model_config(BUILT_REPOSITORY, PYTHON_TOKENIZER_MODEL, variant)
-    del config.instance_group[:]
-    config.instance_group.extend(tokenizer.instance_group)
-    reload(url, headers, config)
+    with `instances` instances."""
+    reload(
+        url, headers, with_instances(model_config(BUILT_REPOSITORY, PYTHON_TOKENIZER_MODEL, variant), instances, None)
+    )
     ensemble = model_config(BUILT_REPOSITORY, ENSEMBLE_MODEL, variant)
     for step in ensemble.ensemble_scheduling.step:
         if step.model_name == TOKENIZER_MODEL:

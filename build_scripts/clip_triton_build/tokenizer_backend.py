@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .spec import TOKENIZER_BACKEND_LIBRARY, TOKENIZER_MODEL
-from .triton_sources import MIRROR_RAPIDJSON, SOURCES_ENV, SourcesUnavailable, core_include, rapidjson_include
+from .triton_sources import SourcesUnavailable, core_include, rapidjson_include
 
 SOURCE = Path(__file__).parent / "csrc" / "clip_bpe_backend.cc"
 
@@ -30,16 +30,10 @@ def library_path(repository: Path, prefix: str = "") -> Path:
 
 def build(destination: Path) -> Path:
     """Compile the backend to `destination` (a file path) and return it."""
-    rapidjson = rapidjson_include()
-    if rapidjson is None:
-        raise TokenizerBackendBuildError(
-            "RapidJSON headers not found: apt-get install rapidjson-dev "
-            f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)"
-        )
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            core = core_include(Path(tmp))
+            rapidjson, core = rapidjson_include(), core_include(Path(tmp))
         except SourcesUnavailable as exc:
             raise TokenizerBackendBuildError(str(exc)) from None
         output = Path(tmp) / destination.name

@@ -43,12 +43,17 @@ def mirror_path() -> Path | None:
     return BESIDE_CHECKOUT if BESIDE_CHECKOUT.is_dir() else None
 
 
-def rapidjson_include() -> Path | None:
-    """The folder holding rapidjson/: the mirror's, else the system's; None when neither has it."""
+def rapidjson_include() -> Path:
+    """The folder holding rapidjson/: the mirror's, else the system's."""
     source = mirror_path()
     if source and (source / MIRROR_RAPIDJSON / "include" / "rapidjson").is_dir():
         return source / MIRROR_RAPIDJSON / "include"
-    return SYSTEM_RAPIDJSON.parent if SYSTEM_RAPIDJSON.is_dir() else None
+    if SYSTEM_RAPIDJSON.is_dir():
+        return SYSTEM_RAPIDJSON.parent
+    raise SourcesUnavailable(
+        "RapidJSON headers not found: apt-get install rapidjson-dev "
+        f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)"
+    )
 
 
 def fetch_core_headers(dest: Path) -> Path:

@@ -150,13 +150,10 @@ def require_tools(gpu: bool) -> None:
 
 
 def rapidjson_include() -> Path:
-    include = triton_sources.rapidjson_include()
-    if include is not None:
-        return include
-    raise BackendBuildError(
-        "RapidJSON headers not found: apt-get install rapidjson-dev "
-        f"(or set ${SOURCES_ENV} to a mirror with {MIRROR_RAPIDJSON}/include)"
-    )
+    try:
+        return triton_sources.rapidjson_include()
+    except triton_sources.SourcesUnavailable as exc:
+        raise BackendBuildError(str(exc)) from None
 
 
 def googletest_source() -> Path | None:
