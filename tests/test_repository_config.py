@@ -166,11 +166,15 @@ def test_gpu_variants_bring_their_tokenizer_instances():
     """`--model-config-name` applies to every model: a GPU variant's tokenizer config comes along."""
     gpu_variants = {name for name in built_variants(ENCODER_MODEL) if is_gpu_variant(name)}
     assert "torchscript" in gpu_variants
-    for tokenizer, name in ((t, n) for t in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL) for n in sorted(gpu_variants)):
+    instances = {
+        TOKENIZER_MODEL: TORCHSCRIPT_GPU["tokenizer_instances"],
+        PYTHON_TOKENIZER_MODEL: TORCHSCRIPT_GPU["python_tokenizer_instances"],
+    }
+    for tokenizer, name in ((t, n) for t in instances for n in sorted(gpu_variants)):
         assert built_variants(tokenizer) == gpu_variants
         source = read_config(SOURCE_REPOSITORY / tokenizer / "config.pbtxt")
         variant = read_config(BUILT_REPOSITORY / tokenizer / "configs" / f"{name}.pbtxt")
-        assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["tokenizer_instances"]]
+        assert [g.count for g in variant.instance_group] == [instances[tokenizer]]
         variant.ClearField("instance_group")
         expected = type(source)()
         expected.CopyFrom(source)

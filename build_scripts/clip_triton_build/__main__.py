@@ -22,6 +22,7 @@ from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
     SOURCE_REPOSITORY,
+    TORCHSCRIPT_GPU,
     NotABuiltRepository,
     build_info_path,
     cuda_graphs_library,
@@ -164,8 +165,11 @@ def main(argv=None) -> int:
     encoder_variants = write_encoder_variants(encoder_dir)
     tokenizer_variants = [
         path
-        for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL)
-        for path in write_tokenizer_variants(repo / model, encoder_variants)
+        for model, instances in (
+            (TOKENIZER_MODEL, TORCHSCRIPT_GPU["tokenizer_instances"]),
+            (PYTHON_TOKENIZER_MODEL, TORCHSCRIPT_GPU["python_tokenizer_instances"]),
+        )
+        for path in write_tokenizer_variants(repo / model, encoder_variants, instances)
     ]
     for path in encoder_variants + tokenizer_variants:
         log.info("config variant: %s", path)

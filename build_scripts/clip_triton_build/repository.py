@@ -98,9 +98,16 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
 #   in bulk; 4 was within the run's spread of 3 (runs S and T);
 # - no batching delay: under load the queue fills while all instances are busy anyway, and a
 #   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
-# - 4 tokenizer instances (C++ threads; as many Python processes for the texts they hand over):
-#   4 and 8 were within the run's spread, so the fewer.
-TORCHSCRIPT_GPU = {"max_batch_size": 1024, "encoder_instances": 3, "max_queue_delay_us": 0, "tokenizer_instances": 4}
+# - 4 C++ tokenizer instances (threads): 4 and 8 were within the run's spread, so the fewer;
+# - 8 Python tokenizer instances (processes) for the texts the C++ one hands over: what every
+#   measured setting of runs S and T had. With 2, bulk requests queued on them (run R).
+TORCHSCRIPT_GPU = {
+    "max_batch_size": 1024,
+    "encoder_instances": 3,
+    "max_queue_delay_us": 0,
+    "tokenizer_instances": 4,
+    "python_tokenizer_instances": 8,
+}
 
 
 def serves_gpu_torchscript(backend: str, kind) -> bool:
@@ -209,11 +216,11 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
     return written
 
 
-def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path]) -> list[Path]:
-    """configs/NAME.pbtxt for the GPU TorchScript variants among the encoder's: `--model-config-name`
-    applies to every model, so a GPU host's tokenizer instances come with the encoder's variant.
-    For both tokenizers: the C++ one hands bulk requests' non-ASCII texts to the Python one, which
-    then needs as many instances (with 2, it halved bulk throughput on an H200)."""
+def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path], instances: int) -> list[Path]:
+    """configs/NAME.pbtxt with `instances` instances for the GPU TorchScript variants among the
+    encoder's: `--model-config-name` applies to every model, so a GPU host's tokenizer instances
+    come with the encoder's variant. For both tokenizers: the C++ one hands bulk requests'
+    non-ASCII texts to the Python one, which needs its own share of the host (run R)."""
     source = read_config(tokenizer_dir / "config.pbtxt")
     out_dir = tokenizer_dir / "configs"
     out_dir.mkdir(exist_ok=True)
@@ -224,7 +231,7 @@ def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path]) 
             continue
         config = mc.ModelConfig()
         config.CopyFrom(source)
-        config.instance_group[0].count = TORCHSCRIPT_GPU["tokenizer_instances"]
+        config.instance_group[0].count = instances
         path = out_dir / f"{name}.pbtxt"
         path.write_text(
             f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}: a GPU host);"
