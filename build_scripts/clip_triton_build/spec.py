@@ -33,13 +33,14 @@ RANDOM_INIT_SEED = 0
 
 # Names the model repository uses (model folders and tensor names); the configs spell them too
 # and tests/test_repository_config.py checks that they agree.
-TOKENIZER_MODEL = "clip_tokenizer"  # C++ (backend clip_bpe): plain-ASCII texts itself, the rest via:
+TOKENIZER_MODEL = "clip_tokenizer"  # C++ (backend clip_bpe): plain texts itself, the rest via:
 PYTHON_TOKENIZER_MODEL = "clip_tokenizer_python"  # any text, with ftfy: its config's fallback_model
 ENCODER_MODEL = "clip_text_encoder"
 ENSEMBLE_MODEL = "clip_text"  # what clients call
 # the load order: what a model calls before it (the ensemble's steps; the tokenizer's fallback)
 MODELS = (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
 FALLBACK_PARAMETER = "fallback_model"  # clip_tokenizer's config: the model it sends other texts to
+PLAIN_SYMBOLS_PARAMETER = "plain_symbols"  # clip_tokenizer's config: the non-ASCII characters it cleans itself
 TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizer's input: [B, 1] BYTES
 EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, 512] FP32
 IDS_TENSOR = "input_ids"  # the tokenizer's output and the encoder's input: [B, 77] INT64

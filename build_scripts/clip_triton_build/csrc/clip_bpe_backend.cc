@@ -2,12 +2,13 @@
 //
 // Why: through Triton's Python backend every request pays a hop to a stub process (~0.4 ms with
 // the host idle, more under load), which on a GPU host made the tokenizer the largest per-request
-// CPU cost of the ensemble. Most texts are plain ASCII captions, and for those CLIP's cleaning is
-// whitespace collapse and lower-casing alone (model.py of clip_tokenizer_python says why), which
-// this backend does itself, then CLIP's word split and BPE from the same tokenizer.json.
+// CPU cost of the ensemble. Most texts are plain: ASCII captions, some with emoji. For those CLIP's
+// cleaning is whitespace collapse and lower-casing alone (model.py of clip_tokenizer_python says
+// why for ASCII; the config's plain_symbols, why for the emoji), which this backend does itself,
+// then CLIP's word split and byte-level BPE from the same tokenizer.json.
 //
-// Every other text (non-ASCII, '&', control characters, longer than 2048 bytes) needs ftfy, which
-// only Python has: the backend sends those texts, one inference request per client request, to
+// Every other text (other non-ASCII, '&', control characters, longer than 2048 bytes) needs ftfy,
+// which only Python has: the backend sends those texts, one inference request per client request, to
 // the Python model named by the `fallback_model` parameter (clip_tokenizer_python) through
 // Triton's in-process API, and copies its rows back. A request's error there is that request's
 // error here; its batch-mates are unaffected.
@@ -24,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -60,24 +62,87 @@ NowNs()
 
 // -- what the model's config and tokenizer.json say ---------------------------------------------
 
-// The fast path's texts: printable ASCII, space, tab and newline, but no '&', and short enough to
-// split whole. The same rule as is_plain_ascii in clip_tokenizer_python's model.py.
+// Inclusive ranges of code points, sorted: the non-ASCII characters the fast path takes.
+using CodePoints = std::vector<std::pair<uint32_t, uint32_t>>;
+
+// The config's plain_symbols: "200D FE0E-FE0F 1F300-1F6D7 ...", hexadecimal, ascending, disjoint.
+TRITONSERVER_Error*
+ParseCodePoints(const std::string& text, CodePoints* out)
+{
+  std::istringstream items(text);
+  std::string item;
+  while (items >> item) {
+    const size_t dash = item.find('-');
+    const std::string low = item.substr(0, dash), high = dash == std::string::npos ? low : item.substr(dash + 1);
+    size_t used_low = 0, used_high = 0;
+    const unsigned long first = std::stoul(low, &used_low, 16), last = std::stoul(high, &used_high, 16);
+    if (used_low != low.size() || used_high != high.size() || first < 0x80 || first > last || last > 0x10ffff ||
+        (!out->empty() && first <= out->back().second)) {
+      return Error(
+          TRITONSERVER_ERROR_INVALID_ARG,
+          "plain_symbols: '" + item + "' is not a non-ASCII code point or range above the previous one");
+    }
+    out->emplace_back(first, last);
+  }
+  return nullptr;
+}
+
+// The fast path's texts: printable ASCII, space, tab and newline, but no '&', and characters of
+// `symbols`, in at most 2048 bytes (short enough to split whole). The ASCII part is is_plain_ascii
+// in clip_tokenizer_python's model.py. `text` is valid UTF-8: ReadRequest checked it.
 constexpr size_t kPlainMaxBytes = 2048;
 
 bool
-IsPlainAscii(const char* text, size_t size)
+IsPlain(const char* text, size_t size, const CodePoints& symbols)
 {
   if (size > kPlainMaxBytes) {
     return false;
   }
-  for (size_t i = 0; i < size; ++i) {
-    const unsigned char c = text[i];
-    const bool printable = c >= 0x20 && c <= 0x7e && c != '&';
-    if (!printable && c != '\t' && c != '\n') {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text);
+  for (size_t i = 0; i < size;) {
+    const unsigned char c = bytes[i];
+    if (c < 0x80) {
+      const bool printable = c >= 0x20 && c <= 0x7e && c != '&';
+      if (!printable && c != '\t' && c != '\n') {
+        return false;
+      }
+      ++i;
+      continue;
+    }
+    const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    uint32_t point = c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k) {
+      point = (point << 6) | (bytes[i + k] & 0x3f);
+    }
+    const auto after = std::upper_bound(
+        symbols.begin(), symbols.end(), point,
+        [](uint32_t p, const std::pair<uint32_t, uint32_t>& range) { return p < range.first; });
+    if (after == symbols.begin() || std::prev(after)->second < point) {
       return false;
     }
+    i += n;
   }
   return true;
+}
+
+// GPT-2's bytes_to_unicode, in which CLIP's tokenizer.json spells its symbols: a byte is one
+// character, the printable Latin-1 bytes ('!'-'~', U+00A1-U+00AC, U+00AE-U+00FF) themselves and
+// every other byte U+0100 + n, n counting those bytes in order; here each as UTF-8.
+std::vector<std::string>
+ByteSymbols()
+{
+  std::vector<std::string> symbols(256);
+  uint32_t next = 0x100;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    const uint32_t point = printable ? b : next++;
+    if (point < 0x80) {
+      symbols[b] = std::string(1, static_cast<char>(point));
+    } else {  // every point here is below U+0800: two bytes
+      symbols[b] = {static_cast<char>(0xc0 | (point >> 6)), static_cast<char>(0x80 | (point & 0x3f))};
+    }
+  }
+  return symbols;
 }
 
 // The offset of the first byte that breaks UTF-8 (strict, as Python decodes: no overlong forms,
@@ -125,9 +190,9 @@ class ModelState {
   static TRITONSERVER_Error* Create(TRITONBACKEND_Model* model, ModelState** state);
   ~ModelState();
 
-  // CLIP's BPE of one lower-cased ASCII word: its ids appended to `ids`; false when a symbol is
-  // not in the vocabulary (never: CLIP's byte-level vocabulary holds every byte, with and without
-  // the suffix).
+  // CLIP's BPE of one word of a lower-cased plain text: its ids appended to `ids`; false when a
+  // symbol is not in the vocabulary (never: CLIP's byte-level vocabulary holds every byte, with
+  // and without the suffix).
   bool WordIds(const std::string& word, std::vector<int64_t>* ids) const;
 
   TRITONSERVER_Server* server = nullptr;
@@ -135,6 +200,7 @@ class ModelState {
   std::string input_name, output_name, fallback_model;
   int64_t context_length = 0, pad_id = 0, sot_id = 0, eot_id = 0;
   uint64_t max_text_bytes = 0;
+  CodePoints plain_symbols;
 
  private:
   TRITONSERVER_Error* ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path);
@@ -142,6 +208,7 @@ class ModelState {
 
   std::unordered_map<std::string, int64_t> vocab_;
   std::unordered_map<std::string, int> ranks_;  // "left right" -> merge rank
+  const std::vector<std::string> byte_symbols_ = ByteSymbols();
 };
 
 // Output buffers for the fallback model's responses: plain host memory, freed once copied.
@@ -222,13 +289,13 @@ ModelState::ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path)
   std::unordered_map<std::string, std::string> params;
   if (config.HasMember("parameters")) {
     for (const auto& p : config["parameters"].GetObject()) {
-      if (p.value.IsObject() && p.value.HasMember("string_value")) {
-        params[p.name.GetString()] = p.value["string_value"].GetString();
+      if (p.value.IsObject()) {  // JSON leaves out an empty string_value, as protobuf does
+        params[p.name.GetString()] = p.value.HasMember("string_value") ? p.value["string_value"].GetString() : "";
       }
     }
   }
   for (const char* key : {"tokenizer_file", "context_length", "sot_token", "eot_token", "pad_id",
-                          "max_text_bytes", "fallback_model"}) {
+                          "max_text_bytes", "fallback_model", "plain_symbols"}) {
     if (params.find(key) == params.end()) {
       return Error(TRITONSERVER_ERROR_INVALID_ARG, std::string("parameter '") + key + "' is missing");
     }
@@ -237,6 +304,7 @@ ModelState::ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path)
   pad_id = std::stoll(params["pad_id"]);
   max_text_bytes = std::stoull(params["max_text_bytes"]);
   fallback_model = params["fallback_model"];
+  RETURN_IF_ERROR(ParseCodePoints(params["plain_symbols"], &plain_symbols));
   if (context_length < 3) {
     return Error(TRITONSERVER_ERROR_INVALID_ARG, "context_length must leave room for a token");
   }
@@ -292,13 +360,13 @@ ModelState::ReadTokenizer(const std::string& path, const std::string& sot, const
 bool
 ModelState::WordIds(const std::string& word, std::vector<int64_t>* ids) const
 {
-  // Printable ASCII bytes are their own symbols in CLIP's byte-level alphabet; the last one
-  // carries the end-of-word suffix. Merge the best-ranked adjacent pair, every occurrence left to
-  // right, until no pair merges (open_clip's SimpleTokenizer.bpe).
+  // Each UTF-8 byte is one symbol of CLIP's byte-level alphabet; the last one carries the
+  // end-of-word suffix. Merge the best-ranked adjacent pair, every occurrence left to right, until
+  // no pair merges (open_clip's SimpleTokenizer.bpe).
   std::vector<std::string> symbols;
   symbols.reserve(word.size());
-  for (char c : word) {
-    symbols.emplace_back(1, c);
+  for (unsigned char c : word) {
+    symbols.push_back(byte_symbols_[c]);
   }
   symbols.back() += "</w>";
   std::string key;
@@ -383,10 +451,12 @@ InstanceState::CachedWord(const std::string& word)
 bool
 InstanceState::PlainIds(const char* text, size_t size, std::vector<int64_t>* ids)
 {
-  // CLIP's word split (tokenizer.json's pattern) on lower-cased ASCII:
+  // CLIP's word split (tokenizer.json's pattern) on a lower-cased plain text:
   //   's|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\s a-z0-9]+
   // tried in that order at each position; whitespace belongs to no word, so runs of it and the
-  // ends split as open_clip's collapsed text does.
+  // ends split as open_clip's collapsed text does. A plain text's letters (\p{L}) and numbers
+  // (\p{N}) are ASCII: its other characters, plain_symbols, are neither, nor whitespace, so their
+  // bytes (>= 0x80) join the runs of the last alternative, as ASCII punctuation does.
   const size_t keep = static_cast<size_t>(model_->context_length - 2);
   auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
   auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n'; };
@@ -706,7 +776,7 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
     }
     total_texts += p.texts.size();
     for (size_t t = 0; t < p.texts.size(); ++t) {
-      if (!IsPlainAscii(p.data.data() + p.texts[t].first, p.texts[t].second)) {
+      if (!IsPlain(p.data.data() + p.texts[t].first, p.texts[t].second, model_->plain_symbols)) {
         p.fallback.push_back(t);
       }
     }
@@ -729,7 +799,7 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
       }
       ids.clear();
       if (!PlainIds(p.data.data() + p.texts[t].first, p.texts[t].second, &ids)) {
-        p.error = Error(TRITONSERVER_ERROR_INTERNAL, "tokenizer.json lacks a printable ASCII symbol");
+        p.error = Error(TRITONSERVER_ERROR_INTERNAL, "tokenizer.json lacks a byte's symbol");
         break;
       }
       // <|startoftext|> tokens... <|endoftext|> pad...

@@ -1,8 +1,9 @@
 """clip_tokenizer_python: TEXT (UTF-8 strings) -> input_ids (CLIP BPE ids, fixed length).
 
 The served tokenizer, clip_tokenizer, is C++ (the build's csrc/clip_bpe_backend.cc): it tokenizes
-plain-ASCII texts itself and sends every other text here. This model tokenizes any text and can
-be called directly; its plain-ASCII path below is the rule the C++ one implements.
+plain texts itself (plain ASCII as `is_plain_ascii` below defines it, with or without the emoji its
+config lists in plain_symbols) and sends every other text here. This model tokenizes any text and
+can be called directly.
 
 CLIP's own cleaning runs in Python exactly as open_clip / OpenAI CLIP do it (ftfy fix, HTML
 unescape twice, whitespace collapse, str.lower()); the BPE itself runs in the Rust `tokenizers`
