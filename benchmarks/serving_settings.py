@@ -2,8 +2,9 @@
 models through the repository API (no file edited) and runs the same points, one text per request
 at concurrency 64 (HTTP and gRPC), 256 texts per request at concurrency 8 (short and mixed) and one
 text at concurrency 1. A setting is B:T:E:M[:F]: B the tokenizer with a dynamic batcher (on),
-without (off), or the Python tokenizer in the ensemble's first step instead of the C++ one
-(python: the ensemble before the C++ tokenizer); T tokenizer instances, E encoder instances, M
+without (off), the C++ tokenizer taking plain ASCII only, every emoji text to Python (ascii: as it
+was before plain_symbols), or the Python tokenizer in the ensemble's first step instead of the C++
+one (python: the ensemble before the C++ tokenizer); T tokenizer instances, E encoder instances, M
 encoder max_batch_size, and optionally F, the encoder's model file in its version folder (default:
 the variant's), e.g. an export variant that benchmarks/lab_exports.py wrote there. Each setting
 first checks its embeddings against the CPU ONNX reference with every encoder execution a
@@ -28,7 +29,14 @@ from benchmarks.gpu_check import graph_parity, model_counts, perf_analyzer
 from clip_triton import corpus, verify
 from clip_triton.deploy import deploy, model_config, with_instances
 from clip_triton.paths import BUILT_REPOSITORY
-from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, ONNX_FILE, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL
+from clip_triton_build.spec import (
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    ONNX_FILE,
+    PLAIN_SYMBOLS_PARAMETER,
+    PYTHON_TOKENIZER_MODEL,
+    TOKENIZER_MODEL,
+)
 
 # (concurrency, texts per request, texts, protocol, perf_analyzer async)
 POINTS = {
@@ -69,6 +77,14 @@ def load_batched_tokenizer(url: str, headers: dict, variant: str, instances: int
     alone gives the setting without one."""
     config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
     config.dynamic_batching.max_queue_delay_microseconds = 0
+    reload(url, headers, config)
+
+
+def load_ascii_only_tokenizer(url: str, headers: dict, variant: str, instances: int) -> None:
+    """Reload clip_tokenizer with no plain_symbols: it tokenizes plain ASCII itself and hands every
+    text with an emoji to clip_tokenizer_python."""
+    config = with_instances(model_config(BUILT_REPOSITORY, TOKENIZER_MODEL, variant), instances, None)
+    config.parameters[PLAIN_SYMBOLS_PARAMETER].string_value = ""
     reload(url, headers, config)
 
 
@@ -137,6 +153,8 @@ def main(argv=None) -> int:
             )
             if batching == "on":
                 load_batched_tokenizer(url, headers, args.variant, int(tokenizers))
+            if batching == "ascii":
+                load_ascii_only_tokenizer(url, headers, args.variant, int(tokenizers))
             if batching == "python":
                 route_to_python_tokenizer(url, headers, args.variant, int(tokenizers))
             if model_file:
