@@ -17,6 +17,26 @@ def label(row: dict) -> str:
     return f"{row['concurrency']}x{row['texts_per_request']}\n{row['texts']}"
 
 
+def perf_analyzer(ax, report: dict) -> None:
+    """perf_analyzer's points against the ensemble: docs/s, p50 and p99."""
+    rows = [
+        r
+        for r in report["load"] + report.get("limits_c64", [])
+        if r.get("tool") == "perf_analyzer" and r.get("model", "clip_text") == "clip_text"
+    ]
+    xs = range(len(rows))
+    ax.bar(xs, [r["docs_per_s"] for r in rows], 0.6, color="tab:green")
+    for x, r in zip(xs, rows):
+        text = f"{r['docs_per_s']:,.0f}\np50 {r['p50_ms']:.2f} ms\np99 {r['p99_ms']:.2f} ms"
+        ax.annotate(text, (x, r["docs_per_s"]), ha="center", va="bottom", fontsize=7)
+    ticks = [f"{r['concurrency']}x{r['texts_per_request']}\n{r['kind']}, {r['protocol']}" for r in rows]
+    ax.set_xticks(list(xs), ticks, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(top=max([r["docs_per_s"] for r in rows], default=1) * 10)  # room for the labels
+    ax.set_ylabel("docs/s (log)")
+    ax.set_title("perf_analyzer, the same server")
+
+
 def plot(report: dict, out: str) -> None:
     rows = [r for r in report["load"] if r.get("tool") != "perf_analyzer"]
     fig, (ax, ax_sweep, ax_trace) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [3, 3, 2]})
@@ -34,6 +54,7 @@ def plot(report: dict, out: str) -> None:
         )
     ax.set_xticks(list(xs), [label(r) for r in rows])
     ax.set_yscale("log")
+    ax.set_ylim(top=max([r["docs_per_s"] for r in rows] + raw, default=1) * 10)  # room for the labels
     ax.set_ylabel("docs/s (log)")
     ax.set_title("fp16, the repository's GPU default")
     ax.legend(fontsize=7, loc="upper left")
@@ -62,9 +83,12 @@ def plot(report: dict, out: str) -> None:
         )
     ax_sweep.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
     ax_sweep.set_yscale("log")
-    ax_sweep.set_title("settings, same server" if settings else "settings, same server (none swept)")
+    ax_sweep.set_title("settings, same server")
     if settings:
         ax_sweep.legend(fontsize=7)
+    else:  # nothing swept: the panel shows perf_analyzer's points (the C++ client: the headline)
+        ax_sweep.clear()
+        perf_analyzer(ax_sweep, report)
 
     parts = {k: v for k, v in report.get("one_text_breakdown", {}).items() if k != "ensemble_total"}
     ax_trace.barh(list(parts), [v["p50_us"] / 1e3 for v in parts.values()], label="p50")
