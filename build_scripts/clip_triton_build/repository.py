@@ -95,12 +95,14 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
 # - 3 instances: each is a host thread launching kernels on its own CUDA stream and sending its
 #   batch's responses, so one works while the GPU runs another's. With the tokenizer in C++, the
 #   host has the cores for a third: on an H200, 3 beat 2 by 7-14% at 64 single texts and 12-13%
-#   in bulk; 4 was within the run's spread of 3 (runs S and T);
+#   in bulk; 4 was within the run's spread of 3 (runs S and T, and again run U: +4-5% in bulk);
 # - no batching delay: under load the queue fills while all instances are busy anyway, and a
 #   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
 # - 4 C++ tokenizer instances (threads): 4 and 8 were within the run's spread, so the fewer;
 # - 8 Python tokenizer instances (processes) for the texts the C++ one hands over: what every
-#   measured setting of runs S and T had. With 2, bulk requests queued on them (run R).
+#   measured setting of runs S-W had. With 2, bulk requests queued on them (run R). Since emoji
+#   stay in C++ (run U) none of the benchmark texts reach them, but a user's non-ASCII texts
+#   (accents, other scripts) all do.
 TORCHSCRIPT_GPU = {
     "max_batch_size": 1024,
     "encoder_instances": 3,
