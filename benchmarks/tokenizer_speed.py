@@ -8,9 +8,10 @@ first's, or the run fails.
     python -m benchmarks.tokenizer_speed --model /tmp/old_model.py [--json out.json]
 
 `--server` adds the served tokenizer (clip_tokenizer: the C++ backend, which hands texts that are
-not plain ASCII to the Python model) on a local tritonserver (one instance, one request in flight,
-the same batches over gRPC): its compute per text from Triton's statistics API, next to the
-Python code in-process, with nothing else on the host competing for the cores.
+not plain, ASCII with or without emoji, to the Python model) on a local tritonserver (one
+instance, one request in flight, the same batches over gRPC): its compute per text from Triton's
+statistics API, next to the Python code in-process, with nothing else on the host competing for
+the cores.
 """
 
 from __future__ import annotations

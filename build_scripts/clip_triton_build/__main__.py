@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     except NotABuiltRepository as exc:
         log.error("%s", exc)
         return 2
-    # both tokenizers read the same tokenizer.json: the C++ one for plain ASCII, the Python one for the rest
+    # both tokenizers read the same tokenizer.json: the C++ one for plain texts, the Python one for the rest
     tokenizer_path = write_tokenizer(repo / PYTHON_TOKENIZER_MODEL / "1")
     shutil.copyfile(tokenizer_path, repo / TOKENIZER_MODEL / "1" / tokenizer_path.name)
     log.info("tokenizer: %s", tokenizer_path)
