@@ -1,4 +1,5 @@
-"""The encoder runs on Triton's C++ backends (the ones NGC's image ships), and their settings are real."""
+"""The models run on C++ backends (the encoder on the ones NGC's image ships, the tokenizer on its own),
+and their settings are real."""
 
 import re
 import time
@@ -11,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from clip_triton import LocalTritonServer
 from clip_triton_build.repository import ORT_CPU_PARAMETERS, read_config
-from clip_triton_build.spec import ENCODER_MODEL
+from clip_triton_build.spec import ENCODER_MODEL, PLAIN_SYMBOLS_PARAMETER, TOKENIZER_MODEL
 from helpers import REPOSITORY
 
 
@@ -54,14 +55,15 @@ def explicit_server():
         yield srv
 
 
-def load_encoder(srv, **parameters) -> None:
-    config = read_config(REPOSITORY / ENCODER_MODEL / "configs" / "cpu.pbtxt")
+def load(srv, config_path: Path, **parameters) -> None:
+    """Load the model of the config at `config_path`, with `parameters` set in it."""
+    config = read_config(config_path)
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     client = grpc.InferenceServerClient(srv.grpc_url)
     try:
         client.load_model(
-            ENCODER_MODEL,
+            config.name,
             headers=srv.admin_headers(),
             config=json_format.MessageToJson(config, preserving_proto_field_name=True),
         )
@@ -69,15 +71,23 @@ def load_encoder(srv, **parameters) -> None:
         client.close()
 
 
-def unload_encoder(srv) -> None:
+def unload(srv, model: str) -> None:
     client = grpc.InferenceServerClient(srv.grpc_url)
     try:
-        client.unload_model(ENCODER_MODEL, headers=srv.admin_headers())
+        client.unload_model(model, headers=srv.admin_headers())
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and client.is_model_ready(ENCODER_MODEL):
+        while time.monotonic() < deadline and client.is_model_ready(model):
             time.sleep(0.1)
     finally:
         client.close()
+
+
+def load_encoder(srv, **parameters) -> None:
+    load(srv, REPOSITORY / ENCODER_MODEL / "configs" / "cpu.pbtxt", **parameters)
+
+
+def unload_encoder(srv) -> None:
+    unload(srv, ENCODER_MODEL)
 
 
 def threads(srv) -> int:
@@ -103,3 +113,20 @@ def test_the_backend_refuses_a_bad_execution_mode(explicit_server):
         load_encoder(explicit_server, execution_mode="7")
     load_encoder(explicit_server)  # the declared settings load
     unload_encoder(explicit_server)
+
+
+@pytest.mark.parametrize(
+    "plain_symbols, item",
+    [("200D 1F300-1F2FF", "1F300-1F2FF"), ("1F300 200D", "200D"), ("41", "41"), ("1F3XX", "1F3XX")],
+    ids=["a range upside down", "out of order", "ASCII", "not hex"],
+)
+def test_the_tokenizer_backend_refuses_malformed_plain_symbols_and_names_the_item(explicit_server, plain_symbols, item):
+    """clip_bpe reads plain_symbols at load: hexadecimal non-ASCII code points and ranges,
+    ascending and disjoint. Anything else fails the load, naming the item."""
+    with pytest.raises(InferenceServerException, match=f"plain_symbols: '{item}'"):
+        load(explicit_server, REPOSITORY / TOKENIZER_MODEL / "config.pbtxt", **{PLAIN_SYMBOLS_PARAMETER: plain_symbols})
+
+
+def test_the_tokenizer_backend_loads_its_declared_plain_symbols(explicit_server):
+    load(explicit_server, REPOSITORY / TOKENIZER_MODEL / "config.pbtxt")
+    unload(explicit_server, TOKENIZER_MODEL)
