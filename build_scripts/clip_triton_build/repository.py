@@ -221,8 +221,9 @@ def write_encoder_variants(encoder_dir: Path) -> list[Path]:
 def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path], instances: int) -> list[Path]:
     """configs/NAME.pbtxt with `instances` instances for the GPU TorchScript variants among the
     encoder's: `--model-config-name` applies to every model, so a GPU host's tokenizer instances
-    come with the encoder's variant. For both tokenizers: the C++ one hands bulk requests'
-    non-ASCII texts to the Python one, which needs its own share of the host (run R)."""
+    come with the encoder's variant. For both tokenizers: the C++ one hands the texts it cannot
+    clean itself (other non-ASCII than emoji, '&', ...) to the Python one, which needs its own
+    share of the host (run R)."""
     source = read_config(tokenizer_dir / "config.pbtxt")
     out_dir = tokenizer_dir / "configs"
     out_dir.mkdir(exist_ok=True)

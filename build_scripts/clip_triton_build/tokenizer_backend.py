@@ -24,8 +24,9 @@ class TokenizerBackendBuildError(RuntimeError):
     pass
 
 
-def library_path(repository: Path, prefix: str = "") -> Path:
-    return Path(repository) / f"{prefix}{TOKENIZER_MODEL}" / TOKENIZER_BACKEND_LIBRARY
+def library_path(repository: Path) -> Path:
+    """Where Triton finds the backend in a built repository: the tokenizer model's folder."""
+    return Path(repository) / TOKENIZER_MODEL / TOKENIZER_BACKEND_LIBRARY
 
 
 def build(destination: Path) -> Path:
