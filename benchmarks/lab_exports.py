@@ -10,7 +10,9 @@ the same GPU before it is timed.
 graphs; `graphs`: what the build exports (`_ScriptedGraphs`: packed "efficient" plus CUDA graphs
 of it for batches up to 64 rows); `padded_graphs`: the graphs before that (`PaddedGraphs`: the
 padded tower over (rows, length) buckets); `device_output`: `graphs`, but the embeddings stay on
-the GPU (the files before `host_output`). Variants can be served side by side with the build's
+the GPU (the files before `host_output`); `fused_norm` / `unfused`: `graphs` with each residual
+add and the layer norm after it as one op (clip_kernels::add_layer_norm) / as two, whatever the
+build's FP16_FUSED_NORM. Variants can be served side by side with the build's
 file (benchmarks/serving_settings.py takes a model file per setting).
 
 Each file is checked in batches of varied sizes (1 to 200 rows), so both the graphs' buckets and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import threading
 from pathlib import Path
 from typing import List
 
@@ -31,6 +34,7 @@ import torch
 from clip_triton import verify
 from clip_triton_build import cuda_graphs
 from clip_triton_build.export import (
+    FP16_FUSED_NORM,
     FP16_PACKED_ATTENTION,
     _bucket,
     _Float32Output,
@@ -98,6 +102,32 @@ def batched(module, ids: torch.Tensor) -> torch.Tensor:
     return torch.cat(pieces)
 
 
+def fused_norm_matches_aten(device: str) -> bool:
+    """clip_kernels::add_layer_norm against `x + delta` and F.layer_norm, in fp16 on `device`, at
+    the widths it has a kernel for and rows that fill no block evenly: the sum bit for bit, the
+    norm within one fp16 rounding."""
+    generator = torch.Generator().manual_seed(0)
+    ok = True
+    for width in (256, 512, 768, 1024):
+        for rows in (1, 7, 16_411):
+            x, delta = (torch.randn(rows, width, generator=generator) * 3 for _ in range(2))
+            weight, bias = torch.randn(width, generator=generator), torch.randn(width, generator=generator)
+            x, delta, weight, bias = (t.to(device, torch.float16) for t in (x, delta, weight, bias))
+            total, normed = torch.ops.clip_kernels.add_layer_norm(x, delta, weight, bias, 1e-5)
+            want = x + delta
+            want_normed = torch.nn.functional.layer_norm(want, (width,), weight, bias, 1e-5)
+            same_sum = torch.equal(total, want)
+            error = (normed.float() - want_normed.float()).abs().max().item()
+            bound = 2 * torch.finfo(torch.float16).eps * want_normed.float().abs().max().item()
+            ok = ok and same_sum and error <= bound
+            print(
+                f"[lab export] add_layer_norm {rows} x {width}: sum equal {same_sum}, "
+                f"norm max abs diff {error:.2e} (bound {bound:.2e})",
+                flush=True,
+            )
+    return ok
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -124,7 +154,7 @@ def main(argv=None) -> int:
         if variant == "padded_graphs":
             export_padded_graphs(model, files[variant], args.device)
             continue
-        graphs = variant in ("graphs", "device_output")
+        graphs = variant in ("graphs", "device_output", "fused_norm", "unfused")
         export_torchscript(
             model,
             files[variant],
@@ -133,24 +163,40 @@ def main(argv=None) -> int:
             packed_attention=FP16_PACKED_ATTENTION if graphs else {"groups": None}.get(variant, variant),
             cuda_graphs=graphs,
             host_output=variant != "device_output",
+            fused_norm={"fused_norm": True, "unfused": False}.get(variant, FP16_FUSED_NORM and graphs),
         )
-    ok = True
+    ok = fused_norm_matches_aten(args.device)
     for variant, path in files.items():
-        module = torch.jit.load(str(path), map_location=args.device)
-        for name, checked in checks.items():
-            ids = torch.from_numpy(checked).to(args.device)
-            with torch.no_grad():
-                got, want = batched(module, ids), reference(ids)
-            cosine = verify.compare(got.cpu().numpy(), want.cpu().numpy()).min_cosine
-            # where the embeddings come back: host memory, unless the variant keeps them on the device
-            expected = ids.device.type if variant == "device_output" else "cpu"
-            placed = want.device.type == "cpu" and got.device.type == expected
-            ok = ok and cosine >= 0.999 and placed
-            print(
-                f"[lab export] {path.name} on {name}: min cosine vs fp32 model.pt {cosine:.6f}, "
-                f"embeddings on {got.device} (model.pt's on {want.device})",
-                flush=True,
-            )
+        # each file on a thread of its own: CUDA graphs belong to their caller's thread
+        # (csrc/cuda_graphs.cpp), and one thread's next file would replay the last file's graphs,
+        # whose weights went with it
+        checked_ok: list[bool] = []
+        worker = threading.Thread(target=lambda: checked_ok.append(check_file(variant, path, checks, reference, args)))
+        worker.start()
+        worker.join()
+        ok = ok and checked_ok == [True]
+    return 0 if ok else 1
+
+
+def check_file(variant: str, path: Path, checks: dict, reference, args) -> bool:
+    """`path` against the fp32 model.pt on every set in `checks`, in CHECK_BATCHES' batches."""
+    ok = True
+    module = torch.jit.load(str(path), map_location=args.device)
+    for name, checked in checks.items():
+        ids = torch.from_numpy(checked).to(args.device)
+        with torch.no_grad():
+            got, want = batched(module, ids), reference(ids)
+        cosine = verify.compare(got.cpu().numpy(), want.cpu().numpy()).min_cosine
+        # where the embeddings come back: host memory, unless the variant keeps them on the device
+        expected = ids.device.type if variant == "device_output" else "cpu"
+        placed = want.device.type == "cpu" and got.device.type == expected
+        ok = ok and cosine >= 0.999 and placed
+        print(
+            f"[lab export] {path.name} on {name}: min cosine vs fp32 model.pt {cosine:.6f}, "
+            f"embeddings on {got.device} (model.pt's on {want.device})",
+            flush=True,
+        )
+    return ok
     return 0 if ok else 1
 
 

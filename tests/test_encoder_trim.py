@@ -146,6 +146,55 @@ def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_wi
     assert np.abs(ours - expected).max() <= 1e-5
 
 
+@pytest.fixture(scope="module")
+def fused_norm_module(hf_model, tmp_path_factory):
+    """The packed export with each residual add and the norm after it as clip_kernels::add_layer_norm,
+    declared from the library's own source with the unfused ops as its CPU implementation (the
+    CUDA kernel exists only on a GPU; the GPU lab checks it against ATen): what is tested is that
+    every add meets the right norm. Random init leaves every norm the identity (weight 1, bias 0),
+    so a copy of the model gets norms of its own, one per place, and is the reference."""
+    import copy
+    import re
+
+    from clip_triton_build import cuda_graphs
+
+    source = (cuda_graphs.CSRC / "add_layer_norm.cpp").read_text()
+    (schema,) = re.findall(r'm\.def\("([^"]+)"\)', source)
+    library = torch.library.Library("clip_kernels", "DEF")
+    library.define(schema)
+
+    def add_layer_norm(x, delta, weight, bias, eps):
+        total = x + delta
+        return total, torch.nn.functional.layer_norm(total, (total.size(-1),), weight, bias, eps)
+
+    library.impl("add_layer_norm", add_layer_norm, "CPU")
+    model = copy.deepcopy(hf_model)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in model.text_model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=generator))
+    path = tmp_path_factory.mktemp("fused") / "model_fused.pt"
+    export_torchscript(hf_tower(model), path, packed_attention="masked", fused_norm=True)
+    yield torch.jit.load(str(path), map_location="cpu"), model
+    del library
+
+
+@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11]])
+def test_the_fused_norm_export_calls_the_op_for_every_add_and_equals_hf(fused_norm_module, lengths):
+    """The embeddings' add, then two adds a layer, the last one's without a norm after it."""
+    module, model = fused_norm_module
+    assert (
+        str(module.inlined_graph).count("clip_kernels::add_layer_norm")
+        == 2 * model.config.text_config.num_hidden_layers
+    )
+    ids = random_ids(np.random.default_rng(len(lengths) + 200), lengths)
+    with torch.no_grad():
+        ours = module(torch.from_numpy(ids)).numpy()
+    assert np.abs(ours - get_text_features(model, ids)).max() <= 1e-5
+
+
 def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
     ids = torch.tensor([[SOT_ID, 5, 6, EOT_ID, 0], [SOT_ID, EOT_ID, 0, 0, 0]])
     tokens, positions, cu_seqlens, last = pack(ids, EOT_ID)

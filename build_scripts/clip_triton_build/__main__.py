@@ -81,7 +81,7 @@ def parse_args(argv=None):
         "--fp16",
         action="store_true",
         help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant, "
-        "with the CUDA-graph ops it calls (libclip_cuda_graphs.so: needs a CUDA toolkit's headers and a C++ compiler)",
+        "with the ops it calls (libclip_cuda_graphs.so: needs a CUDA toolkit, headers and nvcc, and a C++ compiler)",
     )
     parser.add_argument(
         "--require-weights",
@@ -100,7 +100,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[clip_triton_build] %(levelname)s %(message)s")
     args = parse_args(argv)
-    from .export import FP16_PACKED_ATTENTION, export_onnx, export_torchscript
+    from .export import FP16_FUSED_NORM, FP16_PACKED_ATTENTION, export_onnx, export_torchscript
     from .tokenizer_assets import write_tokenizer
     from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
 
@@ -151,6 +151,7 @@ def main(argv=None) -> int:
                 fp16=True,
                 packed_attention=FP16_PACKED_ATTENTION,
                 cuda_graphs=True,
+                fused_norm=FP16_FUSED_NORM,
             ),
         )
 

@@ -1,4 +1,5 @@
-"""The clip_cuda_graphs op library (csrc/cuda_graphs.cpp) that the fp16 export's CUDA graphs need.
+"""The op library the fp16 export calls: the CUDA-graph ops (csrc/cuda_graphs.cpp) and the fused
+residual add and layer norm (csrc/add_layer_norm.cpp, its kernel csrc/add_layer_norm.cu).
 
 Built with the C++ compiler against the torch this build runs, which must be the torch whose
 libtorch the server's pytorch backend runs: the NGC PyTorch image of the tritonserver image's
@@ -17,7 +18,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).parent / "csrc" / "cuda_graphs.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCE = CSRC / "cuda_graphs.cpp"
+SOURCES = (SOURCE, CSRC / "add_layer_norm.cpp")
+KERNELS = CSRC / "add_layer_norm.cu"
 
 
 class CudaGraphsBuildError(RuntimeError):
@@ -28,12 +32,31 @@ def _cuda_home() -> Path:
     from torch.utils.cpp_extension import CUDA_HOME
 
     if not CUDA_HOME:
-        raise CudaGraphsBuildError("no CUDA toolkit found (set CUDA_HOME): the CUDA-graph ops need its headers")
+        raise CudaGraphsBuildError("no CUDA toolkit found (set CUDA_HOME): the ops need its headers and nvcc")
     return Path(CUDA_HOME)
 
 
-def compile_command(output: Path, cuda: Path) -> list[str]:
-    """The compiler call that builds the library at `output` with the CUDA toolkit at `cuda`."""
+def gpu_architectures() -> list[str]:
+    """What the kernels are compiled for: $CLIP_CUDA_ARCHS (e.g. "90" or "80,90"), else every
+    architecture this torch was built for, so the library runs wherever its libtorch does."""
+    chosen = os.environ.get("CLIP_CUDA_ARCHS")
+    if chosen:
+        return [arch.strip() for arch in chosen.split(",") if arch.strip()]
+    return sorted({arch.split("_")[1] for arch in torch.cuda.get_arch_list() if arch.startswith("sm_")}, key=int)
+
+
+def kernel_command(output: Path, cuda: Path) -> list[str]:
+    """nvcc compiling the kernels (plain CUDA, no torch headers) to an object file at `output`.
+    Its CUDA runtime calls (registration, launches) stay undefined, like cuda_graphs.cpp's, and
+    resolve to the runtime libtorch_cuda loads."""
+    gencode = [f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in gpu_architectures()]
+    nvcc = str(cuda / "bin" / "nvcc")
+    return [nvcc, "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", *gencode, str(KERNELS), "-o", str(output)]
+
+
+def compile_command(output: Path, cuda: Path, kernels: Path) -> list[str]:
+    """The compiler call that builds the library at `output` with the CUDA toolkit at `cuda` and
+    the kernels' object file (kernel_command) at `kernels`."""
     torch_dir = Path(torch.__file__).parent
     lib = torch_dir / "lib"
     return [
@@ -46,7 +69,8 @@ def compile_command(output: Path, cuda: Path) -> list[str]:
         f"-I{torch_dir / 'include'}",
         f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
         f"-I{cuda / 'include'}",
-        str(SOURCE),
+        *map(str, SOURCES),
+        str(kernels),
         "-o",
         str(output),
         f"-L{lib}",
@@ -65,10 +89,11 @@ def build(destination: Path) -> Path:
     """Compile the library to `destination` (a file path) and return it."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / destination.name
-        done = subprocess.run(compile_command(output, _cuda_home()), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise CudaGraphsBuildError(f"compiling {SOURCE.name} failed:\n{done.stderr[-4000:]}")
+        output, kernels, cuda = Path(tmp) / destination.name, Path(tmp) / "kernels.o", _cuda_home()
+        for command in (kernel_command(kernels, cuda), compile_command(output, cuda, kernels)):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise CudaGraphsBuildError(f"{' '.join(command[:1] + command[-3:])} failed:\n{done.stderr[-4000:]}")
         shutil.copyfile(output, destination)
     return destination
 

@@ -31,6 +31,11 @@ GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
 # The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
 FP16_PACKED_ATTENTION = "efficient"
+# Whether it runs each residual add and the layer norm that reads it as one kernel
+# (text_tower._add_norm: clip_kernels::add_layer_norm, in the library with the CUDA-graph ops).
+# Off until measured: the kernel and a fused file are checked on an H200 (docs/benchmarks.md,
+# run Z), their speed is not yet (GPU_RUN_STEPS=lab LAB_EXPORTS=fused_norm is the A/B).
+FP16_FUSED_NORM = False
 # The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs of the packed
 # tower (_ScriptedGraphs), one per (rows, tokens) bucket and Triton instance: a batch runs in the
 # smallest that holds it. Token buckets ~1.5x apart up to 64 rows of 77 tokens: what padding to a
@@ -88,6 +93,7 @@ def export_torchscript(
     packed_attention: Optional[str] = None,
     cuda_graphs: bool = False,
     host_output: bool = True,
+    fused_norm: bool = False,
 ) -> Path:
     """TorchScript for Triton's libtorch (`pytorch`) backend. What depends on the data (the trim,
     the packing) is scripted; the tower is traced once and runs at any batch and length.
@@ -101,7 +107,9 @@ def export_torchscript(
     (`_ScriptedGraphs`): the file then needs the clip_cuda_graphs ops (`cuda_graphs.py`) loaded
     wherever it is loaded, here included. `host_output` (the default) returns the embeddings in
     host memory, one copy for the whole batch (`_ScriptedEncoder` says why); False leaves them on
-    the device, as the files did before (kept for side-by-side runs: benchmarks/lab_exports.py)."""
+    the device, as the files did before (kept for side-by-side runs: benchmarks/lab_exports.py).
+    `fused_norm` (with `packed_attention`) calls clip_kernels::add_layer_norm for each residual
+    add and the norm after it: the op must be loaded (`cuda_graphs.load`) to trace and to load."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
     tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
@@ -111,8 +119,10 @@ def export_torchscript(
             traced = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
             scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id, host_output))
         else:
-            packed = PackedTextTower(tower, packed_attention).eval()
+            packed = PackedTextTower(tower, packed_attention, fused_norm).eval()
             traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
+            if fused_norm and "clip_kernels::add_layer_norm" not in str(traced.inlined_graph):
+                raise RuntimeError("the trace lost the fused add and norm: the op ran as its parts")
             if cuda_graphs:
                 scripted = torch.jit.script(_ScriptedGraphs(traced, tower.vocab_size, tower.eos_token_id, host_output))
             else:

@@ -21,7 +21,7 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +116,19 @@ def _packed_causal_attention(
     ).transpose(1, 2)
 
 
+def _add_norm(
+    x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm, fused: bool
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x + delta, norm(x + delta)). `fused` runs both as one kernel, clip_kernels::add_layer_norm
+    (csrc/add_layer_norm.cu: the sum is not written and read back, and the norm runs near the
+    card's bandwidth); the op must then be registered where the tower is traced and loaded."""
+    if fused:
+        total, normed = torch.ops.clip_kernels.add_layer_norm(x, delta, norm.weight, norm.bias, norm.eps)
+        return total, normed
+    total = x + delta
+    return total, norm(total)
+
+
 class _Layer(nn.Module):
     def __init__(self, layer: Any, heads: int, memory_efficient_attention: bool):  # HF CLIPEncoderLayer
         super().__init__()
@@ -148,12 +161,27 @@ class _Layer(nn.Module):
         attended = _causal_attention(q, k, v, self.memory_efficient_attention)
         return self._mlp(x + self.out_proj(attended.transpose(1, 2).flatten(2)))
 
-    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, kernel: str) -> torch.Tensor:
-        """x [1, tokens, width]: the batch's texts one after another (PackedTextTower)."""
-        qkv = self.qkv(self.layer_norm1(x)).unflatten(-1, (3, self.heads, self.head_dim))
+    def packed(
+        self,
+        x: torch.Tensor,
+        normed: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        kernel: str,
+        next_norm: Optional[nn.LayerNorm],
+        fused: bool,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x [1, tokens, width]: the batch's texts one after another (PackedTextTower), and
+        `normed`, its layer_norm1. Returns the layer's output and, where `next_norm` is given (the
+        next layer's layer_norm1), that norm of it: each residual add comes with the norm that
+        reads it (_add_norm)."""
+        qkv = self.qkv(normed).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.unbind(2)  # each [1, tokens, heads, head_dim]
         attended = _packed_causal_attention(q, k, v, cu_seqlens, kernel)
-        return self._mlp(x + self.out_proj(attended.flatten(2)))
+        x, normed = _add_norm(x, self.out_proj(attended.flatten(2)), self.layer_norm2, fused)
+        mlp = self.fc2(F.silu(self.fc1(normed)))  # = fc2(quick_gelu(fc1(...)))
+        if next_norm is None:
+            return x + mlp, None
+        return _add_norm(x, mlp, next_norm, fused)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(F.silu(self.fc1(self.layer_norm2(x))))  # = fc2(quick_gelu(fc1(...)))
@@ -196,19 +224,25 @@ class PackedTextTower(nn.Module):
     rows x its longest text, and runs in one pass whatever its lengths (no length groups). The
     final layer norm runs on the pooled tokens only: it is per token, so that is the same result."""
 
-    def __init__(self, tower: CLIPTextTower, attention: str):
+    def __init__(self, tower: CLIPTextTower, attention: str, fused_norm: bool = False):
         super().__init__()
         if attention not in PACKED_ATTENTION:
             raise ValueError(f"packed attention is one of {PACKED_ATTENTION}, not {attention!r}")
         self.tower = tower
         self.attention = attention
+        self.fused_norm = fused_norm  # each residual add and the norm after it as one op (_add_norm)
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor, last: torch.Tensor
     ) -> torch.Tensor:
         tower = self.tower
-        x = (tower.token_embedding(tokens) + tower.position_embedding(positions)).unsqueeze(0)
-        for layer in tower.layers:
-            x = cast(_Layer, layer).packed(x, cu_seqlens, self.attention)
+        layers = [cast(_Layer, layer) for layer in tower.layers]
+        embedded = tower.token_embedding(tokens).unsqueeze(0), tower.position_embedding(positions).unsqueeze(0)
+        x, normed = _add_norm(*embedded, layers[0].layer_norm1, self.fused_norm)
+        for i, layer in enumerate(layers):
+            next_norm = layers[i + 1].layer_norm1 if i + 1 < len(layers) else None
+            x, following = layer.packed(x, normed, cu_seqlens, self.attention, next_norm, self.fused_norm)
+            if following is not None:
+                normed = following
         pooled = tower.final_layer_norm(x[0].index_select(0, last))
         return tower.text_projection(pooled).float()
