@@ -15,7 +15,8 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
   Triton instance (measured, docs/benchmarks.md);
 - `PackedTextTower` (the fp16 GPU export) runs a batch as one sequence of its real tokens, no
   padding: every op but attention works token by token, and attention takes each text's extent
-  from `cu_seqlens` (the varlen form of the memory-efficient kernel);
+  from `cu_seqlens` (the varlen form of the memory-efficient kernel); with `fused_norm` each
+  residual add and the layer norm that reads it run as one op (`_add_norm`);
 - ids outside the vocabulary become the pad id before anything reads them (`in_vocabulary`).
 """
 
