@@ -118,3 +118,19 @@ def test_the_cuda_graph_ops_link_libtorch_alone_so_tritonserver_can_preload_them
     nvcc = cuda_graphs.kernel_command(kernels, Path("/usr/local/cuda"))
     assert nvcc[0] == "/usr/local/cuda/bin/nvcc" and str(cuda_graphs.KERNELS) in nvcc and cuda_graphs.KERNELS.is_file()
     assert not [arg for arg in nvcc if arg.startswith("-I")]
+
+
+def test_the_kernels_are_compiled_for_torch_s_architectures_or_the_ones_named(monkeypatch):
+    import torch
+
+    from clip_triton_build import cuda_graphs
+
+    monkeypatch.delenv("CLIP_CUDA_ARCHS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90a", "sm_90", "compute_90"])
+    assert cuda_graphs.gpu_architectures() == ["80", "90a", "90"]
+    monkeypatch.setenv("CLIP_CUDA_ARCHS", "90, 100")
+    nvcc = cuda_graphs.kernel_command(Path("/tmp/kernels.o"), Path("/usr/local/cuda"))
+    assert [arg for arg in nvcc if arg.startswith("-gencode")] == [
+        "-gencode=arch=compute_90,code=sm_90",
+        "-gencode=arch=compute_100,code=sm_100",
+    ]

@@ -42,7 +42,8 @@ def gpu_architectures() -> list[str]:
     chosen = os.environ.get("CLIP_CUDA_ARCHS")
     if chosen:
         return [arch.strip() for arch in chosen.split(",") if arch.strip()]
-    return sorted({arch.split("_")[1] for arch in torch.cuda.get_arch_list() if arch.startswith("sm_")}, key=int)
+    # in torch's order, as torch spells them ("90", "100a", ...): nvcc takes the same names
+    return list(dict.fromkeys(arch[3:] for arch in torch.cuda.get_arch_list() if arch.startswith("sm_")))
 
 
 def kernel_command(output: Path, cuda: Path) -> list[str]:
