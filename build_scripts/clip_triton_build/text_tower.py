@@ -179,13 +179,16 @@ class _Layer(nn.Module):
         q, k, v = qkv.unbind(2)  # each [1, tokens, heads, head_dim]
         attended = _packed_causal_attention(q, k, v, cu_seqlens, kernel)
         x, normed = _add_norm(x, self.out_proj(attended.flatten(2)), self.layer_norm2, fused)
-        mlp = self.fc2(F.silu(self.fc1(normed)))  # = fc2(quick_gelu(fc1(...)))
+        mlp = self._feed_forward(normed)
         if next_norm is None:
             return x + mlp, None
         return _add_norm(x, mlp, next_norm, fused)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(F.silu(self.fc1(self.layer_norm2(x))))  # = fc2(quick_gelu(fc1(...)))
+        return x + self._feed_forward(self.layer_norm2(x))
+
+    def _feed_forward(self, normed: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(normed)))  # = fc2(quick_gelu(fc1(...)))
 
 
 class CLIPTextTower(nn.Module):
