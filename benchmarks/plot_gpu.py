@@ -37,6 +37,35 @@ def perf_analyzer(ax, report: dict) -> None:
     ax.set_title("perf_analyzer, the same server")
 
 
+def settings_panel(ax, sweep: list[dict]) -> None:
+    """The swept settings' load points side by side, a bar per setting."""
+    settings = sorted({r["variant"] for r in sweep})
+    points = [(8, 256, "short"), (8, 256, "mixed"), (64, 1, "mixed")]
+    width = 0.8 / len(settings)
+    for k, setting in enumerate(settings):
+        values = [
+            next(
+                (
+                    r["docs_per_s"]
+                    for r in sweep
+                    if r["variant"] == setting and (r["concurrency"], r["texts_per_request"], r["texts"]) == p
+                ),
+                0,
+            )
+            for p in points
+        ]
+        ax.bar(
+            [i + (k - (len(settings) - 1) / 2) * width for i in range(len(points))],
+            values,
+            width,
+            label=setting.replace("fp16 ", ""),
+        )
+    ax.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
+    ax.set_yscale("log")
+    ax.set_title("settings, same server")
+    ax.legend(fontsize=7)
+
+
 def plot(report: dict, out: str) -> None:
     rows = [r for r in report["load"] if r.get("tool") != "perf_analyzer"]
     fig, (ax, ax_sweep, ax_trace) = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [3, 3, 2]})
@@ -60,34 +89,9 @@ def plot(report: dict, out: str) -> None:
     ax.legend(fontsize=7, loc="upper left")
 
     sweep = [r for r in report.get("sweep", []) if "texts" in r]  # the load points (not perf_analyzer's)
-    settings = sorted({r["variant"] for r in sweep})
-    points = [(8, 256, "short"), (8, 256, "mixed"), (64, 1, "mixed")]
-    width = 0.8 / max(1, len(settings))
-    for k, setting in enumerate(settings):
-        values = [
-            next(
-                (
-                    r["docs_per_s"]
-                    for r in sweep
-                    if r["variant"] == setting and (r["concurrency"], r["texts_per_request"], r["texts"]) == p
-                ),
-                0,
-            )
-            for p in points
-        ]
-        ax_sweep.bar(
-            [i + (k - (len(settings) - 1) / 2) * width for i in range(len(points))],
-            values,
-            width,
-            label=setting.replace("fp16 ", ""),
-        )
-    ax_sweep.set_xticks(range(len(points)), [f"{c}x{t}\n{kind}" for c, t, kind in points])
-    ax_sweep.set_yscale("log")
-    ax_sweep.set_title("settings, same server")
-    if settings:
-        ax_sweep.legend(fontsize=7)
+    if sweep:
+        settings_panel(ax_sweep, sweep)
     else:  # nothing swept: the panel shows perf_analyzer's points (the C++ client: the headline)
-        ax_sweep.clear()
         perf_analyzer(ax_sweep, report)
 
     parts = {k: v for k, v in report.get("one_text_breakdown", {}).items() if k != "ensemble_total"}
