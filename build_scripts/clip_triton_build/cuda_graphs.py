@@ -91,10 +91,17 @@ def build(destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         output, kernels, cuda = Path(tmp) / destination.name, Path(tmp) / "kernels.o", _cuda_home()
-        for command in (kernel_command(kernels, cuda), compile_command(output, cuda, kernels)):
-            done = subprocess.run(command, capture_output=True, text=True)
+        steps = [
+            (f"compiling {KERNELS.name}", kernel_command(kernels, cuda)),
+            (f"building {destination.name}", compile_command(output, cuda, kernels)),
+        ]
+        for step, command in steps:
+            try:
+                done = subprocess.run(command, capture_output=True, text=True)
+            except FileNotFoundError:  # a CUDA toolkit of headers alone has no nvcc
+                raise CudaGraphsBuildError(f"{step}: {command[0]} not found") from None
             if done.returncode != 0:
-                raise CudaGraphsBuildError(f"{' '.join(command[:1] + command[-3:])} failed:\n{done.stderr[-4000:]}")
+                raise CudaGraphsBuildError(f"{step} ({command[0]}) failed:\n{done.stderr[-4000:]}")
         shutil.copyfile(output, destination)
     return destination
 
