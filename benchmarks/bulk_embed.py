@@ -3,7 +3,7 @@ and the same server, one run: docs/s of each and the CLI process's peak resident
 
     python -m benchmarks.bulk_embed --lines 10000,100000 [--url host:8001]
     python -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 \\
-        --encoder-instances 2 --gpus 0 --tokenizer-instances 8 --json report.json     # a GPU host
+        --gpus 0 --json report.json     # a GPU host, the variant's own instance counts
 
 Without --url it starts a local server (the README's runtime) with the given variant.
 """

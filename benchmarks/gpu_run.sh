@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU run (docs/benchmarks.md): on a machine with an NVIDIA GPU, the python3 that holds a CUDA
+# GPU run (docs/performance.md): on a machine with an NVIDIA GPU, the python3 that holds a CUDA
 # torch, and no package registry. Carried in .gpu/ (built here by benchmarks/gpu_bundle.sh): the
 # tritonserver of nvidia-pytriton 0.7.0 (slimmed: Python 3.12 stub only), wheels (numpy 1.26 for
 # the stub, ftfy, tritonclient, open-clip-torch for the vocabulary, perf_analyzer), the Triton
@@ -40,27 +40,17 @@ SRC=/tmp/clip-gpu-sources
 [ -d "$SRC/triton-src" ] || { mkdir -p "$SRC" && tar xJf .gpu/sources.tar.xz -C "$SRC"; }
 export CLIP_TRITON_SOURCES="$SRC/triton-src"
 # Triton's C++ backends: the libtorch one against this machine's CUDA torch (sm_90 for Hopper).
-# (not for a run of the lab step alone: it runs the TorchScript file in-process, no server)
-if [ "${GPU_RUN_STEPS:-check two-gpus}" != lab ]; then
-  t0=$(date +%s)
-  CLIP_GOOGLETEST_SOURCE="$SRC/googletest" python3 -m clip_triton.cxx_backends --gpu --backends pytorch
-  echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
-fi
+t0=$(date +%s)
+CLIP_GOOGLETEST_SOURCE="$SRC/googletest" python3 -m clip_triton.cxx_backends --gpu --backends pytorch
+echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
 python3 -m clip_triton_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
 # GPU_RUN_STEPS picks what runs (default: check two-gpus):
-#   check     parity + every load point, 2 encoder instances on GPU 0
+#   check     parity + every load point + the raw encoder, the shipped GPU default on GPU 0
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
-#   variant   the fp16 points, then again with the encoder batching up to 1024 rows (same server)
-#   settings  serving settings side by side through perf_analyzer (benchmarks/serving_settings.py,
-#             SETTINGS_ARGS); with LAB_EXPORTS, those export variants are first written beside the
-#             build's file (model_fp16_<variant>.pt), for settings that name them
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
-#   lab       benchmarks.raw_encoder alone on the ids `check` saved (or LAB_IDS), once per
-#             environment in LAB_ENVS and model file in LAB_MODELS (names in the built repository,
-#             or paths) and LAB_EXPORTS (fp16 export variants, benchmarks/lab_exports.py), with LAB_ARGS
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
@@ -68,33 +58,8 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
         python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
       fi ;;
-    variant) python3 -m benchmarks.gpu_check --out "$OUT/variant" --only-fp16 --encoder-max-batch-size 1024 "$@" ;;
-    settings)
-      if [ -n "${LAB_EXPORTS:-}" ]; then
-        python3 -m benchmarks.lab_exports --out build/model_repository/clip_text_encoder/1 --variants "$LAB_EXPORTS" \
-          --texts short,mixed
-      fi
-      python3 -m benchmarks.serving_settings --out "$OUT/settings" ${SETTINGS_ARGS:-} ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
-            --encoder-instances 3 --gpus 0 --tokenizer-instances 4 --json "$OUT/bulk.json" ;;
-    lab)
-      ids=${LAB_IDS:-$OUT/one-gpu}
-      models=${LAB_MODELS:-model_fp16.pt}
-      if [ -n "${LAB_EXPORTS:-}" ]; then  # e.g. groups,flash: benchmarks/lab_exports.py (kept out of $OUT: 130 MB each)
-        python3 -m benchmarks.lab_exports --out /tmp/clip-lab-models --variants "$LAB_EXPORTS" \
-          --ids "$ids/ids_short.npy" --ids "$ids/ids_mixed.npy"
-        for variant in ${LAB_EXPORTS//,/ }; do models="$models /tmp/clip-lab-models/model_fp16_$variant.pt"; done
-      fi
-      for model in $models; do
-        [[ $model == */* ]] || model=build/model_repository/clip_text_encoder/1/$model
-        name=$(basename "$model" .pt)
-        for env in ${LAB_ENVS:-NONE=1}; do
-          echo "== lab: $name with $env"
-          env "$env" python3 -m benchmarks.raw_encoder --model "$model" \
-            --ids "short=$ids/ids_short.npy" --ids "mixed=$ids/ids_mixed.npy" ${LAB_ARGS:-} \
-            --json "$OUT/lab-$name-${env%%=*}.json"
-        done
-      done ;;
+            --gpus 0 --json "$OUT/bulk.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

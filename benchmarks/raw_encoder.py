@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_triton_build import cuda_graphs
-from clip_triton_build.repository import cuda_graphs_library
+from clip_triton_build.encoder import cuda_ops
+from clip_triton_build.repository import cuda_ops_library
 
 # what the libtorch backend's model-config parameters switch, as the backend switches them: per
 # thread (the setting is thread-local in libtorch; the backend sets it in every execution), so
@@ -38,9 +38,9 @@ EXECUTORS = {
 def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
     """The TorchScript file, with its length-group settings overridden where given (and the
     CUDA-graph ops a GPU build's file calls)."""
-    library = cuda_graphs_library()
+    library = cuda_ops_library()
     if device.startswith("cuda") and library.exists():
-        cuda_graphs.load(library)
+        cuda_ops.load(library)
     EXECUTORS[executor]()
     module = torch.jit.load(str(model), map_location=device).eval()
     if group_rows is not None:

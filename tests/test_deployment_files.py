@@ -12,7 +12,7 @@ import yaml
 
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS
 from clip_triton import LocalTritonServer
-from clip_triton_build.repository import cuda_graphs_library
+from clip_triton_build.repository import cuda_ops_library
 from helpers import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -189,13 +189,13 @@ def test_compose_closes_the_admin_apis_even_without_keys():
 def test_compose_k8s_and_the_local_runtime_preload_the_cuda_graph_ops_the_build_writes(tmp_path):
     """model_fp16.pt (the GPU default) calls ops from a library the build writes beside it; every
     way of serving preloads that very file (a missing one is skipped by the loader)."""
-    in_container = cuda_graphs_library(Path("/models"))
+    in_container = cuda_ops_library(Path("/models"))
     assert f"LD_PRELOAD={in_container}" in COMPOSE.read_text()
     docs = [d for m in MANIFESTS for d in yaml.safe_load_all(m.read_text()) if d]
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "LD_PRELOAD", "value": str(in_container)} in container["env"]
     server = LocalTritonServer(repository=tmp_path)
     assert str(tmp_path) not in server.environment([]).get("LD_PRELOAD", "")  # no build, no preload
-    cuda_graphs_library(tmp_path).parent.mkdir(parents=True)
-    cuda_graphs_library(tmp_path).write_bytes(b"")
-    assert server.environment([])["LD_PRELOAD"].split(":")[0] == str(cuda_graphs_library(tmp_path).resolve())
+    cuda_ops_library(tmp_path).parent.mkdir(parents=True)
+    cuda_ops_library(tmp_path).write_bytes(b"")
+    assert server.environment([])["LD_PRELOAD"].split(":")[0] == str(cuda_ops_library(tmp_path).resolve())

@@ -5,7 +5,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from clip_triton_build.export import TrimmedTextEncoder, export_torchscript, pack
+from clip_triton_build.encoder.export import TrimmedTextEncoder, export_packed, pack
+from clip_triton_build.encoder.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 from clip_triton_build.spec import (
     CONTEXT_LENGTH,
     EMBED_DIM,
@@ -15,7 +16,6 @@ from clip_triton_build.spec import (
     TORCHSCRIPT_FILE,
     VIT_B32_TEXT_CONFIG,
 )
-from clip_triton_build.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
 from helpers import REPOSITORY, get_text_features
 
 SOT_ID, EOT_ID = VIT_B32_TEXT_CONFIG["bos_token_id"], VIT_B32_TEXT_CONFIG["eos_token_id"]
@@ -117,57 +117,38 @@ def test_torchscript_length_groups_give_each_row_its_one_pass_result(torchscript
 
 
 @pytest.fixture(scope="module")
-def packed_module(hf_model, tmp_path_factory):
-    """The fp16 GPU file's structure (packed tokens, `_ScriptedPack`) exported on the CPU in
-    fp32, with the attention kernel's reference math ("masked"): the packing is what is tested."""
-    path = tmp_path_factory.mktemp("packed") / "model_packed.pt"
-    export_torchscript(hf_tower(hf_model), path, packed_attention="masked")
-    return torch.jit.load(str(path), map_location="cpu")
-
-
-@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11], [12] * 9])
-def test_packed_export_equals_hf_get_text_features(hf_model, packed_module, lengths):
-    """One pass over the batch's real tokens, each text attending only to its own: every row
-    gets HF's result, in its place, at batch sizes and lengths the trace never saw."""
-    ids = random_ids(np.random.default_rng(len(lengths) + 100), lengths)
-    with torch.no_grad():
-        ours = packed_module(torch.from_numpy(ids)).numpy()
-    assert ours.shape == (len(lengths), EMBED_DIM)
-    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
-
-
-def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_without_eot(hf_model, packed_module):
-    ids = random_ids(np.random.default_rng(7), [5, 9])
-    ids[0, 2], ids[0, 3] = -4, VOCAB_SIZE + 3
-    ids[1, 10] = 0  # row 1 loses its EOT: it pools where HF pools it (its largest id)
-    with torch.no_grad():
-        ours = packed_module(torch.from_numpy(ids)).numpy()
-    expected = get_text_features(hf_model, in_vocabulary(torch.from_numpy(ids), VOCAB_SIZE).numpy())
-    assert np.abs(ours - expected).max() <= 1e-5
-
-
-@pytest.fixture(scope="module")
-def fused_norm_module(hf_model, tmp_path_factory):
-    """The packed export with each residual add and the norm after it as clip_kernels::add_layer_norm,
-    declared from the library's own source with the unfused ops as its CPU implementation (the
-    CUDA kernel exists only on a GPU; the GPU lab checks it against ATen): what is tested is that
-    every add meets the right norm. Random init leaves every norm the identity (weight 1, bias 0),
-    so a copy of the model gets norms of its own, one per place, and is the reference."""
-    import copy
+def encoder_ops():
+    """The ops the fp16 GPU file calls, declared from the library's own sources: the CUDA-graph
+    ops CONSERVATIVE, as the library declares them (their CUDA implementations exist only on a
+    GPU; the GPU run checks those), and clip_kernels::add_layer_norm with the two ATen ops it
+    fuses as its CPU implementation (the GPU run checks the kernel against those)."""
     import re
 
-    from clip_triton_build import cuda_graphs
+    from clip_triton_build.encoder import cuda_ops
 
-    source = (cuda_graphs.CSRC / "add_layer_norm.cpp").read_text()
-    (schema,) = re.findall(r'm\.def\("([^"]+)"\)', source)
-    library = torch.library.Library("clip_kernels", "DEF")
-    library.define(schema)
+    graphs = torch.library.Library("clip_cuda_graphs", "DEF")
+    schemas = re.findall(r'op\("([^"]+)"\)', cuda_ops.SOURCE.read_text())
+    for schema in schemas:
+        graphs.define(schema, alias_analysis="CONSERVATIVE")
+    kernels = torch.library.Library("clip_kernels", "DEF")
+    (schema,) = re.findall(r'm\.def\("([^"]+)"\)', (cuda_ops.CSRC / "add_layer_norm.cpp").read_text())
+    kernels.define(schema)
 
     def add_layer_norm(x, delta, weight, bias, eps):
         total = x + delta
         return total, torch.nn.functional.layer_norm(total, (total.size(-1),), weight, bias, eps)
 
-    library.impl("add_layer_norm", add_layer_norm, "CPU")
+    kernels.impl("add_layer_norm", add_layer_norm, "CPU")
+    yield [schema.split("(")[0] for schema in schemas]
+    del graphs, kernels
+
+
+@pytest.fixture(scope="module")
+def norms_model(hf_model):
+    """The build's model with a layer norm of its own in every place: random init leaves every norm
+    the identity (weight 1, bias 0), which would hide a residual add paired with the wrong norm."""
+    import copy
+
     model = copy.deepcopy(hf_model)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -175,24 +156,45 @@ def fused_norm_module(hf_model, tmp_path_factory):
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
                 module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=generator))
-    path = tmp_path_factory.mktemp("fused") / "model_fused.pt"
-    export_torchscript(hf_tower(model), path, packed_attention="masked", fused_norm=True)
-    yield torch.jit.load(str(path), map_location="cpu"), model
-    del library
+    return model
 
 
-@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11]])
-def test_the_fused_norm_export_calls_the_op_for_every_add_and_equals_hf(fused_norm_module, lengths):
-    """The embeddings' add, then two adds a layer, the last one's without a norm after it."""
-    module, model = fused_norm_module
-    assert (
-        str(module.inlined_graph).count("clip_kernels::add_layer_norm")
-        == 2 * model.config.text_config.num_hidden_layers
-    )
-    ids = random_ids(np.random.default_rng(len(lengths) + 200), lengths)
+@pytest.fixture(scope="module")
+def packed_module(norms_model, encoder_ops, tmp_path_factory):
+    """The fp16 GPU file's structure (packed tokens, fused add and norm, CUDA graphs for small
+    batches: `export_packed`) exported on the CPU in fp32, with the attention kernel's reference
+    math ("masked"): off the GPU it runs every batch packed, and its graphs' `_tower` can be run
+    eagerly."""
+    path = tmp_path_factory.mktemp("packed") / "model_packed.pt"
+    export_packed(hf_tower(norms_model), path, device="cpu", half=False, attention="masked")
+    return torch.jit.load(str(path), map_location="cpu")
+
+
+@pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11], [12] * 9])
+def test_packed_export_equals_hf_get_text_features(norms_model, packed_module, lengths):
+    """One pass over the batch's real tokens, each text attending only to its own: every row
+    gets HF's result, in its place, at batch sizes and lengths the trace never saw."""
+    ids = random_ids(np.random.default_rng(len(lengths) + 100), lengths)
     with torch.no_grad():
-        ours = module(torch.from_numpy(ids)).numpy()
-    assert np.abs(ours - get_text_features(model, ids)).max() <= 1e-5
+        ours = packed_module(torch.from_numpy(ids)).numpy()
+    assert ours.shape == (len(lengths), EMBED_DIM)
+    assert np.abs(ours - get_text_features(norms_model, ids)).max() <= 1e-5
+
+
+def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_without_eot(norms_model, packed_module):
+    ids = random_ids(np.random.default_rng(7), [5, 9])
+    ids[0, 2], ids[0, 3] = -4, VOCAB_SIZE + 3
+    ids[1, 10] = 0  # row 1 loses its EOT: it pools where HF pools it (its largest id)
+    with torch.no_grad():
+        ours = packed_module(torch.from_numpy(ids)).numpy()
+    expected = get_text_features(norms_model, in_vocabulary(torch.from_numpy(ids), VOCAB_SIZE).numpy())
+    assert np.abs(ours - expected).max() <= 1e-5
+
+
+def test_the_packed_export_fuses_every_add_with_the_norm_after_it(norms_model, packed_module):
+    """The embeddings' add, then two adds a layer, the last one's without a norm after it."""
+    layers = norms_model.config.text_config.num_hidden_layers
+    assert str(packed_module.inner.inlined_graph).count("clip_kernels::add_layer_norm") == 2 * layers
 
 
 def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
@@ -204,42 +206,11 @@ def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
     assert last.tolist() == [3, 5]
 
 
-@pytest.fixture(scope="module")
-def graphs_module(hf_model):
-    """The fp16 GPU file's structure with CUDA graphs (`_ScriptedGraphs`), scripted on the CPU in
-    fp32 with the attention kernel's reference math. Scripting needs the clip_cuda_graphs ops'
-    schemas: they are read from the library's own source and declared CONSERVATIVE, as the library
-    declares them (their CUDA implementations exist only on a GPU; the GPU run checks those)."""
-    import re
-
-    from clip_triton_build import cuda_graphs
-    from clip_triton_build.export import _ScriptedGraphs
-    from clip_triton_build.text_tower import PackedTextTower
-
-    schemas = re.findall(r'op\("([^"]+)"\)', cuda_graphs.SOURCE.read_text())
-    library = torch.library.Library("clip_cuda_graphs", "DEF")
-    for schema in schemas:
-        library.define(schema, alias_analysis="CONSERVATIVE")
-    tower = CLIPTextTower(hf_tower(hf_model)).eval()
-    example = torch.from_numpy(random_ids(np.random.default_rng(1), [4, 6]))
-    with torch.no_grad():
-        inner = torch.jit.trace(PackedTextTower(tower, "masked"), pack(example, EOT_ID), check_trace=False)
-        scripted = torch.jit.script(_ScriptedGraphs(inner, VOCAB_SIZE, EOT_ID))
-    yield scripted, [schema.split("(")[0] for schema in schemas]
-    del library
-
-
-def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_cpu(hf_model, graphs_module):
-    """TorchScript drops calls it thinks pure; the capture bracket must survive scripting whole, and
-    off the GPU the file is the packed export (HF's result)."""
-    scripted, ops = graphs_module
-    assert set(ops) == {"stage", "captured", "enter", "capture_begin", "capture_end", "replay"}
-    for op in ops:
-        assert f"ops.clip_cuda_graphs.{op}(" in scripted.code, op
-    ids = random_ids(np.random.default_rng(300), [3, 1, 40])
-    with torch.no_grad():
-        ours = scripted(torch.from_numpy(ids)).numpy()
-    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+def test_the_graph_export_keeps_every_capture_op_through_scripting(packed_module, encoder_ops):
+    """TorchScript drops calls it thinks pure; the capture bracket must survive scripting whole."""
+    assert set(encoder_ops) == {"stage", "captured", "enter", "capture_begin", "capture_end", "replay"}
+    for op in encoder_ops:
+        assert f"ops.clip_cuda_graphs.{op}(" in packed_module.code, op
 
 
 # (texts' lengths between SOT and EOT, the row bucket, the token bucket forward picks): one text
@@ -248,36 +219,35 @@ def test_the_graph_export_scripts_with_every_capture_op_and_runs_packed_on_the_c
 @pytest.mark.parametrize(
     "lengths, rows, tokens", [([0], 1, 16), ([3, 1, 7], 4, 32), ([75, 2, 40, 0, 11], 8, 192), ([75] * 64, 64, 4928)]
 )
-def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(hf_model, graphs_module, lengths, rows, tokens):
+def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(
+    norms_model, packed_module, lengths, rows, tokens
+):
     """What a CUDA graph of the fp16 export captures (`_ScriptedGraphs._tower`), run eagerly on the
     CPU with the kernel's reference math: the batch with zero rows up to its row bucket, packed to
     the token bucket forward picks for it (`_bucket_tokens`); every real row still gets HF's
     result, in its place. (The graphs themselves need CUDA: the GPU run checks them against the
     CPU reference.)"""
-    scripted, _ = graphs_module
+    scripted = packed_module
     ids = random_ids(np.random.default_rng(len(lengths) + rows), lengths)
     assert scripted._bucket_tokens(torch.from_numpy(ids), rows) == tokens
     static = np.zeros((rows, CONTEXT_LENGTH), dtype=np.int64)
     static[: len(lengths)] = ids
     with torch.no_grad():
         ours = scripted._tower(torch.from_numpy(static), tokens)[: len(lengths)].numpy()
-    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+    assert np.abs(ours - get_text_features(norms_model, ids)).max() <= 1e-5
 
 
-def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(
-    torchscript_module, packed_module, graphs_module
-):
+def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(torchscript_module, packed_module):
     """Embeddings left on the GPU cost every response a device buffer and, in the ensemble, a copy
     to the host with a stream synchronisation; the files copy a batch's rows to the host once.
     (Here on the CPU that copy is a no-op; the GPU run checks where a GPU batch's rows land.)"""
-    for module in (torchscript_module, packed_module, graphs_module[0]):
-        assert module.host_output
+    for module in (torchscript_module, packed_module):
         assert "._output(" in module.forward.code
         assert "torch.cpu(embeds)" in module._output.code
 
 
 def test_a_batch_goes_to_the_smallest_graph_bucket_that_holds_it():
-    from clip_triton_build.export import GRAPH_ROWS, GRAPH_TOKENS, _bucket
+    from clip_triton_build.encoder.export import GRAPH_ROWS, GRAPH_TOKENS, _bucket
 
     assert [_bucket(list(GRAPH_ROWS), rows) for rows in (1, 3, 4, 33, 64)] == [1, 4, 4, 64, 64]
     assert [_bucket(list(GRAPH_TOKENS), n) for n in (2, 16, 17, 200, 4000)] == [16, 16, 32, 256, 4928]

@@ -4,7 +4,7 @@ TensorRT variant, a new GPU, a new release), against a real server."""
 import json
 
 from clip_triton import verify
-from clip_triton_build.export import export_onnx
+from clip_triton_build.encoder.export import export_onnx
 from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE
 from clip_triton_build.weights import random_init_encoder
 from helpers import REPOSITORY

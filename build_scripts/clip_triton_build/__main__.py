@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from . import tokenizer_backend
 from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
@@ -25,7 +24,7 @@ from .repository import (
     TORCHSCRIPT_GPU,
     NotABuiltRepository,
     build_info_path,
-    cuda_graphs_library,
+    cuda_ops_library,
     stamp_parameters,
     start_repository,
     write_encoder_variants,
@@ -40,6 +39,7 @@ from .spec import (
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
 )
+from .tokenizer import backend as tokenizer_backend
 
 log = logging.getLogger("clip_triton_build")
 
@@ -81,7 +81,7 @@ def parse_args(argv=None):
         "--fp16",
         action="store_true",
         help="also export model_fp16.pt (half-precision TorchScript, GPU) for the torchscript_fp16 variant, "
-        "with the ops it calls (libclip_cuda_graphs.so: needs a CUDA toolkit, headers and nvcc, and a C++ compiler)",
+        "with the ops it calls (libclip_cuda_ops.so: needs a CUDA toolkit, headers and nvcc, and a C++ compiler)",
     )
     parser.add_argument(
         "--require-weights",
@@ -100,8 +100,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[clip_triton_build] %(levelname)s %(message)s")
     args = parse_args(argv)
-    from .export import FP16_FUSED_NORM, FP16_PACKED_ATTENTION, export_onnx, export_torchscript
-    from .tokenizer_assets import write_tokenizer
+    from .encoder.export import export_onnx, export_packed, export_torchscript
+    from .tokenizer.assets import write_tokenizer
     from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
 
     started = time.perf_counter()
@@ -136,23 +136,14 @@ def main(argv=None) -> int:
             export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device),
         )
     if args.fp16:
-        from . import cuda_graphs
+        from .encoder import cuda_ops
 
         device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
-        library = cuda_graphs.build(cuda_graphs_library(repo))
-        cuda_graphs.load(library)
-        log.info("cuda graph ops: %s", library)
+        library = cuda_ops.build(cuda_ops_library(repo))
+        cuda_ops.load(library)
+        log.info("encoder ops: %s", library)
         log.info(
-            "torchscript fp16: %s",
-            export_torchscript(
-                loaded.model,
-                version_dir / TORCHSCRIPT_FP16_FILE,
-                device=device,
-                fp16=True,
-                packed_attention=FP16_PACKED_ATTENTION,
-                cuda_graphs=True,
-                fused_norm=FP16_FUSED_NORM,
-            ),
+            "torchscript fp16: %s", export_packed(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device)
         )
 
     info = {"weights": loaded.weights, "checkpoint": loaded.source}

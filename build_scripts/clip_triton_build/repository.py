@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from .spec import (
     BUILD_INFO_FILE,
-    CUDA_GRAPHS_LIBRARY,
+    CUDA_OPS_LIBRARY,
     ENCODER_MODEL,
     ONNX_FILE,
     TOKENIZER_BACKEND_LIBRARY,
@@ -150,9 +150,9 @@ def build_info_path(repository: Path = BUILT_REPOSITORY) -> Path:
     return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
 
 
-def cuda_graphs_library(repository: Path = BUILT_REPOSITORY, prefix: str = "") -> Path:
+def cuda_ops_library(repository: Path = BUILT_REPOSITORY, prefix: str = "") -> Path:
     """Where a GPU build (--fp16) writes the CUDA-graph ops model_fp16.pt calls: beside it."""
-    return Path(repository) / f"{prefix}{ENCODER_MODEL}" / "1" / CUDA_GRAPHS_LIBRARY
+    return Path(repository) / f"{prefix}{ENCODER_MODEL}" / "1" / CUDA_OPS_LIBRARY
 
 
 def read_build_info(repository: Path = BUILT_REPOSITORY) -> dict:

@@ -50,9 +50,10 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
 BUILD_INFO_FILE = "build_info.json"  # what the build loaded: weights, checkpoint, reference_checkpoint
 TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp32 output
-# GPU only: the clip_cuda_graphs ops model_fp16.pt calls (csrc/cuda_graphs.cpp), next to it in the
-# encoder's version folder; tritonserver loads it with LD_PRELOAD
-CUDA_GRAPHS_LIBRARY = "libclip_cuda_graphs.so"
+# GPU only: the ops model_fp16.pt calls (clip_triton_build.encoder.cuda_ops: its CUDA graphs and the
+# fused add and layer norm), next to it in the encoder's version folder; tritonserver loads it
+# with LD_PRELOAD
+CUDA_OPS_LIBRARY = "libclip_cuda_ops.so"
 # The tokenizer's backend (csrc/clip_bpe_backend.cc), in its model folder, where Triton looks for a
 # model's own backend: libtriton_<backend>.so
 TOKENIZER_BACKEND = "clip_bpe"

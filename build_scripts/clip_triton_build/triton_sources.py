@@ -1,7 +1,7 @@
 """Where Triton r24.10's sources come from: upstream GitHub at pinned commits, or a mirror.
 
 The C++ onnxruntime and pytorch backends (clip_triton.cxx_backends) build from all five trees;
-the tokenizer's own backend (clip_triton_build.tokenizer_backend) needs two headers of `core` and
+the tokenizer's own backend (clip_triton_build.tokenizer.backend) needs two headers of `core` and
 RapidJSON. A mirror is a folder with the same five folders (and `rapidjson/include`):
 `$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` beside the checkout when present (the
 workspace's offline copy, which CI has), else none and GitHub serves.

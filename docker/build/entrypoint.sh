@@ -2,8 +2,8 @@
 # Write the servable repository into the /models volume: the hand-written one (configs, tokenizer
 # model.py) copied from /src/model_repository, plus tokenizer.json and the tokenizer's C++ backend
 # (libtriton_clip_bpe.so, compiled here: any Triton of the same API loads it), model.onnx (opset 17: ONNX
-# Runtime >= 1.14 loads it), model.pt and model_fp16.pt with the CUDA-graph ops it calls
-# (libclip_cuda_graphs.so, compiled here against this image's torch: the server preloads it), the
+# Runtime >= 1.14 loads it), model.pt and model_fp16.pt with the ops it calls
+# (libclip_cuda_ops.so, compiled here against this image's torch: the server preloads it), the
 # stamped weights parameters and the config variants. The volume's old contents are replaced (the build marks what it wrote).
 #   CLIP_CHECKPOINT        HF id or a folder mounted in the container (default openai/clip-vit-base-patch32)
 #   CLIP_REQUIRE_WEIGHTS=1 fail instead of building random weights when the checkpoint can't be loaded

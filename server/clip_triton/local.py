@@ -6,7 +6,7 @@ What it takes to run that binary outside NGC's image:
   r24.10 sources by `clip_triton.cxx_backends` (the backends NGC's image ships);
 - this virtualenv's bin/ first on PATH (the stub finds its packages through it), and the wheel's
   bundled libraries and libtorch's on LD_LIBRARY_PATH;
-- in a GPU build, the encoder's CUDA-graph ops (clip_triton_build.cuda_graphs) in LD_PRELOAD.
+- in a GPU build, the encoder's ops (clip_triton_build.encoder.cuda_ops) in LD_PRELOAD.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_text_client.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
-from clip_triton_build.repository import cuda_graphs_library
+from clip_triton_build.repository import cuda_ops_library
 
 from . import cxx_backends, supervisor
 from .deploy import deploy
@@ -171,7 +171,7 @@ class LocalTritonServer:
         env["PATH"] = f"{stub_bin}:{env.get('PATH', '')}"
         # The CUDA-graph ops model_fp16.pt calls (a GPU build writes them): Triton's pytorch backend
         # finds custom TorchScript ops only in libraries preloaded into the server.
-        graphs = cuda_graphs_library(Path(self.repository), self.prefix)
+        graphs = cuda_ops_library(Path(self.repository), self.prefix)
         if graphs.exists():
             env["LD_PRELOAD"] = ":".join(p for p in (str(graphs.resolve()), env.get("LD_PRELOAD", "")) if p)
         env.update(self.env)

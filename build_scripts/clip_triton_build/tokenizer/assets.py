@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from .spec import EOT_TOKEN, SOT_TOKEN, TOKENIZER_FILE, VIT_B32_TEXT_CONFIG
+from ..spec import EOT_TOKEN, SOT_TOKEN, TOKENIZER_FILE, VIT_B32_TEXT_CONFIG
 
 VOCAB_FILE_IN_WHEEL = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP's word split (open_clip / OpenAI `SimpleTokenizer.pat`, without the special-token branch).

@@ -9,14 +9,10 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
   matmul per layer instead of three; PyTorch's fused attention instead of
   matmul-mask-softmax-matmul; quick_gelu as one SiLU, its 1.702 folded into fc1 and fc2
   (x * sigmoid(1.702 x) = silu(1.702 x) / 1.702), one kernel instead of three;
-- `memory_efficient_attention` calls the memory-efficient attention kernel itself. Through
-  `scaled_dot_product_attention`, fp16 on Hopper may run cuDNN's attention, which builds a plan
-  for every new shape and thread: 70-500 ms the first time each sequence length reaches each
-  Triton instance (measured, docs/benchmarks.md);
 - `PackedTextTower` (the fp16 GPU export) runs a batch as one sequence of its real tokens, no
   padding: every op but attention works token by token, and attention takes each text's extent
-  from `cu_seqlens` (the varlen form of the memory-efficient kernel); with `fused_norm` each
-  residual add and the layer norm that reads it run as one op (`_add_norm`);
+  from `cu_seqlens` (the varlen form of the memory-efficient kernel); each residual add and the
+  layer norm that reads it run as one op (`_add_norm`);
 - ids outside the vocabulary become the pad id before anything reads them (`in_vocabulary`).
 """
 
@@ -28,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import CONTEXT_LENGTH, PAD_ID
+from ..spec import CONTEXT_LENGTH, PAD_ID
 
 
 def in_vocabulary(input_ids: torch.Tensor, vocab_size: int, pad_id: int = PAD_ID) -> torch.Tensor:
@@ -52,17 +48,15 @@ def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tenso
 QUICK_GELU_SCALE = 1.702
 
 
-def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, memory_efficient: bool) -> torch.Tensor:
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """[batch, heads, length, head_dim] -> same; scale 1/sqrt(head_dim), as HF."""
-    if memory_efficient:  # a CUDA-only kernel: the fp16 GPU export
-        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False, 0.0, True)[0]
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-# How PackedTextTower attends: "efficient", the varlen memory-efficient kernel (CUDA, fp16 or
-# fp32); "flash", the varlen flash kernel (CUDA, fp16); "masked", the same math on any device
-# through a block-diagonal causal mask, quadratic in the batch's tokens (the CPU tests' reference)
-PACKED_ATTENTION = ("efficient", "flash", "masked")
+# How PackedTextTower attends: "efficient", the varlen memory-efficient kernel (CUDA); "masked",
+# the same math on any device through a block-diagonal causal mask, quadratic in the batch's
+# tokens (the CPU tests' reference)
+PACKED_ATTENTION = ("efficient", "masked")
 
 
 def _varlen_efficient_attention(
@@ -82,19 +76,9 @@ def _varlen_efficient_attention(
     )[0]
 
 
-def _varlen_flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_length: int
-) -> torch.Tensor:
-    out = torch.ops.aten._flash_attention_forward(
-        q[0], k[0], v[0], cu_seqlens, cu_seqlens, max_length, max_length, 0.0, True, False
-    )[0]
-    return out.unsqueeze(0)
-
-
-# The tracer rejects these kernels' SymInt arguments; scripted, they are plain ints, and the trace
+# The tracer rejects the kernel's SymInt arguments; scripted, they are plain ints, and the trace
 # records (and inlines) a call to the scripted function. Compiled on first use, not at import.
-_VARLEN_KERNELS = {"efficient": _varlen_efficient_attention, "flash": _varlen_flash_attention}
-_scripted_varlen: dict = {}
+_scripted_varlen: list = []
 
 
 def _packed_causal_attention(
@@ -103,10 +87,10 @@ def _packed_causal_attention(
     """[1, tokens, heads, head_dim] -> same. Text i is tokens cu_seqlens[i]:cu_seqlens[i + 1]; a
     token attends to its own text's tokens up to itself. CONTEXT_LENGTH bounds every text (the
     kernels size their grids by it; a constant keeps the trace free of the batch's data)."""
-    if kernel in _VARLEN_KERNELS:
-        if kernel not in _scripted_varlen:
-            _scripted_varlen[kernel] = torch.jit.script(_VARLEN_KERNELS[kernel])
-        return _scripted_varlen[kernel](q, k, v, cu_seqlens, CONTEXT_LENGTH)
+    if kernel == "efficient":
+        if not _scripted_varlen:
+            _scripted_varlen.append(torch.jit.script(_varlen_efficient_attention))
+        return _scripted_varlen[0](q, k, v, cu_seqlens, CONTEXT_LENGTH)
     if kernel != "masked":
         raise ValueError(f"packed attention is one of {PACKED_ATTENTION}, not {kernel!r}")
     index = torch.arange(q.size(1), device=q.device)
@@ -117,26 +101,22 @@ def _packed_causal_attention(
     ).transpose(1, 2)
 
 
-def _add_norm(
-    x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm, fused: bool
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(x + delta, norm(x + delta)). `fused` runs both as one kernel, clip_kernels::add_layer_norm
-    (csrc/add_layer_norm.cu: the sum is not written and read back, and the norm runs near the
-    card's bandwidth); the op must then be registered where the tower is traced and loaded."""
-    if fused:
-        total, normed = torch.ops.clip_kernels.add_layer_norm(x, delta, norm.weight, norm.bias, norm.eps)
-        return total, normed
-    total = x + delta
-    return total, norm(total)
+def _add_norm(x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x + delta, norm(x + delta)) as one op, clip_kernels::add_layer_norm (csrc/add_layer_norm.cu:
+    the sum is written once instead of written and read back, and the norm runs near the card's
+    bandwidth, where PyTorch's fp16 layer norm reaches about a third of it). The op must be
+    registered where the tower is traced and loaded (`cuda_ops.load`); off a GPU it runs the two
+    ATen ops."""
+    total, normed = torch.ops.clip_kernels.add_layer_norm(x, delta, norm.weight, norm.bias, norm.eps)
+    return total, normed
 
 
 class _Layer(nn.Module):
-    def __init__(self, layer: Any, heads: int, memory_efficient_attention: bool):  # HF CLIPEncoderLayer
+    def __init__(self, layer: Any, heads: int):  # HF CLIPEncoderLayer
         super().__init__()
         attn = layer.self_attn
         self.heads = heads
         self.head_dim = attn.q_proj.out_features // heads
-        self.memory_efficient_attention = memory_efficient_attention
         self.layer_norm1 = layer.layer_norm1
         self.qkv = nn.Linear(attn.q_proj.in_features, 3 * attn.q_proj.out_features)
         with torch.no_grad():
@@ -159,7 +139,7 @@ class _Layer(nn.Module):
         # the interpreter to run per layer, and batch and length stay free in the trace.
         qkv = self.qkv(self.layer_norm1(x)).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
-        attended = _causal_attention(q, k, v, self.memory_efficient_attention)
+        attended = _causal_attention(q, k, v)
         return self._mlp(x + self.out_proj(attended.transpose(1, 2).flatten(2)))
 
     def packed(
@@ -169,7 +149,6 @@ class _Layer(nn.Module):
         cu_seqlens: torch.Tensor,
         kernel: str,
         next_norm: Optional[nn.LayerNorm],
-        fused: bool,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x [1, tokens, width]: the batch's texts one after another (PackedTextTower), and
         `normed`, its layer_norm1. Returns the layer's output and, where `next_norm` is given (the
@@ -178,11 +157,11 @@ class _Layer(nn.Module):
         qkv = self.qkv(normed).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.unbind(2)  # each [1, tokens, heads, head_dim]
         attended = _packed_causal_attention(q, k, v, cu_seqlens, kernel)
-        x, normed = _add_norm(x, self.out_proj(attended.flatten(2)), self.layer_norm2, fused)
+        x, normed = _add_norm(x, self.out_proj(attended.flatten(2)), self.layer_norm2)
         mlp = self._feed_forward(normed)
         if next_norm is None:
             return x + mlp, None
-        return _add_norm(x, mlp, next_norm, fused)
+        return _add_norm(x, mlp, next_norm)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return x + self._feed_forward(self.layer_norm2(x))
@@ -196,16 +175,14 @@ class CLIPTextTower(nn.Module):
 
     # `model`: HF CLIPTextModelWithProjection, read by its field names (Any: nn.Module's attribute
     # types say nothing about them)
-    def __init__(self, model: Any, memory_efficient_attention: bool = False):
+    def __init__(self, model: Any):
         super().__init__()
         config, text = model.config, model.text_model
         self.vocab_size = int(config.vocab_size)
         self.eos_token_id = int(config.eos_token_id)
         self.token_embedding = text.embeddings.token_embedding
         self.position_embedding = text.embeddings.position_embedding
-        self.layers = nn.ModuleList(
-            _Layer(layer, config.num_attention_heads, memory_efficient_attention) for layer in text.encoder.layers
-        )
+        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads) for layer in text.encoder.layers)
         self.final_layer_norm = text.final_layer_norm
         self.text_projection = model.text_projection
 
@@ -228,13 +205,12 @@ class PackedTextTower(nn.Module):
     rows x its longest text, and runs in one pass whatever its lengths (no length groups). The
     final layer norm runs on the pooled tokens only: it is per token, so that is the same result."""
 
-    def __init__(self, tower: CLIPTextTower, attention: str, fused_norm: bool = False):
+    def __init__(self, tower: CLIPTextTower, attention: str):
         super().__init__()
         if attention not in PACKED_ATTENTION:
             raise ValueError(f"packed attention is one of {PACKED_ATTENTION}, not {attention!r}")
         self.tower = tower
         self.attention = attention
-        self.fused_norm = fused_norm  # each residual add and the norm after it as one op (_add_norm)
 
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor, last: torch.Tensor
@@ -242,10 +218,10 @@ class PackedTextTower(nn.Module):
         tower = self.tower
         layers = [cast(_Layer, layer) for layer in tower.layers]
         embedded = tower.token_embedding(tokens).unsqueeze(0), tower.position_embedding(positions).unsqueeze(0)
-        x, normed = _add_norm(*embedded, layers[0].layer_norm1, self.fused_norm)
+        x, normed = _add_norm(*embedded, layers[0].layer_norm1)
         for i, layer in enumerate(layers):
             next_norm = layers[i + 1].layer_norm1 if i + 1 < len(layers) else None
-            x, following = layer.packed(x, normed, cu_seqlens, self.attention, next_norm, self.fused_norm)
+            x, following = layer.packed(x, normed, cu_seqlens, self.attention, next_norm)
             if following is not None:
                 normed = following
         pooled = tower.final_layer_norm(x[0].index_select(0, last))

@@ -1,5 +1,6 @@
-"""The op library the fp16 export calls: the CUDA-graph ops (csrc/cuda_graphs.cpp) and the fused
-residual add and layer norm (csrc/add_layer_norm.cpp, its kernel csrc/add_layer_norm.cu).
+"""The op library the fp16 export calls (`libclip_cuda_ops.so`, beside `model_fp16.pt`): the
+CUDA-graph ops (csrc/cuda_graphs.cpp) and the fused residual add and layer norm
+(csrc/add_layer_norm.cpp, its kernel csrc/add_layer_norm.cu).
 
 Built with the C++ compiler against the torch this build runs, which must be the torch whose
 libtorch the server's pytorch backend runs: the NGC PyTorch image of the tritonserver image's
@@ -24,7 +25,7 @@ SOURCES = (SOURCE, CSRC / "add_layer_norm.cpp")
 KERNELS = CSRC / "add_layer_norm.cu"
 
 
-class CudaGraphsBuildError(RuntimeError):
+class CudaOpsBuildError(RuntimeError):
     pass
 
 
@@ -32,7 +33,7 @@ def _cuda_home() -> Path:
     from torch.utils.cpp_extension import CUDA_HOME
 
     if not CUDA_HOME:
-        raise CudaGraphsBuildError("no CUDA toolkit found (set CUDA_HOME): the ops need its headers and nvcc")
+        raise CudaOpsBuildError("no CUDA toolkit found (set CUDA_HOME): the ops need its headers and nvcc")
     return Path(CUDA_HOME)
 
 
@@ -99,9 +100,9 @@ def build(destination: Path) -> Path:
             try:
                 done = subprocess.run(command, capture_output=True, text=True)
             except FileNotFoundError:  # a CUDA toolkit of headers alone has no nvcc
-                raise CudaGraphsBuildError(f"{step}: {command[0]} not found") from None
+                raise CudaOpsBuildError(f"{step}: {command[0]} not found") from None
             if done.returncode != 0:
-                raise CudaGraphsBuildError(f"{step} ({command[0]}) failed:\n{done.stderr[-4000:]}")
+                raise CudaOpsBuildError(f"{step} ({command[0]}) failed:\n{done.stderr[-4000:]}")
         shutil.copyfile(output, destination)
     return destination
 

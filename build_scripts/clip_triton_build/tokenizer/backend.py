@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .spec import TOKENIZER_BACKEND_LIBRARY, TOKENIZER_MODEL
-from .triton_sources import SourcesUnavailable, core_include, rapidjson_include
+from ..spec import TOKENIZER_BACKEND_LIBRARY, TOKENIZER_MODEL
+from ..triton_sources import SourcesUnavailable, core_include, rapidjson_include
 
 SOURCE = Path(__file__).parent / "csrc" / "clip_bpe_backend.cc"
 

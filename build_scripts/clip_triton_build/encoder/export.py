@@ -9,18 +9,18 @@ the compute for caption-length texts (typically 10-20 of 77 positions). The Torc
 go further: the fp16 GPU file packs a batch's real tokens into one sequence (`_ScriptedPack`,
 no padding at all) and replays small batches as CUDA graphs of that (`_ScriptedGraphs`); the others run
 big batches in length-sorted groups (`_ScriptedTrim`). Every TorchScript file returns its
-embeddings in host memory (`host_output`, see `_ScriptedEncoder`).
+embeddings in host memory (see `_ScriptedEncoder`).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 
-from .spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
+from ..spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
 from .text_tower import CLIPTextTower, PackedTextTower, in_vocabulary, pooling_positions
 
 # TorchScript export: length groups of at most this many rows, and what one more forward pass
@@ -31,11 +31,6 @@ GPU_PASS_COST = 2048
 CPU_PASS_COST = 256
 # The fp16 GPU export's attention over packed texts (text_tower.PACKED_ATTENTION)
 FP16_PACKED_ATTENTION = "efficient"
-# Whether it runs each residual add and the layer norm that reads it as one kernel
-# (text_tower._add_norm: clip_kernels::add_layer_norm, in the library with the CUDA-graph ops).
-# Off until measured: the kernel and a fused file are checked on an H200 (docs/benchmarks.md,
-# run Z), their speed is not yet (GPU_RUN_STEPS=lab LAB_EXPORTS=fused_norm is the A/B).
-FP16_FUSED_NORM = False
 # The fp16 GPU export replays batches of up to GRAPH_ROWS[-1] rows as CUDA graphs of the packed
 # tower (_ScriptedGraphs), one per (rows, tokens) bucket and Triton instance: a batch runs in the
 # smallest that holds it. Token buckets ~1.5x apart up to 64 rows of 77 tokens: what padding to a
@@ -85,49 +80,41 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
     return path
 
 
-def export_torchscript(
+def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu") -> Path:
+    """The fp32 TorchScript file for Triton's libtorch (`pytorch`) backend: valid ids, the trim and
+    length groups (`_ScriptedTrim`) scripted around the tower, traced once; it runs at any batch
+    and length. The graph names no device (see text_tower), so a file traced on the CPU serves any
+    GPU the backend loads it to."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tower = CLIPTextTower(copy.deepcopy(model)).to(device, torch.float32).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(_Float32Output(tower), (example_input_ids().to(device),), check_trace=False)
+        torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id)).save(str(path))
+    return path
+
+
+def export_packed(
     model: torch.nn.Module,
     path: Path,
-    device: str = "cpu",
-    fp16: bool = False,
-    packed_attention: Optional[str] = None,
-    cuda_graphs: bool = False,
-    host_output: bool = True,
-    fused_norm: bool = False,
+    device: str = "cuda",
+    half: bool = True,
+    attention: str = FP16_PACKED_ATTENTION,
 ) -> Path:
-    """TorchScript for Triton's libtorch (`pytorch`) backend. What depends on the data (the trim,
-    the packing) is scripted; the tower is traced once and runs at any batch and length.
-
-    The graph names no device (see text_tower), so a file traced on the CPU serves any GPU the
-    backend loads it to. `fp16` computes in half precision and still takes int64 ids and returns
-    fp32 embeddings; trace it on `device="cuda"` where the CPU lacks a half kernel.
-    `packed_attention` (text_tower.PACKED_ATTENTION) exports the packed tower (`_ScriptedPack`)
-    instead of length groups (`_ScriptedTrim`); its "efficient" and "flash" kernels are CUDA-only.
-    `cuda_graphs` (with `packed_attention`) adds CUDA-graph replay of small batches
-    (`_ScriptedGraphs`): the file then needs the clip_cuda_graphs ops (`cuda_graphs.py`) loaded
-    wherever it is loaded, here included. `host_output` (the default) returns the embeddings in
-    host memory, one copy for the whole batch (`_ScriptedEncoder` says why); False leaves them on
-    the device, as the files did before (kept for side-by-side runs: benchmarks/lab_exports.py).
-    `fused_norm` (with `packed_attention`) calls clip_kernels::add_layer_norm for each residual
-    add and the norm after it: the op must be loaded (`cuda_graphs.load`) to trace and to load."""
+    """The fp16 GPU file (`model_fp16.pt`): the packed tower (`PackedTextTower`, no padding, each
+    residual add and its norm as one op), with CUDA-graph replay of small batches
+    (`_ScriptedGraphs`). It takes int64 ids and returns fp32 embeddings. Tracing and loading it
+    need the encoder's ops registered (`cuda_ops.load`). `half=False` and `attention="masked"`
+    give the same structure in fp32 on any device (the CPU tests' reference math)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tower = CLIPTextTower(copy.deepcopy(model), memory_efficient_attention=fp16)
-    tower = tower.to(device, torch.float16 if fp16 else torch.float32).eval()
+    tower = CLIPTextTower(copy.deepcopy(model)).to(device, torch.float16 if half else torch.float32).eval()
     example = example_input_ids().to(device)
     with torch.no_grad():
-        if packed_attention is None:
-            traced = torch.jit.trace(_Float32Output(tower), (example,), check_trace=False)
-            scripted = torch.jit.script(_ScriptedTrim(traced, tower.vocab_size, tower.eos_token_id, host_output))
-        else:
-            packed = PackedTextTower(tower, packed_attention, fused_norm).eval()
-            traced = torch.jit.trace(packed, pack(example, tower.eos_token_id), check_trace=False)
-            if fused_norm and "clip_kernels::add_layer_norm" not in str(traced.inlined_graph):
-                raise RuntimeError("the trace lost the fused add and norm: the op ran as its parts")
-            if cuda_graphs:
-                scripted = torch.jit.script(_ScriptedGraphs(traced, tower.vocab_size, tower.eos_token_id, host_output))
-            else:
-                scripted = torch.jit.script(_ScriptedPack(traced, tower.vocab_size, tower.eos_token_id, host_output))
-    scripted.save(str(path))
+        traced = torch.jit.trace(
+            PackedTextTower(tower, attention).eval(), pack(example, tower.eos_token_id), check_trace=False
+        )
+        if "clip_kernels::add_layer_norm" not in str(traced.inlined_graph):
+            raise RuntimeError("the trace lost the fused add and norm: the op ran as its parts")
+        torch.jit.script(_ScriptedGraphs(traced, tower.vocab_size, tower.eos_token_id)).save(str(path))
     return path
 
 
@@ -149,23 +136,22 @@ class _ScriptedEncoder(torch.nn.Module):
     """What the scripted wrappers share: the traced tower, what reading ids needs, and where the
     embeddings go (`_output`).
 
-    With `host_output` a GPU batch's embeddings come back in host memory, in one device-to-host
-    copy. Left on the device, every response pays for its own: the libtorch backend copies each
-    request's rows into its own device buffer, and the ensemble then copies each of those to the
-    host frontend's buffer with a stream synchronisation per response (EnsembleContext's
-    ResponseComplete), all on the instance's thread between two executions. On the CPU the
-    embeddings are already in host memory and nothing is copied."""
+    A GPU batch's embeddings come back in host memory, in one device-to-host copy. Left on the
+    device, every response would pay for its own: the libtorch backend copies each request's rows
+    into its own device buffer, and the ensemble then copies each of those to the host frontend's
+    buffer with a stream synchronisation per response (EnsembleContext's ResponseComplete), all on
+    the instance's thread between two executions. On the CPU the embeddings are already in host
+    memory and nothing is copied."""
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
+    def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__()
         self.inner = inner
         self.vocab_size = vocab_size
         self.pad_id = PAD_ID
         self.eos_token_id = eos_token_id
-        self.host_output = host_output
 
     def _output(self, embeds: torch.Tensor) -> torch.Tensor:
-        return embeds.cpu() if self.host_output else embeds
+        return embeds.cpu()
 
 
 class _ScriptedPack(_ScriptedEncoder):
@@ -197,8 +183,8 @@ class _ScriptedGraphs(_ScriptedPack):
     and stream). Bigger batches, and any on the CPU, run packed without a graph (a packed batch's
     shapes are its token count)."""
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
-        super().__init__(inner, vocab_size, eos_token_id, host_output)
+    def __init__(self, inner, vocab_size: int, eos_token_id: int):
+        super().__init__(inner, vocab_size, eos_token_id)
         self.graph_rows: List[int] = list(GRAPH_ROWS)
         self.graph_tokens: List[int] = list(GRAPH_TOKENS)
 
@@ -272,8 +258,8 @@ class _ScriptedTrim(_ScriptedEncoder):
     Every group's length comes from one device-to-host copy before the first group starts, so the
     GPU runs the groups back to back instead of waiting for the host between them."""
 
-    def __init__(self, inner, vocab_size: int, eos_token_id: int, host_output: bool = True):
-        super().__init__(inner, vocab_size, eos_token_id, host_output)
+    def __init__(self, inner, vocab_size: int, eos_token_id: int):
+        super().__init__(inner, vocab_size, eos_token_id)
         self.gpu_group_rows = GPU_GROUP_ROWS
         self.cpu_group_rows = CPU_GROUP_ROWS
         self.gpu_pass_cost = GPU_PASS_COST
