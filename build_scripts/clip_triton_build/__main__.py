@@ -21,14 +21,12 @@ from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
     SOURCE_REPOSITORY,
-    TORCHSCRIPT_GPU,
     NotABuiltRepository,
     build_info_path,
     cuda_ops_library,
     stamp_parameters,
     start_repository,
-    write_encoder_variants,
-    write_tokenizer_variants,
+    write_variants,
 )
 from .spec import (
     DEFAULT_CHECKPOINT,
@@ -154,17 +152,8 @@ def main(argv=None) -> int:
         info["reference_checkpoint"] = args.checkpoint
     build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
     stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
-    encoder_variants = write_encoder_variants(encoder_dir)
-    tokenizer_variants = [
-        path
-        for model, instances in (
-            (TOKENIZER_MODEL, TORCHSCRIPT_GPU["tokenizer_instances"]),
-            (PYTHON_TOKENIZER_MODEL, TORCHSCRIPT_GPU["python_tokenizer_instances"]),
-        )
-        for path in write_tokenizer_variants(repo / model, encoder_variants, instances)
-    ]
-    for path in encoder_variants + tokenizer_variants:
-        log.info("config variant: %s", path)
+    variants = write_variants(args.source.resolve(), repo)
+    log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights, loaded.source)
     if loaded.weights == RANDOM_INIT:
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")

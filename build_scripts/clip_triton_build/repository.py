@@ -23,9 +23,13 @@ from .spec import (
     BUILD_INFO_FILE,
     CUDA_OPS_LIBRARY,
     ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    MODELS,
     ONNX_FILE,
+    PYTHON_TOKENIZER_MODEL,
     TOKENIZER_BACKEND_LIBRARY,
     TOKENIZER_FILE,
+    TOKENIZER_MODEL,
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
 )
@@ -88,33 +92,44 @@ def add_onnxruntime_cpu_settings(config: mc.ModelConfig) -> None:
     config.optimization.graph.level = ORT_GRAPH_LEVEL_ALL
 
 
-# The GPU TorchScript variants, tuned on one H100/H200 with 16 cores (docs/benchmarks.md):
-# - up to 1024 rows per execution (the ensemble's requests stay <= its own max_batch_size; the
-#   encoder's batcher joins several): the fp16 export runs any batch as one pass over its packed
-#   tokens, and a forward costs about the same up to hundreds of rows (its host side bounds it);
-# - 3 instances: each is a host thread launching kernels on its own CUDA stream and sending its
-#   batch's responses, so one works while the GPU runs another's. With the tokenizer in C++, the
-#   host has the cores for a third: on an H200, 3 beat 2 by 7-14% at 64 single texts and 12-13%
-#   in bulk; 4 was within the run's spread of 3 (runs S and T, and again run U: +4-5% in bulk);
-# - no batching delay: under load the queue fills while all instances are busy anyway, and a
-#   lone request should not wait (it cost 0.5 ms at concurrency 1 and nothing in throughput);
-# - 4 C++ tokenizer instances (threads): 4 and 8 were within the run's spread, so the fewer;
-# - 8 Python tokenizer instances (processes) for the texts the C++ one hands over: what every
-#   measured setting of runs S-W had. With 2, bulk requests queued on them (run R). Since emoji
-#   stay in C++ (run U) none of the benchmark texts reach them, but a user's non-ASCII texts
-#   (accents, other scripts) all do.
-TORCHSCRIPT_GPU = {
-    "max_batch_size": 1024,
-    "encoder_instances": 3,
-    "max_queue_delay_us": 0,
-    "tokenizer_instances": 4,
-    "python_tokenizer_instances": 8,
-}
+# A model folder's `variants/` holds partial configs the build applies to some variants (they
+# are not copied into the built repository): `gpu.pbtxt`, the settings of a GPU host, applied to
+# the GPU TorchScript variants of every model that has one. The numbers and their reasons live
+# there, in the config language Triton reads.
+VARIANTS_FOLDER = "variants"
+GPU_TUNING = "gpu.pbtxt"
+# Every variant NAME gets a twin NAME + this suffix whose ensemble's first step is the Python
+# tokenizer instead of the C++ one (which then stays idle): the pipeline as a Python-backend
+# tokenizer chained into the encoder, served by `--model-config-name`.
+PYTHON_FIRST_SUFFIX = "_python_tokenizer"
 
 
 def serves_gpu_torchscript(backend: str, kind) -> bool:
-    """The variants TORCHSCRIPT_GPU tunes: libtorch, with the source's (GPU) instance kind."""
+    """The variants a model's variants/gpu.pbtxt tunes: libtorch, with the source's (GPU) kind."""
     return backend == "pytorch" and kind is None
+
+
+def read_tuning(model_dir: Path, name: str = GPU_TUNING) -> str | None:
+    """A source model folder's partial config `variants/NAME` (protobuf text, checked), or None
+    when it has none."""
+    path = model_dir / VARIANTS_FOLDER / name
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    text_format.Parse(text, mc.ModelConfig())
+    return text
+
+
+def apply_tuning(config: mc.ModelConfig, tuning: str) -> None:
+    """Every field the partial config `tuning` sets replaces `config`'s, a zero included (parsing
+    it into `config` sets what it names; a protobuf merge would skip proto3 zeros); its instance
+    groups set what they name of the group at their index instead of adding groups."""
+    groups = list(config.instance_group)
+    text_format.Merge(tuning, config)
+    del config.instance_group[:]
+    config.instance_group.extend(groups)
+    for index, group in enumerate(text_format.Parse(tuning, mc.ModelConfig()).instance_group):
+        config.instance_group[index].MergeFrom(group)
 
 
 class NotABuiltRepository(RuntimeError):
@@ -141,7 +156,7 @@ def start_repository(source: Path, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / BUILT_MARKER).write_text("written by python -m clip_triton_build; the next build replaces this folder\n")
     # artifacts a source checkout may still hold from older builds are never copied as if fresh
-    ignore = shutil.ignore_patterns("__pycache__", ".gitkeep", "configs", *BUILT_FILES)
+    ignore = shutil.ignore_patterns("__pycache__", ".gitkeep", "configs", VARIANTS_FOLDER, *BUILT_FILES)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         shutil.copytree(model_dir, output / model_dir.name, ignore=ignore)
 
@@ -179,66 +194,72 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
     read_config(config_path)  # still valid protobuf text
 
 
-def write_encoder_variants(encoder_dir: Path) -> list[Path]:
-    """configs/NAME.pbtxt for each variant whose model file is in the built version folder."""
-    source = read_config(encoder_dir / "config.pbtxt")
-    out_dir = encoder_dir / "configs"
-    out_dir.mkdir(exist_ok=True)
-    written = []
-    for name, (backend, filename, kind) in ENCODER_VARIANTS.items():
-        if not (encoder_dir / "1" / filename).is_file():
-            continue
-        config = mc.ModelConfig()
-        config.CopyFrom(source)
-        config.backend = backend
-        config.default_model_filename = filename
-        if kind is not None:
-            for group in config.instance_group:
-                group.kind = kind
-                del group.gpus[:]
-        if name == "tensorrt_fp16":
-            add_tensorrt_fp16(config)
-        if name == "cpu":
-            add_onnxruntime_cpu_settings(config)
-        if backend == "pytorch":
-            # TorchScript's profiling executor re-specialises for every new input shape; the
-            # encoder sees a new sequence length with almost every batch (it trims to the longest
-            # text), so optimised execution costs far more than it gains here.
-            config.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
-            if serves_gpu_torchscript(backend, kind):
-                config.max_batch_size = TORCHSCRIPT_GPU["max_batch_size"]
-                config.instance_group[0].count = TORCHSCRIPT_GPU["encoder_instances"]
-                config.dynamic_batching.max_queue_delay_microseconds = TORCHSCRIPT_GPU["max_queue_delay_us"]
-        path = out_dir / f"{name}.pbtxt"
-        path.write_text(
-            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}); do not edit.\n"
-            f"# Served with: tritonserver --model-config-name={name}\n" + text_format.MessageToString(config)
-        )
-        written.append(path)
-    return written
+def _write_variant(path: Path, config: mc.ModelConfig, how: str) -> Path:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(
+        f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {path.stem!r}{how}); do not edit.\n"
+        f"# Served with: tritonserver --model-config-name={path.stem}\n" + text_format.MessageToString(config)
+    )
+    return path
 
 
-def write_tokenizer_variants(tokenizer_dir: Path, encoder_variants: list[Path], instances: int) -> list[Path]:
-    """configs/NAME.pbtxt with `instances` instances for the GPU TorchScript variants among the
-    encoder's: `--model-config-name` applies to every model, so a GPU host's tokenizer instances
-    come with the encoder's variant. For both tokenizers: the C++ one hands the texts it cannot
-    clean itself (other non-ASCII than emoji, '&', ...) to the Python one, which needs its own
-    share of the host (run R)."""
-    source = read_config(tokenizer_dir / "config.pbtxt")
-    out_dir = tokenizer_dir / "configs"
-    out_dir.mkdir(exist_ok=True)
+def encoder_variant(source: mc.ModelConfig, name: str, tuning: str | None) -> mc.ModelConfig:
+    """The encoder's config for variant `name` (ENCODER_VARIANTS), from its config.pbtxt."""
+    backend, filename, kind = ENCODER_VARIANTS[name]
+    config = mc.ModelConfig()
+    config.CopyFrom(source)
+    config.backend = backend
+    config.default_model_filename = filename
+    if kind is not None:
+        for group in config.instance_group:
+            group.kind = kind
+            del group.gpus[:]
+    if name == "tensorrt_fp16":
+        add_tensorrt_fp16(config)
+    if name == "cpu":
+        add_onnxruntime_cpu_settings(config)
+    if backend == "pytorch":
+        # TorchScript's profiling executor re-specialises for every new input shape; the encoder
+        # sees a new sequence length with almost every batch (it trims to the longest text), so
+        # optimised execution costs far more than it gains here.
+        config.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
+        if tuning is not None and serves_gpu_torchscript(backend, kind):
+            apply_tuning(config, tuning)
+    return config
+
+
+def write_variants(source: Path, repository: Path) -> list[Path]:
+    """configs/NAME.pbtxt of every model, for each encoder variant whose model file was built:
+    the encoder's (`encoder_variant`), each other model's where its variants/gpu.pbtxt tunes a GPU
+    variant, and the Python-first twin of each (PYTHON_FIRST_SUFFIX). `--model-config-name`
+    applies to every model, so a GPU variant's tokenizer instances come with the encoder's."""
+    encoder_dir = repository / ENCODER_MODEL
+    encoder = read_config(encoder_dir / "config.pbtxt")
+    names = [n for n, (_, filename, _) in ENCODER_VARIANTS.items() if (encoder_dir / "1" / filename).is_file()]
     written = []
-    for name in (path.stem for path in encoder_variants):
+    for name in names:
         backend, _, kind = ENCODER_VARIANTS[name]
-        if not serves_gpu_torchscript(backend, kind):
-            continue
-        config = mc.ModelConfig()
-        config.CopyFrom(source)
-        config.instance_group[0].count = instances
-        path = out_dir / f"{name}.pbtxt"
-        path.write_text(
-            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {name!r}: a GPU host);"
-            " do not edit.\n" + text_format.MessageToString(config)
-        )
-        written.append(path)
+        gpu = serves_gpu_torchscript(backend, kind)
+        configs = {ENCODER_MODEL: encoder_variant(encoder, name, read_tuning(source / ENCODER_MODEL))}
+        for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
+            tuning = read_tuning(source / model)
+            if gpu and tuning is not None:
+                configs[model] = read_config(repository / model / "config.pbtxt")
+                apply_tuning(configs[model], tuning)
+        how = {m: f", tuned by model_repository/{m}/{VARIANTS_FOLDER}/{GPU_TUNING}" if gpu else "" for m in MODELS}
+        for model, config in configs.items():
+            written.append(_write_variant(repository / model / "configs" / f"{name}.pbtxt", config, how[model]))
+        # the twin: every config of this variant, and the ensemble's first step the Python tokenizer
+        ensemble = read_config(repository / ENSEMBLE_MODEL / "config.pbtxt")
+        for step in ensemble.ensemble_scheduling.step:
+            if step.model_name == TOKENIZER_MODEL:
+                step.model_name = PYTHON_TOKENIZER_MODEL
+        configs[ENSEMBLE_MODEL] = ensemble
+        twin = f"{name}{PYTHON_FIRST_SUFFIX}"
+        for model, config in configs.items():
+            written.append(
+                _write_variant(
+                    repository / model / "configs" / f"{twin}.pbtxt", config, f"{how}, Python tokenizer first"
+                )
+            )
     return written

@@ -31,8 +31,22 @@ SYSTEM_RAPIDJSON = Path("/usr/include/rapidjson")  # Debian/Ubuntu: apt-get inst
 CORE_HEADERS = ("include/triton/core/tritonbackend.h", "include/triton/core/tritonserver.h")
 
 
+GOOGLETEST_ENV = "CLIP_GOOGLETEST_SOURCE"
+DEBIAN_GOOGLETEST = Path("/usr/src/googletest")  # Debian/Ubuntu: apt-get install googletest
+
+
 class SourcesUnavailable(RuntimeError):
     pass
+
+
+def googletest_source() -> Path | None:
+    """googletest's sources (the folder holding googletest/): Triton's common always builds a
+    googletest-based test folder, and the tokenizer core's unit tests use it. Debian's googletest
+    package, or $CLIP_GOOGLETEST_SOURCE; None when neither is there."""
+    value = os.environ.get(GOOGLETEST_ENV)
+    if value:
+        return Path(value)
+    return DEBIAN_GOOGLETEST if DEBIAN_GOOGLETEST.is_dir() else None
 
 
 def mirror_path() -> Path | None:

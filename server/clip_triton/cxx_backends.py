@@ -48,6 +48,7 @@ from clip_triton_build.triton_sources import (
     TRITON_REF,
     UPSTREAM,
     UPSTREAM_COMMITS,
+    googletest_source,
     mirror_path,
 )
 
@@ -60,8 +61,6 @@ ORT_HEADER_URL = (
 )
 ORT_HEADER = "onnxruntime_c_api.h"
 MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
-GOOGLETEST_ENV = "CLIP_GOOGLETEST_SOURCE"
-DEBIAN_GOOGLETEST = Path("/usr/src/googletest")
 # CUDA 13 dropped sm_53..72, which backend/CMakeLists.txt lists for its kernel library: on a GPU
 # build that list becomes this (Hopper: H100/H200). Override with $CLIP_CUDA_ARCHITECTURES.
 DEFAULT_CUDA_ARCHITECTURES = "90-real"
@@ -154,15 +153,6 @@ def rapidjson_include() -> Path:
         return triton_sources.rapidjson_include()
     except triton_sources.SourcesUnavailable as exc:
         raise BackendBuildError(str(exc)) from None
-
-
-def googletest_source() -> Path | None:
-    """Triton's common always builds a googletest-based test folder. Debian's googletest package
-    (or $CLIP_GOOGLETEST_SOURCE) keeps the build offline; without one, CMake downloads it."""
-    value = os.environ.get(GOOGLETEST_ENV)
-    if value:
-        return Path(value)
-    return DEBIAN_GOOGLETEST if DEBIAN_GOOGLETEST.is_dir() else None
 
 
 def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str, dict]:

@@ -1,9 +1,8 @@
 """clip_tokenizer_python: TEXT (UTF-8 strings) -> input_ids (CLIP BPE ids, fixed length).
 
-The served tokenizer, clip_tokenizer, is C++ (the build's csrc/clip_bpe_backend.cc): it tokenizes
-plain texts itself (plain ASCII as `is_plain_ascii` below defines it, with or without the emoji its
-config lists in plain_symbols) and sends every other text here. This model tokenizes any text and
-can be called directly.
+The served tokenizer, clip_tokenizer, is C++ (clip_triton_build/tokenizer/csrc/): it tokenizes
+plain texts itself and sends every other text here. This model tokenizes any text and can be
+called directly; the `python_tokenizer` config variant makes it the ensemble's first step.
 
 CLIP's own cleaning runs in Python exactly as open_clip / OpenAI CLIP do it (ftfy fix, HTML
 unescape twice, whitespace collapse, str.lower()); the BPE itself runs in the Rust `tokenizers`

@@ -1,20 +1,18 @@
-// clip_bpe: a Triton backend that tokenizes CLIP text in C++, the model `clip_tokenizer`.
+// clip_bpe: the Triton backend of the model `clip_tokenizer`, the glue around clip_bpe.h.
 //
-// Why: through Triton's Python backend every request pays a hop to a stub process (~0.4 ms with
-// the host idle, more under load), which on a GPU host made the tokenizer the largest per-request
-// CPU cost of the ensemble. Most texts are plain: ASCII captions, some with emoji. For those CLIP's
-// cleaning is whitespace collapse and lower-casing alone (model.py of clip_tokenizer_python says
-// why for ASCII; the config's plain_symbols, why for the emoji), which this backend does itself,
-// then CLIP's word split and byte-level BPE from the same tokenizer.json.
+// Why a C++ backend: through Triton's Python backend every request pays a hop to a stub process
+// (~0.4 ms with the host idle, more under load), which on a GPU host made the tokenizer the
+// largest per-request CPU cost of the ensemble. Most texts are plain (clip_bpe.h says what that
+// means and why their tokens need no ftfy), and this backend tokenizes those in-process.
 //
-// Every other text (other non-ASCII, '&', control characters, longer than 2048 bytes) needs ftfy,
-// which only Python has: the backend sends those texts, one inference request per client request, to
-// the Python model named by the `fallback_model` parameter (clip_tokenizer_python) through
-// Triton's in-process API, and copies its rows back. A request's error there is that request's
-// error here; its batch-mates are unaffected.
+// Every other text needs ftfy, which only Python has: the backend sends those texts, one
+// inference request per client request, to the Python model named by the `fallback_model`
+// parameter (clip_tokenizer_python) through Triton's in-process API, and copies its rows back.
+// It starts those calls first, so the Python instances work while this one tokenizes the rest.
+// A request's error there is that request's error here; its batch-mates are unaffected.
 //
-// Exact: tests/test_tokenizer_parity.py and tests/test_hostile_input.py compare the served ids
-// with open_clip's on hard strings, random ASCII and random Unicode.
+// Exact: tests compare the served ids with open_clip's on hard strings, random ASCII and random
+// Unicode, and the core's unit tests (clip_bpe_test.cc) on the same strings.
 
 #include <rapidjson/document.h>
 
@@ -26,7 +24,6 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -34,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "clip_bpe.h"
 #include "triton/core/tritonbackend.h"
 
 namespace {
@@ -60,155 +58,24 @@ NowNs()
       .count();
 }
 
-// -- what the model's config and tokenizer.json say ---------------------------------------------
-
-// Inclusive ranges of code points, sorted: the non-ASCII characters the fast path takes.
-using CodePoints = std::vector<std::pair<uint32_t, uint32_t>>;
-
-// The config's plain_symbols: "200D FE0E-FE0F 1F300-1F6D7 ...", hexadecimal, ascending, disjoint.
-TRITONSERVER_Error*
-ParseCodePoints(const std::string& text, CodePoints* out)
-{
-  std::istringstream items(text);
-  std::string item;
-  while (items >> item) {
-    const size_t dash = item.find('-');
-    const std::string low = item.substr(0, dash), high = dash == std::string::npos ? low : item.substr(dash + 1);
-    size_t used_low = 0, used_high = 0;
-    const unsigned long first = std::stoul(low, &used_low, 16), last = std::stoul(high, &used_high, 16);
-    if (used_low != low.size() || used_high != high.size() || first < 0x80 || first > last || last > 0x10ffff ||
-        (!out->empty() && first <= out->back().second)) {
-      return Error(
-          TRITONSERVER_ERROR_INVALID_ARG,
-          "plain_symbols: '" + item + "' is not a non-ASCII code point or range above the previous one");
-    }
-    out->emplace_back(first, last);
-  }
-  return nullptr;
-}
-
-// The fast path's texts: printable ASCII, space, tab and newline, but no '&', and characters of
-// `symbols`, in at most 2048 bytes (short enough to split whole). The ASCII part is is_plain_ascii
-// in clip_tokenizer_python's model.py. `text` is valid UTF-8: ReadRequest checked it.
-constexpr size_t kPlainMaxBytes = 2048;
-
-bool
-IsPlain(const char* text, size_t size, const CodePoints& symbols)
-{
-  if (size > kPlainMaxBytes) {
-    return false;
-  }
-  const auto* bytes = reinterpret_cast<const unsigned char*>(text);
-  for (size_t i = 0; i < size;) {
-    const unsigned char c = bytes[i];
-    if (c < 0x80) {
-      const bool printable = c >= 0x20 && c <= 0x7e && c != '&';
-      if (!printable && c != '\t' && c != '\n') {
-        return false;
-      }
-      ++i;
-      continue;
-    }
-    const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-    uint32_t point = c & (0x7f >> n);
-    for (size_t k = 1; k < n; ++k) {
-      point = (point << 6) | (bytes[i + k] & 0x3f);
-    }
-    const auto after = std::upper_bound(
-        symbols.begin(), symbols.end(), point,
-        [](uint32_t p, const std::pair<uint32_t, uint32_t>& range) { return p < range.first; });
-    if (after == symbols.begin() || std::prev(after)->second < point) {
-      return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
-// GPT-2's bytes_to_unicode, in which CLIP's tokenizer.json spells its symbols: a byte is one
-// character, the printable Latin-1 bytes ('!'-'~', U+00A1-U+00AC, U+00AE-U+00FF) themselves and
-// every other byte U+0100 + n, n counting those bytes in order; here each as UTF-8.
-std::vector<std::string>
-ByteSymbols()
-{
-  std::vector<std::string> symbols(256);
-  uint32_t next = 0x100;
-  for (uint32_t b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    const uint32_t point = printable ? b : next++;
-    if (point < 0x80) {
-      symbols[b] = std::string(1, static_cast<char>(point));
-    } else {  // every point here is below U+0800: two bytes
-      symbols[b] = {static_cast<char>(0xc0 | (point >> 6)), static_cast<char>(0x80 | (point & 0x3f))};
-    }
-  }
-  return symbols;
-}
-
-// The offset of the first byte that breaks UTF-8 (strict, as Python decodes: no overlong forms,
-// no surrogates, nothing past U+10FFFF), or `size` when the text is valid.
-size_t
-InvalidUtf8At(const unsigned char* text, size_t size)
-{
-  size_t i = 0;
-  while (i < size) {
-    const unsigned char c = text[i];
-    size_t n;
-    unsigned char low = 0x80, high = 0xbf;  // the range of the second byte
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      n = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2;
-      if (c == 0xe0) low = 0xa0;
-      if (c == 0xed) high = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3;
-      if (c == 0xf0) low = 0x90;
-      if (c == 0xf4) high = 0x8f;
-    } else {
-      return i;
-    }
-    if (i + n >= size) {  // the sequence runs past the end
-      return i;
-    }
-    for (size_t k = 1; k <= n; ++k) {
-      const unsigned char b = text[i + k];
-      if (k == 1 ? (b < low || b > high) : (b < 0x80 || b > 0xbf)) {
-        return i;
-      }
-    }
-    i += n + 1;
-  }
-  return size;
-}
+// -- the model: its config, the vocabulary, and the fallback's allocator -----------------------
 
 class ModelState {
  public:
   static TRITONSERVER_Error* Create(TRITONBACKEND_Model* model, ModelState** state);
   ~ModelState();
 
-  // CLIP's BPE of one word of a lower-cased plain text: its ids appended to `ids`; false when a
-  // symbol is not in the vocabulary (never: CLIP's byte-level vocabulary holds every byte, with
-  // and without the suffix).
-  bool WordIds(const std::string& word, std::vector<int64_t>* ids) const;
-
   TRITONSERVER_Server* server = nullptr;
   TRITONSERVER_ResponseAllocator* allocator = nullptr;
   std::string input_name, output_name, fallback_model;
-  int64_t context_length = 0, pad_id = 0, sot_id = 0, eot_id = 0;
+  int64_t context_length = 0, pad_id = 0;
   uint64_t max_text_bytes = 0;
-  CodePoints plain_symbols;
+  clip_bpe::CodePointSet plain_symbols;
+  clip_bpe::Vocabulary vocabulary;
 
  private:
   TRITONSERVER_Error* ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path);
   TRITONSERVER_Error* ReadTokenizer(const std::string& path, const std::string& sot, const std::string& eot);
-
-  std::unordered_map<std::string, int64_t> vocab_;
-  std::unordered_map<std::string, int> ranks_;  // "left right" -> merge rank
-  const std::vector<std::string> byte_symbols_ = ByteSymbols();
 };
 
 // Output buffers for the fallback model's responses: plain host memory, freed once copied.
@@ -304,7 +171,10 @@ ModelState::ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path)
   pad_id = std::stoll(params["pad_id"]);
   max_text_bytes = std::stoull(params["max_text_bytes"]);
   fallback_model = params["fallback_model"];
-  RETURN_IF_ERROR(ParseCodePoints(params["plain_symbols"], &plain_symbols));
+  std::string error;
+  if (!clip_bpe::CodePointSet::Parse(params["plain_symbols"], &plain_symbols, &error)) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, "plain_symbols: " + error);
+  }
   if (context_length < 3) {
     return Error(TRITONSERVER_ERROR_INVALID_ARG, "context_length must leave room for a token");
   }
@@ -329,83 +199,11 @@ ModelState::ReadTokenizer(const std::string& path, const std::string& sot, const
   }
   std::stringstream text;
   text << file.rdbuf();
-  rapidjson::Document tokenizer;
-  tokenizer.Parse(text.str().c_str());
-  if (tokenizer.HasParseError() || !tokenizer.HasMember("model")) {
-    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + " is not a tokenizers JSON file");
+  std::string error;
+  if (!clip_bpe::Vocabulary::FromJson(text.str(), sot, eot, &vocabulary, &error)) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + ": " + error);
   }
-  const auto& bpe = tokenizer["model"];
-  if (!bpe.HasMember("end_of_word_suffix") || std::string(bpe["end_of_word_suffix"].GetString()) != "</w>") {
-    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + ": expected CLIP's BPE (end_of_word_suffix </w>)");
-  }
-  for (const auto& entry : bpe["vocab"].GetObject()) {
-    vocab_[entry.name.GetString()] = entry.value.GetInt64();
-  }
-  int rank = 0;
-  for (const auto& merge : bpe["merges"].GetArray()) {
-    // "left right" (tokenizers < 0.20) or ["left", "right"] (later)
-    const std::string pair = merge.IsString() ? std::string(merge.GetString())
-                                              : std::string(merge[0].GetString()) + " " + merge[1].GetString();
-    ranks_.emplace(pair, rank++);
-  }
-  auto sot_it = vocab_.find(sot), eot_it = vocab_.find(eot);
-  if (sot_it == vocab_.end() || eot_it == vocab_.end()) {
-    return Error(TRITONSERVER_ERROR_INVALID_ARG, path + " lacks the start or end token");
-  }
-  sot_id = sot_it->second;
-  eot_id = eot_it->second;
   return nullptr;
-}
-
-bool
-ModelState::WordIds(const std::string& word, std::vector<int64_t>* ids) const
-{
-  // Each UTF-8 byte is one symbol of CLIP's byte-level alphabet; the last one carries the
-  // end-of-word suffix. Merge the best-ranked adjacent pair, every occurrence left to right, until
-  // no pair merges (open_clip's SimpleTokenizer.bpe).
-  std::vector<std::string> symbols;
-  symbols.reserve(word.size());
-  for (unsigned char c : word) {
-    symbols.push_back(byte_symbols_[c]);
-  }
-  symbols.back() += "</w>";
-  std::string key;
-  while (symbols.size() > 1) {
-    int best = -1;
-    size_t best_at = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      key.assign(symbols[i]).append(" ").append(symbols[i + 1]);
-      auto it = ranks_.find(key);
-      if (it != ranks_.end() && (best < 0 || it->second < best)) {
-        best = it->second;
-        best_at = i;
-      }
-    }
-    if (best < 0) {
-      break;
-    }
-    const std::string left = symbols[best_at], right = symbols[best_at + 1];
-    std::vector<std::string> merged;
-    merged.reserve(symbols.size());
-    for (size_t i = 0; i < symbols.size();) {
-      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
-        merged.push_back(left + right);
-        i += 2;
-      } else {
-        merged.push_back(std::move(symbols[i]));
-        i += 1;
-      }
-    }
-    symbols.swap(merged);
-  }
-  for (const auto& symbol : symbols) {
-    auto it = vocab_.find(symbol);
-    if (it == vocab_.end()) {
-      return false;
-    }
-    ids->push_back(it->second);
-  }
-  return true;
 }
 
 // -- one instance: a word cache, and the execution ---------------------------------------------
@@ -413,100 +211,18 @@ ModelState::WordIds(const std::string& word, std::vector<int64_t>* ids) const
 class InstanceState {
  public:
   explicit InstanceState(ModelState* model, TRITONBACKEND_ModelInstance* instance)
-      : model_(model), instance_(instance)
+      : model_(model), instance_(instance),
+        tokenizer_(&model->vocabulary, &model->plain_symbols, static_cast<size_t>(model->context_length - 2))
   {
   }
 
   void Execute(TRITONBACKEND_Request** requests, uint32_t count);
 
  private:
-  // The first context_length - 2 token ids of a plain text, as open_clip gives them; false when
-  // a word is not in the vocabulary.
-  bool PlainIds(const char* text, size_t size, std::vector<int64_t>* ids);
-  const std::vector<int64_t>* CachedWord(const std::string& word);
-
   ModelState* model_;
   TRITONBACKEND_ModelInstance* instance_;
-  std::unordered_map<std::string, std::vector<int64_t>> words_;
-  static constexpr size_t kWordCacheCapacity = 100000;
+  clip_bpe::Tokenizer tokenizer_;  // this instance's thread alone uses its word cache
 };
-
-const std::vector<int64_t>*
-InstanceState::CachedWord(const std::string& word)
-{
-  auto it = words_.find(word);
-  if (it != words_.end()) {
-    return &it->second;
-  }
-  std::vector<int64_t> ids;
-  if (!model_->WordIds(word, &ids)) {
-    return nullptr;
-  }
-  if (words_.size() >= kWordCacheCapacity) {
-    words_.clear();
-  }
-  return &words_.emplace(word, std::move(ids)).first->second;
-}
-
-bool
-InstanceState::PlainIds(const char* text, size_t size, std::vector<int64_t>* ids)
-{
-  // CLIP's word split (tokenizer.json's pattern) on a lower-cased plain text:
-  //   's|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\s a-z0-9]+
-  // tried in that order at each position; whitespace belongs to no word, so runs of it and the
-  // ends split as open_clip's collapsed text does. A plain text's letters (\p{L}) and numbers
-  // (\p{N}) are ASCII: its other characters, plain_symbols, are neither, nor whitespace, so their
-  // bytes (>= 0x80) join the runs of the last alternative, as ASCII punctuation does.
-  const size_t keep = static_cast<size_t>(model_->context_length - 2);
-  auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
-  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n'; };
-  auto is_letter = [](char c) { return c >= 'a' && c <= 'z'; };
-  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
-  std::string lowered(text, size);
-  std::transform(lowered.begin(), lowered.end(), lowered.begin(), lower);
-  static const char* kContractions[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
-  std::string word;
-  size_t i = 0;
-  while (i < lowered.size() && ids->size() < keep) {
-    const char c = lowered[i];
-    size_t end = i + 1;
-    if (is_space(c)) {
-      ++i;
-      continue;
-    }
-    bool contraction = false;
-    if (c == '\'') {
-      for (const char* form : kContractions) {
-        const size_t n = std::strlen(form);
-        if (lowered.compare(i, n, form) == 0) {
-          end = i + n;
-          contraction = true;
-          break;
-        }
-      }
-    }
-    if (!contraction) {
-      if (is_letter(c)) {
-        while (end < lowered.size() && is_letter(lowered[end])) ++end;
-      } else if (!is_digit(c)) {
-        while (end < lowered.size() && !is_space(lowered[end]) && !is_letter(lowered[end]) &&
-               !is_digit(lowered[end]))
-          ++end;
-      }
-    }
-    word.assign(lowered, i, end - i);
-    const std::vector<int64_t>* word_ids = CachedWord(word);
-    if (word_ids == nullptr) {
-      return false;
-    }
-    ids->insert(ids->end(), word_ids->begin(), word_ids->end());
-    i = end;
-  }
-  if (ids->size() > keep) {
-    ids->resize(keep);
-  }
-  return true;
-}
 
 // One client request: its texts, then its rows of ids or its error.
 struct Pending {
@@ -515,6 +231,7 @@ struct Pending {
   std::vector<std::pair<size_t, uint32_t>> texts;  // (offset in data, length)
   std::vector<int64_t> rows;                 // [texts, context_length]
   std::vector<size_t> fallback;              // texts the Python model tokenizes
+  std::vector<size_t> deferred;              // plain texts, tokenized once the fallback is on its way
   TRITONSERVER_Error* error = nullptr;
 };
 
@@ -620,7 +337,7 @@ ReadRequest(const ModelState& model, Pending* p)
               " (CLIP reads only its first " + std::to_string(model.context_length - 2) + " tokens anyway)");
     }
     const auto* text = reinterpret_cast<const unsigned char*>(p->data.data() + p->texts[t].first);
-    const size_t bad = InvalidUtf8At(text, size);
+    const size_t bad = clip_bpe::InvalidUtf8At(text, size);
     if (bad != size) {
       return Error(
           TRITONSERVER_ERROR_INVALID_ARG,
@@ -756,6 +473,15 @@ Respond(const ModelState& model, Pending* p, bool* answered)
   return sent;
 }
 
+// <|startoftext|> ids... <|endoftext|>, over a row already filled with the pad id.
+void
+WriteRow(const ModelState& model, const std::vector<int64_t>& ids, int64_t* row)
+{
+  row[0] = model.vocabulary.sot_id();
+  std::copy(ids.begin(), ids.end(), row + 1);
+  row[ids.size() + 1] = model.vocabulary.eot_id();
+}
+
 void
 InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
 {
@@ -767,20 +493,30 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
   const uint64_t compute_start = NowNs();
   size_t total_texts = 0;
   std::vector<std::unique_ptr<Fallback>> calls;
+  std::vector<int64_t> ids;
   // First the texts only Python can clean, so that its instances work while this one tokenizes
-  // the rest.
+  // the rest. Texts that are plain all through and short wait for the second loop; the others
+  // are tried now (their plain prefix may hold all the tokens CLIP reads), and those that need
+  // ftfy go to the fallback.
   for (auto& p : pending) {
     p.error = ReadRequest(*model_, &p);
     if (p.error != nullptr) {
       continue;
     }
     total_texts += p.texts.size();
+    p.rows.assign(p.texts.size() * model_->context_length, model_->pad_id);
     for (size_t t = 0; t < p.texts.size(); ++t) {
-      if (!IsPlain(p.data.data() + p.texts[t].first, p.texts[t].second, model_->plain_symbols)) {
+      const char* text = p.data.data() + p.texts[t].first;
+      const size_t size = p.texts[t].second;
+      const size_t plain = clip_bpe::PlainPrefix(text, size, model_->plain_symbols);
+      if (plain == size && size <= clip_bpe::kMaxWordBytes) {
+        p.deferred.push_back(t);
+      } else if (tokenizer_.Ids(text, size, plain, &ids)) {
+        WriteRow(*model_, ids, p.rows.data() + t * model_->context_length);
+      } else {
         p.fallback.push_back(t);
       }
     }
-    p.rows.assign(p.texts.size() * model_->context_length, model_->pad_id);
     if (!p.fallback.empty()) {
       calls.emplace_back(new Fallback());
       calls.back()->pending = &p;
@@ -790,23 +526,15 @@ InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count)
       }
     }
   }
-  std::vector<int64_t> ids;
   for (auto& p : pending) {
-    for (size_t t = 0, next_fallback = 0; p.error == nullptr && t < p.texts.size(); ++t) {
-      if (next_fallback < p.fallback.size() && p.fallback[next_fallback] == t) {
-        ++next_fallback;
-        continue;
-      }
-      ids.clear();
-      if (!PlainIds(p.data.data() + p.texts[t].first, p.texts[t].second, &ids)) {
+    for (size_t k = 0; p.error == nullptr && k < p.deferred.size(); ++k) {
+      const size_t t = p.deferred[k];
+      const size_t size = p.texts[t].second;
+      if (!tokenizer_.Ids(p.data.data() + p.texts[t].first, size, size, &ids)) {
         p.error = Error(TRITONSERVER_ERROR_INTERNAL, "tokenizer.json lacks a byte's symbol");
         break;
       }
-      // <|startoftext|> tokens... <|endoftext|> pad...
-      int64_t* row = p.rows.data() + t * model_->context_length;
-      row[0] = model_->sot_id;
-      std::copy(ids.begin(), ids.end(), row + 1);
-      row[ids.size() + 1] = model_->eot_id;
+      WriteRow(*model_, ids, p.rows.data() + t * model_->context_length);
     }
   }
   for (auto& call : calls) {

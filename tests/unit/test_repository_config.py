@@ -9,9 +9,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from clip_triton_build.repository import (
     BUILT_REPOSITORY,
     ENCODER_VARIANTS,
+    PYTHON_FIRST_SUFFIX,
     SOURCE_REPOSITORY,
-    TORCHSCRIPT_GPU,
     read_config,
+    read_tuning,
     serves_gpu_torchscript,
 )
 from clip_triton_build.spec import (
@@ -43,8 +44,9 @@ ALL_CONFIGS = [
 
 
 def built_variants(model: str) -> set[str]:
-    """The --model-config-name variants the build wrote for `model`."""
-    return {path.stem for path in (BUILT_REPOSITORY / model / "configs").glob("*.pbtxt")}
+    """The --model-config-name variants the build wrote for `model`, their Python-first twins aside."""
+    names = {path.stem for path in (BUILT_REPOSITORY / model / "configs").glob("*.pbtxt")}
+    return {name for name in names if not name.endswith(PYTHON_FIRST_SUFFIX)}
 
 
 def configs():
@@ -151,10 +153,12 @@ def test_variants_differ_from_the_source_only_where_intended():
             assert getattr(variant, field) == getattr(source, field), field
         for key, value in source.parameters.items():
             assert variant.parameters[key] == value, key
-        if serves_gpu_torchscript(backend, kind):  # tuned on an H100
-            assert variant.max_batch_size == TORCHSCRIPT_GPU["max_batch_size"]
-            assert [g.count for g in variant.instance_group] == [TORCHSCRIPT_GPU["encoder_instances"]]
-            assert variant.dynamic_batching.max_queue_delay_microseconds == TORCHSCRIPT_GPU["max_queue_delay_us"]
+        if serves_gpu_torchscript(backend, kind):  # variants/gpu.pbtxt
+            tuning = text_format.Parse(read_tuning(SOURCE_REPOSITORY / ENCODER_MODEL), mc.ModelConfig())
+            assert variant.max_batch_size == tuning.max_batch_size == 1024
+            assert [g.count for g in variant.instance_group] == [g.count for g in tuning.instance_group] == [3]
+            assert source.dynamic_batching.max_queue_delay_microseconds > 0  # the CPU variants' delay
+            assert variant.dynamic_batching.max_queue_delay_microseconds == 0  # a zero that must win
         else:
             assert variant.max_batch_size == source.max_batch_size
             assert variant.dynamic_batching == source.dynamic_batching
@@ -170,14 +174,17 @@ def test_gpu_variants_bring_their_tokenizer_instances():
     gpu_variants = {name for name in built_variants(ENCODER_MODEL) if is_gpu_variant(name)}
     assert "torchscript" in gpu_variants
     instances = {
-        TOKENIZER_MODEL: TORCHSCRIPT_GPU["tokenizer_instances"],
-        PYTHON_TOKENIZER_MODEL: TORCHSCRIPT_GPU["python_tokenizer_instances"],
+        model: [
+            g.count for g in text_format.Parse(read_tuning(SOURCE_REPOSITORY / model), mc.ModelConfig()).instance_group
+        ]
+        for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL)
     }
+    assert instances == {TOKENIZER_MODEL: [4], PYTHON_TOKENIZER_MODEL: [8]}
     for tokenizer, name in ((t, n) for t in instances for n in sorted(gpu_variants)):
         assert built_variants(tokenizer) == gpu_variants
         source = read_config(SOURCE_REPOSITORY / tokenizer / "config.pbtxt")
         variant = read_config(BUILT_REPOSITORY / tokenizer / "configs" / f"{name}.pbtxt")
-        assert [g.count for g in variant.instance_group] == [instances[tokenizer]]
+        assert [g.count for g in variant.instance_group] == instances[tokenizer]
         variant.ClearField("instance_group")
         expected = type(source)()
         expected.CopyFrom(source)
@@ -199,3 +206,25 @@ def test_the_built_configs_are_the_source_with_what_the_build_loaded_stamped_in(
             expected.parameters["weights"].string_value = info["weights"]
             expected.parameters["checkpoint"].string_value = info["checkpoint"]
         assert read_config(BUILT_REPOSITORY / expected.name / "config.pbtxt") == expected
+
+
+def test_every_variant_has_a_twin_whose_first_step_is_the_python_tokenizer():
+    """The pipeline as a Python-backend tokenizer chained into the encoder: NAME_python_tokenizer
+    is NAME for every model, but the ensemble's first step is clip_tokenizer_python."""
+    ensemble = read_config(BUILT_REPOSITORY / ENSEMBLE_MODEL / "config.pbtxt")
+    for name in sorted(built_variants(ENCODER_MODEL)):
+        twin = f"{name}{PYTHON_FIRST_SUFFIX}"
+        for model in (ENCODER_MODEL, TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
+            path = BUILT_REPOSITORY / model / "configs"
+            if (path / f"{name}.pbtxt").is_file():
+                assert read_config(path / f"{twin}.pbtxt") == read_config(path / f"{name}.pbtxt"), (model, name)
+        first = read_config(BUILT_REPOSITORY / ENSEMBLE_MODEL / "configs" / f"{twin}.pbtxt")
+        assert [step.model_name for step in first.ensemble_scheduling.step] == [
+            PYTHON_TOKENIZER_MODEL if step.model_name == TOKENIZER_MODEL else step.model_name
+            for step in ensemble.ensemble_scheduling.step
+        ]
+        first.ClearField("ensemble_scheduling")
+        ensemble_rest = type(ensemble)()
+        ensemble_rest.CopyFrom(ensemble)
+        ensemble_rest.ClearField("ensemble_scheduling")
+        assert first == ensemble_rest

@@ -1,30 +1,66 @@
-"""The exported encoder trims each batch to its longest text; that must not change any result."""
+"""The encoder's exports (text_tower, export) against HF's CLIPTextModelWithProjection, in-process
+on a small model of CLIP's text architecture: the trim, the length groups, the packed tower with
+its fused add and norm, and what its CUDA graphs capture must not change any result."""
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from clip_triton_build.encoder.export import TrimmedTextEncoder, export_packed, pack
-from clip_triton_build.encoder.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
-from clip_triton_build.spec import (
-    CONTEXT_LENGTH,
-    EMBED_DIM,
-    ENCODER_MODEL,
-    ONNX_FILE,
-    PAD_ID,
-    TORCHSCRIPT_FILE,
-    VIT_B32_TEXT_CONFIG,
+from clip_triton_build.encoder.export import (
+    TrimmedTextEncoder,
+    export_onnx,
+    export_packed,
+    export_torchscript,
+    pack,
 )
-from helpers import REPOSITORY, get_text_features
+from clip_triton_build.encoder.text_tower import CLIPTextTower, in_vocabulary, pooling_positions
+from clip_triton_build.spec import CONTEXT_LENGTH, PAD_ID, VIT_B32_TEXT_CONFIG
 
 SOT_ID, EOT_ID = VIT_B32_TEXT_CONFIG["bos_token_id"], VIT_B32_TEXT_CONFIG["eos_token_id"]
 VOCAB_SIZE = VIT_B32_TEXT_CONFIG["vocab_size"]
+EMBED_DIM = 32  # the small model's projection
 
 
 @pytest.fixture(scope="module")
-def session():
-    return ort.InferenceSession(str(REPOSITORY / ENCODER_MODEL / "1" / ONNX_FILE), providers=["CPUExecutionProvider"])
+def model():
+    """CLIP's text tower at a small size (2 layers, width 64, heads of 32), seeded, with every
+    layer norm and bias of its own: random init leaves every norm the identity (weight 1, bias 0)
+    and every bias 0, which would hide a residual add paired with the wrong norm, or a bias lost."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        **{
+            **VIT_B32_TEXT_CONFIG,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "projection_dim": EMBED_DIM,
+        }
+    )
+    torch.manual_seed(3)
+    model = CLIPTextModelWithProjection(config).eval()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".layer_norm" in name or "final_layer_norm" in name:
+                parameter.copy_((name.endswith("weight")) + 0.5 * torch.randn(parameter.shape, generator=generator))
+            elif name.endswith("bias"):
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def features(model, ids) -> np.ndarray:
+    """HF's get_text_features: the projected pooled output, all 77 positions."""
+    with torch.no_grad():
+        return model(input_ids=torch.as_tensor(ids)).text_embeds.numpy()
+
+
+@pytest.fixture(scope="module")
+def session(model, tmp_path_factory):
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def random_ids(rng, lengths):
@@ -37,10 +73,10 @@ def random_ids(rng, lengths):
 
 
 @pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [20, 75, 2], [75] * 4, [5] * 8])
-def test_trimmed_onnx_equals_full_length_hf(session, hf_model, lengths):
+def test_trimmed_onnx_equals_full_length_hf(session, model, lengths):
     ids = random_ids(np.random.default_rng(sum(lengths)), lengths)
     (trimmed,) = session.run(["text_embeds"], {"input_ids": ids})
-    full = get_text_features(hf_model, ids)  # all 77 positions
+    full = features(model, ids)  # all 77 positions
     assert np.abs(trimmed - full).max() <= 1e-5
 
 
@@ -50,31 +86,22 @@ def test_pooling_position_is_first_eot():
     assert pooling_positions(ids, 2).tolist() == [2, 1]  # legacy argmax rule agrees
 
 
-def test_trim_module_matches_untrimmed_in_torch(hf_model):
+def test_trim_module_matches_untrimmed_in_torch(model):
     ids = torch.from_numpy(random_ids(np.random.default_rng(0), [4, 30, 11]))
-    tower = hf_tower(hf_model)
+    tower = model
     with torch.no_grad():
         trimmed = TrimmedTextEncoder(tower)(ids)
         full = tower(input_ids=ids).text_embeds
     assert (trimmed - full).abs().max() <= 1e-5
 
 
-def hf_tower(hf_model):
-    from transformers import CLIPTextModelWithProjection
-
-    tower = CLIPTextModelWithProjection(hf_model.config.text_config).eval()
-    tower.text_model.load_state_dict(hf_model.text_model.state_dict())
-    tower.text_projection.load_state_dict(hf_model.text_projection.state_dict())
-    return tower
-
-
 @pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2], [12] * 5])
-def test_export_tower_equals_hf_get_text_features(hf_model, lengths):
+def test_export_tower_equals_hf_get_text_features(model, lengths):
     """The fused-QKV, SDPA tower that both exports run is HF's computation."""
     ids = random_ids(np.random.default_rng(len(lengths)), lengths)
     with torch.no_grad():
-        ours = CLIPTextTower(hf_tower(hf_model))(torch.from_numpy(ids)).numpy()
-    assert np.abs(ours - get_text_features(hf_model, ids)).max() <= 1e-5
+        ours = CLIPTextTower(model)(torch.from_numpy(ids)).numpy()
+    assert np.abs(ours - features(model, ids)).max() <= 1e-5
 
 
 def test_ids_outside_the_vocabulary_read_as_pad():
@@ -83,8 +110,9 @@ def test_ids_outside_the_vocabulary_read_as_pad():
 
 
 @pytest.fixture(scope="module")
-def torchscript_module():
-    return torch.jit.load(str(REPOSITORY / ENCODER_MODEL / "1" / TORCHSCRIPT_FILE), map_location="cpu")
+def torchscript_module(model, tmp_path_factory):
+    path = export_torchscript(model, tmp_path_factory.mktemp("torchscript") / "model.pt")
+    return torch.jit.load(str(path), map_location="cpu")
 
 
 def test_torchscript_export_names_no_device(torchscript_module):
@@ -144,56 +172,40 @@ def encoder_ops():
 
 
 @pytest.fixture(scope="module")
-def norms_model(hf_model):
-    """The build's model with a layer norm of its own in every place: random init leaves every norm
-    the identity (weight 1, bias 0), which would hide a residual add paired with the wrong norm."""
-    import copy
-
-    model = copy.deepcopy(hf_model)
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for module in model.text_model.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=generator))
-    return model
-
-
-@pytest.fixture(scope="module")
-def packed_module(norms_model, encoder_ops, tmp_path_factory):
+def packed_module(model, encoder_ops, tmp_path_factory):
     """The fp16 GPU file's structure (packed tokens, fused add and norm, CUDA graphs for small
     batches: `export_packed`) exported on the CPU in fp32, with the attention kernel's reference
     math ("masked"): off the GPU it runs every batch packed, and its graphs' `_tower` can be run
     eagerly."""
     path = tmp_path_factory.mktemp("packed") / "model_packed.pt"
-    export_packed(hf_tower(norms_model), path, device="cpu", half=False, attention="masked")
+    export_packed(model, path, device="cpu", half=False, attention="masked")
     return torch.jit.load(str(path), map_location="cpu")
 
 
 @pytest.mark.parametrize("lengths", [[0], [3, 1, 7], [75, 2, 40, 0, 11], [12] * 9])
-def test_packed_export_equals_hf_get_text_features(norms_model, packed_module, lengths):
+def test_packed_export_equals_hf_features(model, packed_module, lengths):
     """One pass over the batch's real tokens, each text attending only to its own: every row
     gets HF's result, in its place, at batch sizes and lengths the trace never saw."""
     ids = random_ids(np.random.default_rng(len(lengths) + 100), lengths)
     with torch.no_grad():
         ours = packed_module(torch.from_numpy(ids)).numpy()
     assert ours.shape == (len(lengths), EMBED_DIM)
-    assert np.abs(ours - get_text_features(norms_model, ids)).max() <= 1e-5
+    assert np.abs(ours - features(model, ids)).max() <= 1e-5
 
 
-def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_without_eot(norms_model, packed_module):
+def test_packed_export_reads_ids_outside_the_vocabulary_as_pad_and_pools_rows_without_eot(model, packed_module):
     ids = random_ids(np.random.default_rng(7), [5, 9])
     ids[0, 2], ids[0, 3] = -4, VOCAB_SIZE + 3
     ids[1, 10] = 0  # row 1 loses its EOT: it pools where HF pools it (its largest id)
     with torch.no_grad():
         ours = packed_module(torch.from_numpy(ids)).numpy()
-    expected = get_text_features(norms_model, in_vocabulary(torch.from_numpy(ids), VOCAB_SIZE).numpy())
+    expected = features(model, in_vocabulary(torch.from_numpy(ids), VOCAB_SIZE).numpy())
     assert np.abs(ours - expected).max() <= 1e-5
 
 
-def test_the_packed_export_fuses_every_add_with_the_norm_after_it(norms_model, packed_module):
+def test_the_packed_export_fuses_every_add_with_the_norm_after_it(model, packed_module):
     """The embeddings' add, then two adds a layer, the last one's without a norm after it."""
-    layers = norms_model.config.text_config.num_hidden_layers
+    layers = model.config.num_hidden_layers
     assert str(packed_module.inner.inlined_graph).count("clip_kernels::add_layer_norm") == 2 * layers
 
 
@@ -219,9 +231,7 @@ def test_the_graph_export_keeps_every_capture_op_through_scripting(packed_module
 @pytest.mark.parametrize(
     "lengths, rows, tokens", [([0], 1, 16), ([3, 1, 7], 4, 32), ([75, 2, 40, 0, 11], 8, 192), ([75] * 64, 64, 4928)]
 )
-def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(
-    norms_model, packed_module, lengths, rows, tokens
-):
+def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(model, packed_module, lengths, rows, tokens):
     """What a CUDA graph of the fp16 export captures (`_ScriptedGraphs._tower`), run eagerly on the
     CPU with the kernel's reference math: the batch with zero rows up to its row bucket, packed to
     the token bucket forward picks for it (`_bucket_tokens`); every real row still gets HF's
@@ -234,7 +244,7 @@ def test_a_graph_runs_its_batch_packed_to_the_bucket_with_hf_s_result(
     static[: len(lengths)] = ids
     with torch.no_grad():
         ours = scripted._tower(torch.from_numpy(static), tokens)[: len(lengths)].numpy()
-    assert np.abs(ours - get_text_features(norms_model, ids)).max() <= 1e-5
+    assert np.abs(ours - features(model, ids)).max() <= 1e-5
 
 
 def test_every_torchscript_export_hands_its_embeddings_back_in_host_memory(torchscript_module, packed_module):

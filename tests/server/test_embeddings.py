@@ -31,6 +31,38 @@ def test_ensemble_equals_hf_get_text_features(server, hf_model, open_clip_tokeni
     assert np.isfinite(out).all() and len({row.tobytes() for row in out}) > 50  # not one vector for all
 
 
+def texts_tokenized(server, model: str) -> int:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(server.http_url)
+    try:
+        return client.get_inference_statistics(model)["model_stats"][0]["inference_count"]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_python_tokenizer_first_variant_equals_hf_and_never_calls_the_cxx_tokenizer(
+    hf_model, open_clip_tokenizer, protocol
+):
+    """--model-config-name=cpu_python_tokenizer: the ensemble's first step is the Python-backend
+    tokenizer (the pipeline without the C++ one), with the same embeddings; the C++ tokenizer is
+    loaded but tokenizes nothing."""
+    from clip_triton import LocalTritonServer
+    from clip_triton_build.repository import PYTHON_FIRST_SUFFIX
+    from clip_triton_build.spec import PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL
+
+    with LocalTritonServer.on_free_ports(config_name=f"cpu{PYTHON_FIRST_SUFFIX}") as srv:
+        out = embed(srv, VARIED_64, protocol)
+        ids = open_clip_tokenizer(VARIED_64, context_length=CONTEXT_LENGTH).numpy()
+        assert np.abs(out - get_text_features(hf_model, ids)).max() <= 1e-4
+        deadline = time.monotonic() + 10  # statistics are recorded after the responses go out
+        while texts_tokenized(srv, PYTHON_TOKENIZER_MODEL) < len(VARIED_64) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert texts_tokenized(srv, PYTHON_TOKENIZER_MODEL) == len(VARIED_64)
+        assert texts_tokenized(srv, TOKENIZER_MODEL) == 0
+
+
 def test_same_embedding_alone_and_in_mixed_batch(server):
     texts = ["a", "a photo of a cat " * 3, "word " * 100, "", "\U0001f431 emoji", "a dog on the beach at sunset"]
     batch = embed(server, texts)

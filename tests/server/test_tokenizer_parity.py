@@ -76,15 +76,24 @@ def wait_for_python_texts(server, count: int) -> int:
 
 
 def test_plain_texts_stay_in_cxx_and_the_rest_go_to_python_in_place(server, open_clip_tokenizer):
-    """clip_tokenizer (C++) tokenizes plain texts (ASCII, emoji) itself and hands every other text
-    to clip_tokenizer_python: the Python model's statistics count exactly the handed-over texts,
-    and each row, whichever path made it, is open_clip's and in its place."""
-    plain = ["a photo of a cat", "Two DOGS   playing\tin the\nsnow!", "it's 5 o'clock", "", "a #nofilter 😍"]
-    # non-ASCII beside an emoji, &, a character outside plain_symbols, long
-    other = ["café crème 😍", "fish &amp; chips", "a photo ✓ of 東京", "a photo of a cat " * 200]
+    """clip_tokenizer (C++) tokenizes plain texts (ASCII, emoji) itself, of any length, and texts
+    whose first unclean character comes after all the tokens CLIP reads; it hands every other
+    text to clip_tokenizer_python: the Python model's statistics count exactly the handed-over
+    texts, and each row, whichever path made it, is open_clip's and in its place."""
+    plain = [
+        "a photo of a cat",
+        "Two DOGS   playing\tin the\nsnow!",
+        "it's 5 o'clock",
+        "",
+        "a #nofilter 😍",
+        "a photo of a cat " * 20_000,  # 340 KB
+        "a photo of a cat " * 30 + "café &amp; crème",  # the unclean part comes after token 75
+    ]
+    # non-ASCII beside an emoji, &, a character outside plain_symbols, unclean before token 75
+    other = ["café crème 😍", "fish &amp; chips", "a photo ✓ of 東京", "a photo of a cat " * 10 + "café"]
     before = python_texts(server)
     assert np.array_equal(server_ids(server, plain), open_clip_tokenizer(plain, context_length=CONTEXT_LENGTH).numpy())
-    mixed = [plain[0], other[0], plain[1], other[1], other[2], plain[2], plain[4], other[3], plain[3]]
+    mixed = [plain[0], other[0], plain[1], other[1], other[2], plain[2], plain[4], other[3], plain[3], plain[6]]
     expected = open_clip_tokenizer(mixed, context_length=CONTEXT_LENGTH).numpy()
     assert np.array_equal(server_ids(server, mixed), expected)
     # nothing more than the other texts came (the plain texts of either request would have)
