@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make .gpu/ for benchmarks/gpu_run.sh: what a GPU machine without a package registry needs,
-# under the device tool's 64 MiB per call. Run here, after scripts/setup_venv.sh (with pip and
+# in ~54 MB to copy there. Run on a machine with one, after scripts/setup_venv.sh (with pip and
 # network to the registry). The Triton r24.10 sources come from $CLIP_TRITON_SOURCES when set,
 # else from GitHub; googletest from Debian's package (the C++ backends' build needs both).
 set -euo pipefail

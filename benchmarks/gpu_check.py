@@ -1,5 +1,5 @@
 """GPU run: KIND_GPU instances through the local runtime, parity with the CPU build, fp16 vs fp32,
-the raw encoder in-process on the same texts, the load points of docs/benchmarks.md next to it,
+the raw encoder in-process on the same texts, the load points of docs/performance.md next to it,
 a latency breakdown of one text at concurrency 1 from Triton's trace API, and (--sweep) other
 serving settings on the same server. Run by benchmarks/gpu_run.sh on a GPU machine; writes
 gpu_report.json and a plot into --out.
@@ -20,18 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import trace_breakdown
+from benchmarks import gpu_parity, trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_text_client.transport import Transport
 from clip_triton import corpus, verify
-from clip_triton.corpus import VARIED_64, captions
+from clip_triton.corpus import captions
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
 from clip_triton_build.spec import (
     EMBEDDING_OUTPUT,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     IDS_TENSOR,
-    ONNX_FILE,
     TEXT_INPUT,
     TOKENIZER_MODEL,
     TORCHSCRIPT_FP16_FILE,
@@ -47,40 +46,6 @@ def infer(url, model, texts, output):
         return transport.infer(model, TEXT_INPUT, output, texts)
     finally:
         transport.close()
-
-
-def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, label: str) -> np.ndarray:
-    """clip_triton.verify's check of the deployment against the CPU ONNX reference (requests of 32
-    texts, 8 in flight: every encoder instance, on every GPU, takes batches); returns its embeddings."""
-    got = verify.embed(url, texts)
-    result = verify.compare(got, reference)
-    report[f"{label}_max_abs_diff_vs_cpu_onnx"] = result.max_abs_diff
-    report[f"{label}_min_cosine_vs_cpu_onnx"] = result.min_cosine
-    report[f"{label}_finite"] = result.finite
-    print(
-        f"{label} GPU vs CPU ONNX ({result.texts} texts): max abs diff {result.max_abs_diff:.2e}, "
-        f"min cosine {result.min_cosine:.6f}",
-        flush=True,
-    )
-    return got
-
-
-def graph_parity(url: str, texts: list[str], reference: np.ndarray, report: dict) -> bool:
-    """The fp16 deployment's CUDA graphs against the CPU ONNX reference: one request in flight of
-    24, then 5 texts (the client sorts by length), so every encoder execution replays a graph,
-    zero rows filling its 32- and 8-row buckets, over token buckets from short captions to long
-    descriptions."""
-    ok = True
-    for batch in (24, 5):
-        result = verify.compare(verify.embed(url, texts, concurrency=1, batch_size=batch), reference[: len(texts)])
-        report[f"fp16_graphs_batch{batch}_min_cosine_vs_cpu_onnx"] = result.min_cosine
-        ok = ok and result.finite and result.min_cosine >= 0.999
-        print(
-            f"fp16 CUDA graphs, {batch} texts a request, one in flight ({result.texts} texts): "
-            f"min cosine {result.min_cosine:.6f} vs CPU ONNX",
-            flush=True,
-        )
-    return ok
 
 
 def gpu_instances(log_path: Path) -> list[str]:
@@ -274,9 +239,94 @@ def one_text_trace(server, url: str, count: int, trace_file: Path, index: int, c
     return trace_breakdown.breakdown(records, ENSEMBLE_MODEL, [TOKENIZER_MODEL, ENCODER_MODEL])
 
 
+def measure_points(server, url: str, args, report: dict, repository: Path, scratch: Path, trace_file: Path) -> None:
+    """The raw encoder, then the load points and perf_analyzer on the served default, each with
+    the raw encoder's ceiling beside it, and one text's time per step from the trace API."""
+    # the raw encoder on the texts the load generator sends, tokenized by this server
+    ids = {}
+    for kind in ("short", "mixed"):
+        ids[kind] = args.out / f"ids_{kind}.npy"
+        np.save(ids[kind], verify.tokenize(url, corpus.texts(kind, 8192)))
+    instances = len(report["gpu_instances"]) or 1
+    report["raw_encoder"] = raw_encoder(
+        args.out, repository / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE, ids, instances, args.quick
+    )
+
+    run_points(url, "fp16", args.quick, args.processes, report["load"])
+    run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
+    one_text = next(r for r in report["raw_encoder"]["results"] if "p50_ms" in r)
+    for row in report["load"]:
+        if (row["concurrency"], row["texts_per_request"]) == (1, 1):
+            row["raw_encoder_docs_per_s"] = 1e3 / one_text["p50_ms"]  # one text at a time, in-process
+        if row["texts_per_request"] == 256:
+            row["raw_encoder_docs_per_s"] = raw_ceiling(report["raw_encoder"], row["texts"], 256)
+            row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
+            print(
+                f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
+                f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)",
+                flush=True,
+            )
+    for index, (concurrency, key) in enumerate(((1, "one_text_breakdown"), (64, "one_text_breakdown_c64"))):
+        report[key] = one_text_trace(server, url, 300 if args.quick else 1000, trace_file, index, concurrency)
+        for part, value in report[key].items():
+            print(
+                f"  c={concurrency} one text, {part:>26}: p50 {value['p50_us']:8.0f} us  p99 {value['p99_us']:8.0f} us",
+                flush=True,
+            )
+    for concurrency, texts_per_request, kind in (
+        (1, 1, "mixed"),
+        (64, 1, "mixed"),
+        (8, 256, "short"),
+        (8, 256, "mixed"),
+    ):
+        result = perf_analyzer(url, concurrency, scratch, "fp16", texts_per_request, kind)
+        if result:
+            report["load"].append(result)
+    # what limits 64 single texts: the same point over HTTP, and each model of the ensemble alone
+    for model, protocol in ((ENSEMBLE_MODEL, "http"), (TOKENIZER_MODEL, "grpc"), (ENCODER_MODEL, "grpc")):
+        target = server.http_url if protocol == "http" else url
+        result = perf_analyzer(target, 64, scratch, "fp16", 1, "mixed", model, protocol, ids["mixed"])
+        if result:
+            report["limits_c64"].append(result)
+
+
+def sweep_point(url: str, repository: Path, gpus, server, args, report: dict, scratch: Path, setting: str) -> None:
+    """One --sweep setting E:T:B:D, reloaded through the repository API on the same server, and
+    the headline points again."""
+    from clip_triton.deploy import deploy
+
+    enc, tok, batch, delay = (int(x) for x in setting.split(":"))
+    deploy(
+        url,
+        repository,
+        "torchscript_fp16",
+        enc,
+        gpus,
+        tok,
+        server.admin_headers(),
+        encoder_max_batch_size=batch,
+        encoder_queue_delay_us=delay,
+    )
+    label = f"fp16 enc{enc} tok{tok} max{batch} delay{delay}"
+    rows: list[dict] = []
+    run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
+    run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
+    result = perf_analyzer(url, 64, scratch, f"fp16_e{enc}_t{tok}_b{batch}_d{delay}")
+    if result:
+        rows.append(result)
+    for row in rows:
+        row.update(
+            encoder_instances=enc,
+            tokenizer_instances=tok,
+            encoder_max_batch_size=batch,
+            encoder_queue_delay_us=delay,
+        )
+    report["sweep"] += rows
+
+
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
-    from clip_triton.deploy import deploy, gpu_ids
+    from clip_triton.deploy import gpu_ids
 
     # a time limit's SIGTERM unwinds like an exception: the server stops and the report so far is
     # written (the `finally` below)
@@ -325,8 +375,8 @@ def main(argv=None) -> int:
         text=True,
     ).stdout.strip()
     trace_file = args.out / "trace.json"
-    # perf_analyzer's input files and raw output: the report keeps what matters of them, and the
-    # device tool returns only the first few files of --out
+    # perf_analyzer's input files and raw output: the report keeps what matters of them, so --out
+    # holds the report, its plot, the server's log and the raw encoder's results
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     server = LocalTritonServer.on_free_ports(
         config_name="torchscript",
@@ -340,114 +390,18 @@ def main(argv=None) -> int:
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
     repository = BUILT_REPOSITORY
-    onnx_file = repository / ENCODER_MODEL / "1" / ONNX_FILE
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)
         print("encoder instances:", report["gpu_instances"], flush=True)
-        texts = verify.check_texts(2048, seed=7)  # 64 varied texts, then 2,048 captions
-        reference = verify.onnx_embeddings(onnx_file, verify.tokenize(url, texts))
-        fp32 = parity(url, texts, reference, report, "fp32")
-        ok = report["fp32_max_abs_diff_vs_cpu_onnx"] <= 1e-3
-        deploy(
-            url, repository, "torchscript_fp16", args.instances, gpus, args.tokenizer_instances, server.admin_headers()
-        )
-        fp16 = parity(url, texts, reference, report, "fp16")
-        ok = graph_parity(url, texts[: len(VARIED_64) + 512], reference, report) and ok
-        varied = len(VARIED_64)
-        report["fp16_min_cosine_vs_fp32_varied64"] = verify.compare(fp16[:varied], fp32[:varied]).min_cosine
-        report["fp16_min_cosine_vs_fp32_captions2048"] = verify.compare(fp16[varied:], fp32[varied:]).min_cosine
-        ok = (
-            ok
-            and min(report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]) >= 0.999
-        )
-        print(
-            "fp16 vs fp32: min cosine %.6f (64 varied), %.6f (2,048 captions)"
-            % (report["fp16_min_cosine_vs_fp32_varied64"], report["fp16_min_cosine_vs_fp32_captions2048"]),
-            flush=True,
-        )
-        report["parity_ok"] = ok
-        print("PARITY", "OK" if ok else "FAILED", "(fp32 <= 1e-3 vs CPU ONNX, fp16 cosine >= 0.999)", flush=True)
+        ok = gpu_parity.check(url, repository, args.instances, gpus, args.tokenizer_instances, server, report)
         if args.parity_only:
             run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(16, 256)])
             return 0 if ok else 1
 
-        # the raw encoder on the texts the load generator sends, tokenized by this server
-        ids = {}
-        for kind in ("short", "mixed"):
-            ids[kind] = args.out / f"ids_{kind}.npy"
-            np.save(ids[kind], verify.tokenize(url, corpus.texts(kind, 8192)))
-        instances = len(report["gpu_instances"]) or 1
-        report["raw_encoder"] = raw_encoder(
-            args.out, repository / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE, ids, instances, args.quick
-        )
-
-        run_points(url, "fp16", args.quick, args.processes, report["load"])
-        run_points(url, "fp16", args.quick, args.processes, report["load"], kind="short", points=[(8, 256)])
-        one_text = next(r for r in report["raw_encoder"]["results"] if "p50_ms" in r)
-        for row in report["load"]:
-            if (row["concurrency"], row["texts_per_request"]) == (1, 1):
-                row["raw_encoder_docs_per_s"] = 1e3 / one_text["p50_ms"]  # one text at a time, in-process
-            if row["texts_per_request"] == 256:
-                row["raw_encoder_docs_per_s"] = raw_ceiling(report["raw_encoder"], row["texts"], 256)
-                row["of_raw_encoder"] = row["docs_per_s"] / row["raw_encoder_docs_per_s"]
-                print(
-                    f"  {row['texts']} 8x256: {row['of_raw_encoder']:.0%} of the raw encoder "
-                    f"({row['raw_encoder_docs_per_s']:,.0f} docs/s at batch 256)",
-                    flush=True,
-                )
-        for index, (concurrency, key) in enumerate(((1, "one_text_breakdown"), (64, "one_text_breakdown_c64"))):
-            report[key] = one_text_trace(server, url, 300 if args.quick else 1000, trace_file, index, concurrency)
-            for part, value in report[key].items():
-                print(
-                    f"  c={concurrency} one text, {part:>26}: p50 {value['p50_us']:8.0f} us  "
-                    f"p99 {value['p99_us']:8.0f} us",
-                    flush=True,
-                )
-        for concurrency, texts_per_request, kind in (
-            (1, 1, "mixed"),
-            (64, 1, "mixed"),
-            (8, 256, "short"),
-            (8, 256, "mixed"),
-        ):
-            result = perf_analyzer(url, concurrency, scratch, "fp16", texts_per_request, kind)
-            if result:
-                report["load"].append(result)
-        # what limits 64 single texts: the same point over HTTP, and each model of the ensemble alone
-        for model, protocol in ((ENSEMBLE_MODEL, "http"), (TOKENIZER_MODEL, "grpc"), (ENCODER_MODEL, "grpc")):
-            target = server.http_url if protocol == "http" else url
-            result = perf_analyzer(target, 64, scratch, "fp16", 1, "mixed", model, protocol, ids["mixed"])
-            if result:
-                report["limits_c64"].append(result)
-
+        measure_points(server, url, args, report, repository, scratch, trace_file)
         for setting in filter(None, args.sweep.split(",")):
-            enc, tok, batch, delay = (int(x) for x in setting.split(":"))
-            deploy(
-                url,
-                repository,
-                "torchscript_fp16",
-                enc,
-                gpus,
-                tok,
-                server.admin_headers(),
-                encoder_max_batch_size=batch,
-                encoder_queue_delay_us=delay,
-            )
-            label = f"fp16 enc{enc} tok{tok} max{batch} delay{delay}"
-            rows: list[dict] = []
-            run_points(url, label, args.quick, args.processes, rows, points=[(1, 1), (64, 1), (8, 256)])
-            run_points(url, label, args.quick, args.processes, rows, kind="short", points=[(8, 256)])
-            result = perf_analyzer(url, 64, scratch, f"fp16_e{enc}_t{tok}_b{batch}_d{delay}")
-            if result:
-                rows.append(result)
-            for row in rows:
-                row.update(
-                    encoder_instances=enc,
-                    tokenizer_instances=tok,
-                    encoder_max_batch_size=batch,
-                    encoder_queue_delay_us=delay,
-                )
-            report["sweep"] += rows
+            sweep_point(url, repository, gpus, server, args, report, scratch, setting)
         return 0 if ok else 1
     finally:
         server.stop()

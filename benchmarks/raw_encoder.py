@@ -1,6 +1,6 @@
 """The exported TorchScript encoder alone, in-process, on the ids the server's tokenizer gives:
-the ceiling the server is compared with (docs/benchmarks.md), and a lab for the settings the
-libtorch backend exposes (executor mode, group size, parallel instances).
+the ceiling the server is compared with (docs/performance.md), and the settings the libtorch
+backend exposes (executor mode, group size, parallel instances).
 
     python -m benchmarks.raw_encoder --model build/model_repository/clip_text_encoder/1/model_fp16.pt \\
         --ids short=ids_short.npy --ids mixed=ids_mixed.npy --json raw.json

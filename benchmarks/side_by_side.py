@@ -7,7 +7,7 @@
       length-sorted requests.
 
 Prints docs/s for each, the ratios to (1) and the max abs difference of the embeddings, and writes
-a bar plot.    python -m benchmarks.side_by_side --texts 1024 --plot docs/benchmarks_cpu.png
+a bar plot.    python -m benchmarks.side_by_side --texts 1024 --plot benchmarks/results/cpu_side_by_side.png
 """
 
 from __future__ import annotations

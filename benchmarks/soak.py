@@ -2,7 +2,8 @@
 seconds; every `--window` seconds it records docs/s, p50/p99 latency, errors and the resident
 memory (RSS) of tritonserver plus its Python-backend stubs. Stops by itself.
 
-    python -m benchmarks.soak --duration 300 --concurrency 32 --json docs/soak.json --plot docs/soak.png
+    python -m benchmarks.soak --duration 300 --concurrency 32 \\
+        --json benchmarks/results/soak.json --plot benchmarks/results/soak.png
 """
 
 from __future__ import annotations

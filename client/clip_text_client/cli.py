@@ -22,9 +22,10 @@ import sys
 from typing import cast
 
 from .access import header_arguments
-from .bulk import JobError, run_job
+from .bulk import run_job
 from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
+from .records import JobError
 
 
 def detect_input_format(path: str, requested: str, text_field_given: bool) -> str:

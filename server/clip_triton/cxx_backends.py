@@ -8,11 +8,11 @@ framework backends. This module compiles the same backends NGC ships, from the r
 - `pytorch` (libtorch): against the libtorch of the `torch` wheel installed here, with the C++ ABI
   that torch was built with.
 
-Sources: upstream GitHub at the commits of the r24.10 branches, or a local mirror with the same
-folders (`$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` where CI has it and GitHub cannot
-be reached): clip_triton_build.triton_sources pins both. The result is cached under
+What it builds from, and where that comes from (upstream GitHub at the pinned r24.10 commits, or
+a mirror: `$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` beside the checkout): this
+package's backend_sources. This module is the CMake build and its cache, under
 `.local/cxx-backends/<key>/`; the key hashes every input (sources, ORT and torch builds, compiler,
-GPU on/off, this file), so a changed input rebuilds and an unchanged one costs nothing.
+GPU on/off, both modules), so a changed input rebuilds and an unchanged one costs nothing.
 
     python -m clip_triton.cxx_backends            # build (or reuse) and print the output folder
     python -m clip_triton.cxx_backends --gpu      # libtorch backend with CUDA (KIND_GPU instances)
@@ -37,39 +37,29 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from clip_triton_build import triton_sources
-from clip_triton_build.triton_sources import (
-    MIRROR_RAPIDJSON,
-    SOURCES_ENV,
-    TRITON_REF,
-    UPSTREAM,
-    UPSTREAM_COMMITS,
-    googletest_source,
-    mirror_path,
-)
+from clip_triton_build.triton_sources import MIRROR_RAPIDJSON, TRITON_REF, UPSTREAM_COMMITS, googletest_source
 
+from . import backend_sources
+from .backend_sources import (
+    MIRROR_ORT_INCLUDE,
+    ORT_VERSION,
+    BackendBuildError,
+    export_sources,
+    mirror,
+    ort_lib_dir,
+    ort_library,
+    run,
+)
 from .paths import STATE_DIR, pytriton_paths
 
-ORT_VERSION = "1.19.2"  # NGC 24.10's ONNX Runtime; pinned in pyproject.toml
-ORT_HEADER_URL = (
-    f"https://raw.githubusercontent.com/microsoft/onnxruntime/v{ORT_VERSION}/"
-    "include/onnxruntime/core/session/onnxruntime_c_api.h"
-)
-ORT_HEADER = "onnxruntime_c_api.h"
-MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
 # CUDA 13 dropped sm_53..72, which backend/CMakeLists.txt lists for its kernel library: on a GPU
 # build that list becomes this (Hopper: H100/H200). Override with $CLIP_CUDA_ARCHITECTURES.
 DEFAULT_CUDA_ARCHITECTURES = "90-real"
 DEFAULT_STATE = STATE_DIR / "cxx-backends"
 MANIFEST = "manifest.json"
-
-
-class BackendBuildError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -86,18 +76,6 @@ BACKENDS = (ONNXRUNTIME, PYTORCH)
 
 
 # -- inputs ------------------------------------------------------------------------------------------
-def ort_library() -> Path:
-    import onnxruntime
-
-    lib = Path(onnxruntime.__file__).parent / "capi" / f"libonnxruntime.so.{ORT_VERSION}"
-    if not lib.is_file():
-        raise BackendBuildError(
-            f"{lib} is missing: the C++ onnxruntime backend needs onnxruntime=={ORT_VERSION} "
-            f"(NGC 24.10's), installed is {onnxruntime.__version__}"
-        )
-    return lib
-
-
 def torch_facts() -> dict:
     import torch
 
@@ -109,16 +87,6 @@ def torch_facts() -> dict:
         "cxx11_abi": int(torch.compiled_with_cxx11_abi()),
         "cuda": torch.version.cuda,
     }
-
-
-def mirror() -> Path | None:
-    path = mirror_path()
-    if path is None:
-        return None
-    missing = [name for name in UPSTREAM_COMMITS if not (path / name).is_dir()]
-    if missing:
-        raise BackendBuildError(f"mirror {path} lacks {', '.join(missing)} (r24.10 sources expected)")
-    return path
 
 
 def tree_digest(paths: list[Path]) -> str:
@@ -148,13 +116,6 @@ def require_tools(gpu: bool) -> None:
         raise BackendBuildError("a GPU build needs the CUDA toolkit (nvcc)")
 
 
-def rapidjson_include() -> Path:
-    try:
-        return triton_sources.rapidjson_include()
-    except triton_sources.SourcesUnavailable as exc:
-        raise BackendBuildError(str(exc)) from None
-
-
 def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str, dict]:
     source = mirror()
     torch = torch_facts()
@@ -172,7 +133,9 @@ def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str,
         "gpu": gpu,
         "cuda_architectures": cuda_architectures() if gpu else None,
         "python": platform.python_version(),
-        "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "builder": hashlib.sha256(
+            Path(__file__).read_bytes() + Path(backend_sources.__file__).read_bytes()
+        ).hexdigest(),
     }
     key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     return ("gpu-" if gpu else "cpu-") + key, facts
@@ -180,49 +143,6 @@ def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str,
 
 def cuda_architectures() -> str:
     return os.environ.get("CLIP_CUDA_ARCHITECTURES", DEFAULT_CUDA_ARCHITECTURES)
-
-
-# -- sources ---------------------------------------------------------------------------------------------
-def fetch_upstream(name: str, dest: Path) -> None:
-    """One r24.10 repository at its pinned commit (a shallow fetch of that commit)."""
-    dest.mkdir(parents=True)
-    run(["git", "init", "-q"], dest)
-    try:
-        run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
-    except BackendBuildError as exc:
-        raise BackendBuildError(
-            f"cannot fetch {UPSTREAM}/{name} ({exc}); without GitHub, set ${SOURCES_ENV} "
-            "to a mirror of the r24.10 sources (--export-sources writes one)"
-        ) from None
-    run(["git", "checkout", "-q", "FETCH_HEAD"], dest)
-
-
-def export_sources(dest: Path) -> Path:
-    """Writable copies of what the build reads, laid out as a mirror ($CLIP_TRITON_SOURCES takes
-    it): the five r24.10 trees, the ORT C API header and the RapidJSON headers. From the mirror
-    when one is set, else from upstream (and Debian's RapidJSON)."""
-    source = mirror()
-    for name in UPSTREAM_COMMITS:
-        if source:
-            shutil.copytree(source / name, dest / name)
-        else:
-            fetch_upstream(name, dest / name)
-    include = dest / MIRROR_ORT_INCLUDE
-    include.mkdir(parents=True)
-    if source and (source / MIRROR_ORT_INCLUDE / ORT_HEADER).is_file():
-        shutil.copy2(source / MIRROR_ORT_INCLUDE / ORT_HEADER, include / ORT_HEADER)
-    else:
-        try:
-            with urllib.request.urlopen(ORT_HEADER_URL, timeout=60) as resp:
-                (include / ORT_HEADER).write_bytes(resp.read())
-        except OSError as exc:
-            raise BackendBuildError(
-                f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror"
-            ) from exc
-    shutil.copytree(rapidjson_include() / "rapidjson", dest / MIRROR_RAPIDJSON / "include" / "rapidjson")
-    for item in [dest, *dest.rglob("*")]:  # a mirror may come without write bits
-        item.chmod(item.stat().st_mode | 0o200)
-    return dest
 
 
 def patch_cuda_architectures(src: Path) -> None:
@@ -247,13 +167,6 @@ def write_rapidjson_config(src: Path, work: Path) -> Path:
 
 
 # -- build ------------------------------------------------------------------------------------------------
-def run(cmd: list[str], cwd: Path, log=None) -> None:
-    result = subprocess.run(cmd, cwd=cwd, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if result.returncode != 0:
-        tail = result.stdout[-4000:] if result.stdout else f"(see {getattr(log, 'name', 'the log')})"
-        raise BackendBuildError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{tail}")
-
-
 def common_cmake_args(src: Path, work: Path) -> list[str]:
     googletest = googletest_source()
     args = [
@@ -297,17 +210,6 @@ def backend_cmake_args(backend: Backend, src: Path, gpu: bool) -> list[str]:
         f"-DTRITON_PYTORCH_INCLUDE_PATHS={torch['root']}/include;{torch['root']}/include/torch/csrc/api/include",
         f"-DTRITON_PYTORCH_LIB_PATHS={torch['lib']}",
     ]
-
-
-def ort_lib_dir(src: Path) -> Path:
-    """The wheel names its library libonnxruntime.so.1.19.2; CMake's find_library wants libonnxruntime.so."""
-    folder = src / "onnxruntime-lib"
-    if not folder.exists():
-        folder.mkdir()
-        lib = ort_library()
-        (folder / lib.name).symlink_to(lib)
-        (folder / "libonnxruntime.so").symlink_to(lib.name)
-    return folder
 
 
 def build(

@@ -1,9 +1,9 @@
 // The fp16 export's residual add and the layer norm that reads it, in one kernel: what the
 // text tower does 24 times a pass (x + attention -> layer_norm2, x + MLP -> the next layer's
 // layer_norm1; the first one adds the position embedding). Apart, they are two kernels, the sum
-// written and read back; and PyTorch's layer norm runs a 512-wide fp16 row at ~1.1 TB/s on an
-// H200, a third of the card's bandwidth (docs/profile_h200_short_1024_run_x.txt: 15% of a
-// pass's kernel time, the adds 6% more).
+// written and read back; and PyTorch's fp16 layer norm of 512-wide rows reaches about a third
+// of a current card's bandwidth (in a bulk pass the norms were 15% of the kernel time, the adds
+// 6% more). Fused, a bulk pass serves ~10% more texts (docs/performance.md).
 //
 // Plain CUDA (no torch headers, so nvcc compiles it quickly with any host compiler); the op
 // clip_kernels::add_layer_norm (add_layer_norm.cpp) calls clip_add_layer_norm_fp16.

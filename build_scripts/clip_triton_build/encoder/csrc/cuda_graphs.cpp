@@ -1,6 +1,6 @@
 // CUDA graphs for TorchScript: what lets the fp16 export replay a small batch's forward as one
 // graph launch instead of ~150 kernel launches from the TorchScript interpreter (a one-text
-// forward is ~3 ms of host time on an H100 for 0.4 ms of kernels, docs/benchmarks.md).
+// forward is ~3 ms of host time for 0.4 ms of kernels on a current GPU without a graph).
 //
 // TorchScript cannot capture a graph itself, so these ops bracket a capture around ordinary
 // scripted code (export._ScriptedGraphs):
