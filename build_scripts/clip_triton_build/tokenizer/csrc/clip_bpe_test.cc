@@ -62,6 +62,15 @@ class Core : public ::testing::Test {
 clip_bpe::Vocabulary* Core::vocab_ = nullptr;
 clip_bpe::CodePointSet* Core::symbols_ = nullptr;
 
+// "cat cat ... " : `n` words of one token each
+std::string
+Cats(int n)
+{
+  std::string words;
+  for (int i = 0; i < n; ++i) words += "cat ";
+  return words;
+}
+
 std::string
 Hex(const std::string& hex)
 {
@@ -186,8 +195,7 @@ TEST_F(Core, AWordLongerThanTheCoreSplitsGoesToTheFallback)
 
 TEST_F(Core, ATextWhoseTokensAllComeBeforeItsFirstUncleanCharacterStaysHere)
 {
-  std::string prefix;
-  for (int i = 0; i < 80; ++i) prefix += "cat ";
+  const std::string prefix = Cats(80);
   std::vector<int64_t> ids, plain_ids;
   ASSERT_TRUE(Ids(prefix, &plain_ids));
   ASSERT_TRUE(Ids(prefix + "caf\xc3\xa9 &amp;", &ids));
@@ -197,8 +205,7 @@ TEST_F(Core, ATextWhoseTokensAllComeBeforeItsFirstUncleanCharacterStaysHere)
 TEST_F(Core, AWordThatTouchesTheFirstUncleanCharacterGoesToTheFallback)
 {
   std::vector<int64_t> ids;
-  std::string seventy_four;
-  for (int i = 0; i < 74; ++i) seventy_four += "cat ";
+  const std::string seventy_four = Cats(74);
   // the 75th token's word runs into é: its extent depends on ftfy's output
   EXPECT_FALSE(Ids(seventy_four + "caf\xc3\xa9", &ids));
   // ... and a combining mark could compose with the word's last letter
@@ -212,8 +219,7 @@ TEST_F(Core, AWordThatTouchesTheFirstUncleanCharacterGoesToTheFallback)
 TEST_F(Core, AContractionIsDecidedOnlyByPlainCharacters)
 {
   std::vector<int64_t> ids;
-  std::string seventy_four;
-  for (int i = 0; i < 74; ++i) seventy_four += "cat ";
+  const std::string seventy_four = Cats(74);
   // "'r" then a character ftfy may turn into 'e' (fullwidth): 're or ' + r
   EXPECT_FALSE(Ids(seventy_four + "'r\xef\xbd\x85", &ids));
   EXPECT_TRUE(Ids(seventy_four + "'re \xef\xbd\x85", &ids));
