@@ -1,7 +1,9 @@
-"""Session fixtures: real tritonserver processes (the binary inside nvidia-pytriton) on free ports.
+"""Session fixtures: real tritonserver processes (the binary inside nvidia-pytriton) on free ports,
+and the in-process references they are compared with.
 
-Never a mock: every test here talks to a tritonserver over HTTP or gRPC. Server logs are kept in
-.local/ and printed when a server fails to start. Helpers the tests import are in helpers.py.
+Never a mock: tests/server/ talks to a real tritonserver over HTTP or gRPC (server logs are kept
+in .local/ and printed when a server fails to start); tests/unit/ runs the build's own code
+in-process against HF and open_clip. Helpers the tests import are in helpers.py.
 """
 
 from __future__ import annotations
