@@ -19,6 +19,7 @@ __all__ = [
     "REPOSITORY",
     "build_info",
     "get_text_features",
+    "inference_count",
     "open_clip_tokenizer_module",
     "text_array",
     "triton_infer",
@@ -72,6 +73,17 @@ def triton_infer(protocol: str, url: str, model: str, inputs: dict[str, np.ndarr
             tensors.append(tensor)
         result = client.infer(model, tensors, outputs=[module.InferRequestedOutput(o) for o in outputs])
         return [result.as_numpy(o) for o in outputs]
+    finally:
+        client.close()
+
+
+def inference_count(srv: LocalTritonServer, model: str) -> int:
+    """How many texts (rows) `model` has served on `srv` so far: Triton's statistics API."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(srv.http_url)
+    try:
+        return client.get_inference_statistics(model)["model_stats"][0]["inference_count"]
     finally:
         client.close()
 

@@ -236,30 +236,28 @@ def write_variants(source: Path, repository: Path) -> list[Path]:
     encoder_dir = repository / ENCODER_MODEL
     encoder = read_config(encoder_dir / "config.pbtxt")
     names = [n for n, (_, filename, _) in ENCODER_VARIANTS.items() if (encoder_dir / "1" / filename).is_file()]
+    tunings = {model: read_tuning(source / model) for model in MODELS}
+    python_first = read_config(repository / ENSEMBLE_MODEL / "config.pbtxt")
+    for step in python_first.ensemble_scheduling.step:
+        if step.model_name == TOKENIZER_MODEL:
+            step.model_name = PYTHON_TOKENIZER_MODEL
     written = []
     for name in names:
         backend, _, kind = ENCODER_VARIANTS[name]
         gpu = serves_gpu_torchscript(backend, kind)
-        configs = {ENCODER_MODEL: encoder_variant(encoder, name, read_tuning(source / ENCODER_MODEL))}
+        configs = {ENCODER_MODEL: encoder_variant(encoder, name, tunings[ENCODER_MODEL])}
         for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
-            tuning = read_tuning(source / model)
+            tuning = tunings[model]
             if gpu and tuning is not None:
                 configs[model] = read_config(repository / model / "config.pbtxt")
                 apply_tuning(configs[model], tuning)
-        how = {m: f", tuned by model_repository/{m}/{VARIANTS_FOLDER}/{GPU_TUNING}" if gpu else "" for m in MODELS}
+        how = {m: f", tuned by model_repository/{m}/{VARIANTS_FOLDER}/{GPU_TUNING}" if gpu else "" for m in configs}
         for model, config in configs.items():
             written.append(_write_variant(repository / model / "configs" / f"{name}.pbtxt", config, how[model]))
         # the twin: every config of this variant, and the ensemble's first step the Python tokenizer
-        ensemble = read_config(repository / ENSEMBLE_MODEL / "config.pbtxt")
-        for step in ensemble.ensemble_scheduling.step:
-            if step.model_name == TOKENIZER_MODEL:
-                step.model_name = PYTHON_TOKENIZER_MODEL
-        configs[ENSEMBLE_MODEL] = ensemble
+        configs[ENSEMBLE_MODEL], how[ENSEMBLE_MODEL] = python_first, ""
         twin = f"{name}{PYTHON_FIRST_SUFFIX}"
         for model, config in configs.items():
-            written.append(
-                _write_variant(
-                    repository / model / "configs" / f"{twin}.pbtxt", config, f"{how}, Python tokenizer first"
-                )
-            )
+            path = repository / model / "configs" / f"{twin}.pbtxt"
+            written.append(_write_variant(path, config, f"{how[model]}, Python tokenizer first"))
     return written

@@ -7,7 +7,7 @@ import pytest
 
 from clip_triton.corpus import VARIED_64, captions
 from clip_triton_build.spec import CONTEXT_LENGTH, EMBED_DIM
-from helpers import get_text_features, text_array, triton_infer, url_of
+from helpers import get_text_features, inference_count, text_array, triton_infer, url_of
 
 
 def embed(server, texts, protocol="grpc", model="clip_text"):
@@ -31,16 +31,6 @@ def test_ensemble_equals_hf_get_text_features(server, hf_model, open_clip_tokeni
     assert np.isfinite(out).all() and len({row.tobytes() for row in out}) > 50  # not one vector for all
 
 
-def texts_tokenized(server, model: str) -> int:
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(server.http_url)
-    try:
-        return client.get_inference_statistics(model)["model_stats"][0]["inference_count"]
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_the_python_tokenizer_first_variant_equals_hf_and_never_calls_the_cxx_tokenizer(
     hf_model, open_clip_tokenizer, protocol
@@ -57,10 +47,10 @@ def test_the_python_tokenizer_first_variant_equals_hf_and_never_calls_the_cxx_to
         ids = open_clip_tokenizer(VARIED_64, context_length=CONTEXT_LENGTH).numpy()
         assert np.abs(out - get_text_features(hf_model, ids)).max() <= 1e-4
         deadline = time.monotonic() + 10  # statistics are recorded after the responses go out
-        while texts_tokenized(srv, PYTHON_TOKENIZER_MODEL) < len(VARIED_64) and time.monotonic() < deadline:
+        while inference_count(srv, PYTHON_TOKENIZER_MODEL) < len(VARIED_64) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert texts_tokenized(srv, PYTHON_TOKENIZER_MODEL) == len(VARIED_64)
-        assert texts_tokenized(srv, TOKENIZER_MODEL) == 0
+        assert inference_count(srv, PYTHON_TOKENIZER_MODEL) == len(VARIED_64)
+        assert inference_count(srv, TOKENIZER_MODEL) == 0
 
 
 def test_same_embedding_alone_and_in_mixed_batch(server):

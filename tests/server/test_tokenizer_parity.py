@@ -10,7 +10,7 @@ import pytest
 from clip_triton_build.repository import SOURCE_REPOSITORY, read_config
 from clip_triton_build.spec import CONTEXT_LENGTH, PLAIN_SYMBOLS_PARAMETER, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL
 from hard_strings import ACCEPTED_MISMATCHES, HARD_STRINGS
-from helpers import open_clip_tokenizer_module, text_array, triton_infer, url_of
+from helpers import inference_count, open_clip_tokenizer_module, text_array, triton_infer, url_of
 
 
 def server_ids(server, texts, protocol="grpc"):
@@ -56,13 +56,7 @@ def test_empty_and_whitespace_give_sot_eot(server, open_clip_tokenizer):
 
 def python_texts(server) -> int:
     """How many texts clip_tokenizer_python has tokenized: what the C++ tokenizer handed over."""
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(server.http_url)
-    try:
-        return client.get_inference_statistics(PYTHON_TOKENIZER_MODEL)["model_stats"][0]["inference_count"]
-    finally:
-        client.close()
+    return inference_count(server, PYTHON_TOKENIZER_MODEL)
 
 
 def wait_for_python_texts(server, count: int) -> int:

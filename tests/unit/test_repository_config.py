@@ -228,3 +228,19 @@ def test_every_variant_has_a_twin_whose_first_step_is_the_python_tokenizer():
         ensemble_rest.CopyFrom(ensemble)
         ensemble_rest.ClearField("ensemble_scheduling")
         assert first == ensemble_rest
+
+
+def test_each_variant_file_says_what_it_is_and_what_tuned_it():
+    """The header a Triton engineer reads first: the variant's name, and for a GPU variant the
+    hand-written file its settings come from."""
+    for path in sorted(BUILT_REPOSITORY.glob("*/configs/*.pbtxt")):
+        header = path.read_text().splitlines()[0]
+        variant = path.stem.removesuffix(PYTHON_FIRST_SUFFIX)
+        assert header.startswith(
+            f"# Derived from ../config.pbtxt by `python -m clip_triton_build` (variant {path.stem!r}"
+        )
+        tuned = is_gpu_variant(variant) and path.parent.parent.name != ENSEMBLE_MODEL
+        tuning = f"tuned by model_repository/{path.parent.parent.name}/variants/gpu.pbtxt"
+        assert (tuning in header) == tuned, header
+        assert ("Python tokenizer first" in header) == path.stem.endswith(PYTHON_FIRST_SUFFIX), header
+        assert "{" not in header, header
