@@ -263,3 +263,54 @@ def test_a_batch_goes_to_the_smallest_graph_bucket_that_holds_it():
     assert [_bucket(list(GRAPH_TOKENS), n) for n in (2, 16, 17, 200, 4000)] == [16, 16, 32, 256, 4928]
     # the largest batch a graph takes, every text 77 tokens, fits the last token bucket
     assert GRAPH_TOKENS[-1] == GRAPH_ROWS[-1] * CONTEXT_LENGTH
+
+
+def variant(model, **config):
+    """The small model's weights under another config."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    other = CLIPTextModelWithProjection(CLIPTextConfig(**{**model.config.to_dict(), **config})).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+# LAION's checkpoints: exact gelu, EOT id 49407 (HF pools at the first EOT id); OpenAI's: quick_gelu,
+# the legacy EOT id 2 (HF pools at argmax(ids))
+CONVENTIONS = {
+    "laion": dict(hidden_act="gelu", eos_token_id=EOT_ID),
+    "openai": dict(hidden_act="quick_gelu", eos_token_id=2),
+}
+
+
+@pytest.mark.parametrize("family", CONVENTIONS)
+def test_every_export_follows_the_activation_and_the_eot_convention(family, model, encoder_ops, tmp_path):
+    checkpoint = variant(model, **CONVENTIONS[family])
+    ids = random_ids(np.random.default_rng(11), [3, 40, 0, 75, 6])
+    ids[0, 9] = EOT_ID  # a second EOT after the first: pooling stays at the first
+    ids[4, 7] = 0  # no EOT at all: each convention pools this row where HF does
+    expected = features(checkpoint, ids)
+    other = {"laion": "openai", "openai": "laion"}[family]
+    assert np.abs(expected - features(variant(model, **CONVENTIONS[other]), ids)).max() > 1e-3  # they differ here
+    onnx = export_onnx(checkpoint, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    packed = torch.jit.load(
+        str(export_packed(checkpoint, tmp_path / "p.pt", device="cpu", half=False, attention="masked"))
+    )
+    trimmed = torch.jit.load(str(export_torchscript(checkpoint, tmp_path / "t.pt")))
+    with torch.no_grad():
+        results = {
+            "tower": CLIPTextTower(checkpoint)(torch.from_numpy(ids)).numpy(),
+            "onnx": session.run(["text_embeds"], {"input_ids": ids})[0],
+            "packed": packed(torch.from_numpy(ids)).numpy(),
+            "torchscript": trimmed(torch.from_numpy(ids)).numpy(),
+        }
+    for name, got in results.items():
+        assert np.abs(got - expected).max() <= 1e-5, name
+
+
+def test_the_tower_refuses_an_activation_it_was_not_built_for(model):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    relu = CLIPTextModelWithProjection(CLIPTextConfig(**{**model.config.to_dict(), "hidden_act": "relu"}))
+    with pytest.raises(ValueError, match="quick_gelu or gelu, not 'relu'"):
+        CLIPTextTower(relu)

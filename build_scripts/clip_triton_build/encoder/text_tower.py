@@ -7,8 +7,9 @@ Numerically the HF model (`CLIPTextModelWithProjection`, same weights, tested <=
   `is_causal` and pooling is a `gather`, so one file serves any device Triton loads it to;
 - fewer, larger ops (a GPU forward of a few hundred rows is bound by kernel launches): one QKV
   matmul per layer instead of three; PyTorch's fused attention instead of
-  matmul-mask-softmax-matmul; quick_gelu as one SiLU, its 1.702 folded into fc1 and fc2
-  (x * sigmoid(1.702 x) = silu(1.702 x) / 1.702), one kernel instead of three;
+  matmul-mask-softmax-matmul; quick_gelu (OpenAI's checkpoints) as one SiLU, its 1.702 folded
+  into fc1 and fc2 (x * sigmoid(1.702 x) = silu(1.702 x) / 1.702), one kernel instead of three;
+  gelu (LAION's) as PyTorch's exact gelu, HF's;
 - `PackedTextTower` (the fp16 GPU export) runs a batch as one sequence of its real tokens, no
   padding: every op but attention works token by token, and attention takes each text's extent
   from `cu_seqlens` (the varlen form of the memory-efficient kernel); each residual add and the
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import CONTEXT_LENGTH, PAD_ID
+from ..spec import ACTIVATIONS, CONTEXT_LENGTH, PAD_ID
 
 
 def in_vocabulary(input_ids: torch.Tensor, vocab_size: int, pad_id: int = PAD_ID) -> torch.Tensor:
@@ -41,7 +42,8 @@ def pooling_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tenso
     legacy eos_token_id == 2 (openai/*) take argmax(input_ids), which is the first EOT as well
     since EOT is the largest id; rows without any EOT then pool where HF pools them too."""
     if eos_token_id == 2:
-        return input_ids.argmax(dim=-1)
+        # int32 first (ids are < vocab_size): ONNX Runtime has no int64 ArgMax kernel
+        return input_ids.int().argmax(dim=-1)
     return (input_ids == eos_token_id).int().argmax(dim=-1)
 
 
@@ -112,8 +114,12 @@ def _add_norm(x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm) -> Tuple
 
 
 class _Layer(nn.Module):
-    def __init__(self, layer: Any, heads: int):  # HF CLIPEncoderLayer
+    def __init__(self, layer: Any, heads: int, activation: str):  # HF CLIPEncoderLayer, config.hidden_act
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"CLIP's text MLP is built for {' or '.join(ACTIVATIONS)}, not {activation!r}")
+        self.quick_gelu = activation == "quick_gelu"
+        scale = QUICK_GELU_SCALE if self.quick_gelu else 1.0
         attn = layer.self_attn
         self.heads = heads
         self.head_dim = attn.q_proj.out_features // heads
@@ -124,14 +130,12 @@ class _Layer(nn.Module):
             self.qkv.bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
         self.out_proj = attn.out_proj
         self.layer_norm2 = layer.layer_norm2
-        if layer.mlp.activation_fn.__class__.__name__ != "QuickGELUActivation":
-            raise ValueError(f"CLIP's text MLP uses quick_gelu, not {layer.mlp.activation_fn.__class__.__name__}")
         self.fc1 = nn.Linear(layer.mlp.fc1.in_features, layer.mlp.fc1.out_features)
         self.fc2 = nn.Linear(layer.mlp.fc2.in_features, layer.mlp.fc2.out_features)
         with torch.no_grad():
-            self.fc1.weight.copy_(layer.mlp.fc1.weight * QUICK_GELU_SCALE)
-            self.fc1.bias.copy_(layer.mlp.fc1.bias * QUICK_GELU_SCALE)
-            self.fc2.weight.copy_(layer.mlp.fc2.weight / QUICK_GELU_SCALE)
+            self.fc1.weight.copy_(layer.mlp.fc1.weight * scale)
+            self.fc1.bias.copy_(layer.mlp.fc1.bias * scale)
+            self.fc2.weight.copy_(layer.mlp.fc2.weight / scale)
             self.fc2.bias.copy_(layer.mlp.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +171,9 @@ class _Layer(nn.Module):
         return x + self._feed_forward(self.layer_norm2(x))
 
     def _feed_forward(self, normed: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(normed)))  # = fc2(quick_gelu(fc1(...)))
+        if self.quick_gelu:
+            return self.fc2(F.silu(self.fc1(normed)))  # = fc2(quick_gelu(fc1(...))), 1.702 folded in
+        return self.fc2(F.gelu(self.fc1(normed)))
 
 
 class CLIPTextTower(nn.Module):
@@ -182,7 +188,9 @@ class CLIPTextTower(nn.Module):
         self.eos_token_id = int(config.eos_token_id)
         self.token_embedding = text.embeddings.token_embedding
         self.position_embedding = text.embeddings.position_embedding
-        self.layers = nn.ModuleList(_Layer(layer, config.num_attention_heads) for layer in text.encoder.layers)
+        self.layers = nn.ModuleList(
+            _Layer(layer, config.num_attention_heads, config.hidden_act) for layer in text.encoder.layers
+        )
         self.final_layer_norm = text.final_layer_norm
         self.text_projection = model.text_projection
 

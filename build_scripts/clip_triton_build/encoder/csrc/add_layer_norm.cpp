@@ -26,7 +26,7 @@ bool Aligned(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.da
 
 bool Fusable(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& weight, const at::Tensor& bias) {
   const int64_t width = x.dim() > 0 ? x.size(-1) : 0;
-  const bool widths = width == 256 || width == 512 || width == 768 || width == 1024;
+  const bool widths = width == 256 || width == 512 || width == 768 || width == 1024 || width == 1280;
   for (const at::Tensor* t : {&x, &delta, &weight, &bias}) {
     if (!t->is_cuda() || t->scalar_type() != at::kHalf || !t->is_contiguous() || !Aligned(*t)) return false;
     if (t->get_device() != x.get_device()) return false;

@@ -86,7 +86,8 @@ __global__ void AddLayerNorm(
 }  // namespace
 
 // rows x width halves, every pointer 16-byte aligned and every row contiguous. Returns
-// cudaErrorInvalidValue for a width it has no kernel for (256, 512, 768, 1024 only), else the
+// cudaErrorInvalidValue for a width it has no kernel for (256, 512, 768, 1024, 1280: CLIP's text
+// widths, B to bigG), else the
 // launch's error.
 extern "C" cudaError_t clip_add_layer_norm_fp16(
     const void* x, const void* delta, const void* weight, const void* bias, void* sum, void* out, int64_t rows,
@@ -104,6 +105,7 @@ extern "C" cudaError_t clip_add_layer_norm_fp16(
     case 512: args(AddLayerNorm<2>); break;
     case 768: args(AddLayerNorm<3>); break;
     case 1024: args(AddLayerNorm<4>); break;
+    case 1280: args(AddLayerNorm<5>); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
