@@ -3,8 +3,12 @@
     python -m clip_triton_build                                  # default checkpoint, ONNX + TorchScript
     python -m clip_triton_build --checkpoint /path/to/clip --format onnx --require-weights
     python -m clip_triton_build --output /models                 # anywhere (default build/model_repository)
+    python -m clip_triton_build --model clip-vit-b32=openai/clip-vit-base-patch32 \
+        --model clip-vit-l14=openai/clip-vit-large-patch14           # several checkpoints, one repository
 
-The source (`model_repository/`) is only read; the output is replaced as a whole.
+The source (`model_repository/`) is only read; the output is replaced as a whole. With --model
+NAME=CHECKPOINT (repeatable), each checkpoint's models are named after it (spec.model_names): its
+ensemble, what clients call, is NAME.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,18 +30,25 @@ from .repository import (
     NotABuiltRepository,
     build_info_path,
     cuda_ops_library,
+    stamp_output_dims,
     stamp_parameters,
     start_repository,
     write_variants,
 )
 from .spec import (
+    CHECKPOINT_PARAMETER,
     DEFAULT_CHECKPOINT,
     ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    MODEL_NAME_PATTERN,
     ONNX_FILE,
     PYTHON_TOKENIZER_MODEL,
+    SIBLINGS_PARAMETER,
     TOKENIZER_MODEL,
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
+    WEIGHTS_PARAMETER,
+    model_names,
 )
 from .tokenizer import backend as tokenizer_backend
 
@@ -50,6 +63,14 @@ def parse_args(argv=None):
         "--checkpoint",
         default=DEFAULT_CHECKPOINT,
         help="Hugging Face model id or local folder of a CLIP (or CLIP text) checkpoint",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        type=named_checkpoint,
+        metavar="NAME=CHECKPOINT",
+        help="build CHECKPOINT (hub id or folder) as the model NAME; repeat for several in one repository "
+        "(replaces --checkpoint)",
     )
     parser.add_argument(
         "--source",
@@ -92,72 +113,119 @@ def parse_args(argv=None):
         default=REPO_ROOT / "build" / "reference_checkpoint",
         help="where random-init weights are saved (HF format) so tests can compare against HF",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    names = [name for name, _ in args.model or ()]
+    served = [n for name in names for n in model_names(name).values()]
+    if len(set(served)) != len(served):
+        parser.error(f"--model names must be distinct and not one another's model names: {', '.join(names)}")
+    return args
+
+
+def named_checkpoint(value: str) -> tuple[str, str]:
+    name, sep, checkpoint = value.partition("=")
+    if not sep or not checkpoint or not re.fullmatch(MODEL_NAME_PATTERN, name):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: NAME=CHECKPOINT, NAME of letters, digits, '_', '.', '-' (a Triton model name)"
+        )
+    return name, checkpoint
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[clip_triton_build] %(levelname)s %(message)s")
     args = parse_args(argv)
-    from .encoder.export import export_onnx, export_packed, export_torchscript
-    from .tokenizer.assets import write_tokenizer
-    from .weights import RANDOM_INIT, WeightsUnavailable, load_encoder
+    from .namespace import renamed
+    from .servable import UnservableCheckpoint
+    from .weights import WeightsUnavailable, check_servable
 
     started = time.perf_counter()
     repo = args.output.resolve()
+    models: list[tuple[str | None, str]] = list(args.model or [(None, args.checkpoint)])
+    siblings = ",".join(model_names(name)[ENSEMBLE_MODEL] for name, _ in models)
     try:
-        start_repository(args.source, repo)
-    except NotABuiltRepository as exc:
+        for _, checkpoint in models:  # before the output is replaced
+            check_servable(checkpoint)
+        start_repository(args.source, repo, copy_source=args.model is None)  # named models: each in its staging
+        with tempfile.TemporaryDirectory() as work:
+            shared = shared_artifacts(repo, Path(work), args)
+            for name, checkpoint in models:
+                if name is None:
+                    build_checkpoint(args, checkpoint, repo, args.reference_dir, shared, siblings)
+                    continue
+                staging = repo / f".staging-{name}"  # the same filesystem: the copies are hard links
+                try:
+                    build_checkpoint(args, checkpoint, staging, args.reference_dir / name, shared, siblings)
+                    renamed(staging, repo, model_names(name), f"{name!r}: named copy")
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+    except (NotABuiltRepository, tokenizer_backend.TokenizerBackendBuildError, WeightsUnavailable) as exc:
         log.error("%s", exc)
         return 2
-    # both tokenizers read the same tokenizer.json: the C++ one for plain texts, the Python one for the rest
-    tokenizer_path = write_tokenizer(repo / PYTHON_TOKENIZER_MODEL / "1")
-    shutil.copyfile(tokenizer_path, repo / TOKENIZER_MODEL / "1" / tokenizer_path.name)
-    log.info("tokenizer: %s", tokenizer_path)
-    try:
-        log.info("tokenizer backend: %s", tokenizer_backend.build(tokenizer_backend.library_path(repo)))
-    except tokenizer_backend.TokenizerBackendBuildError as exc:
-        log.error("%s", exc)
+    except UnservableCheckpoint as exc:
+        log.error("cannot serve %s", exc)
         return 2
+    log.info("done in %.1fs: %s (%s)", time.perf_counter() - started, repo, siblings)
+    return 0
 
-    try:
-        loaded = load_encoder(args.checkpoint, require_weights=args.require_weights)
-    except WeightsUnavailable as exc:
-        log.error("%s", exc)
-        return 2
-    encoder_dir = repo / ENCODER_MODEL
-    version_dir = encoder_dir / "1"
-    if args.format in ("onnx", "all"):
-        log.info("onnx: %s", export_onnx(loaded.model, version_dir / ONNX_FILE, opset=args.opset))
-    if args.format in ("torchscript", "all"):
-        log.info(
-            "torchscript: %s",
-            export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device),
-        )
+
+def shared_artifacts(repo: Path, work: Path, args) -> dict[str, Path]:
+    """What every checkpoint's models use, built once into `work`: tokenizer.json and the C++
+    tokenizer's backend; and (--fp16) the encoder's ops library, at the repository's root, where
+    every model_fp16.pt finds it preloaded."""
+    from .tokenizer.assets import write_tokenizer
+
+    shared = {"tokenizer": write_tokenizer(work)}
+    shared["backend"] = tokenizer_backend.build(tokenizer_backend.library_path(work))
+    log.info("tokenizer backend: %s", shared["backend"])
     if args.fp16:
         from .encoder import cuda_ops
 
-        device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
         library = cuda_ops.build(cuda_ops_library(repo))
         cuda_ops.load(library)
         log.info("encoder ops: %s", library)
-        log.info(
-            "torchscript fp16: %s", export_packed(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device)
-        )
+    return shared
 
-    info = {"weights": loaded.weights, "checkpoint": loaded.source}
+
+def build_checkpoint(args, checkpoint: str, repo: Path, reference_dir: Path, shared: dict, siblings: str) -> None:
+    """One checkpoint's four models into `repo`, under their default names: the source's files, the
+    shared tokenizer artifacts, the encoder's exports, its stamps and the config variants."""
+    from .encoder.export import export_onnx, export_packed, export_torchscript
+    from .weights import RANDOM_INIT, load_encoder
+
+    loaded = load_encoder(checkpoint, require_weights=args.require_weights)  # refuses before anything is written
+    if repo != args.output.resolve():
+        start_repository(args.source, repo)
+    for model in (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL):
+        shutil.copyfile(shared["tokenizer"], repo / model / "1" / shared["tokenizer"].name)
+    shutil.copyfile(shared["backend"], tokenizer_backend.library_path(repo))
+    version_dir = repo / ENCODER_MODEL / "1"
+    if args.format in ("onnx", "all"):
+        log.info("onnx: %s", export_onnx(loaded.model, version_dir / ONNX_FILE, opset=args.opset))
+    if args.format in ("torchscript", "all"):
+        path = export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device)
+        log.info("torchscript: %s", path)
+    if args.fp16:
+        device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
+        path = export_packed(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device)
+        log.info("torchscript fp16: %s", path)
+
+    dim = int(loaded.model.text_projection.out_features)
+    info: dict = {"weights": loaded.weights, "checkpoint": loaded.source, "dim": dim}
     if loaded.weights == RANDOM_INIT:
-        loaded.model.save_pretrained(args.reference_dir)
-        info["reference_checkpoint"] = str(args.reference_dir.resolve())
+        loaded.model.save_pretrained(reference_dir)
+        info["reference_checkpoint"] = str(reference_dir.resolve())
     else:
-        info["reference_checkpoint"] = args.checkpoint
+        info["reference_checkpoint"] = checkpoint
     build_info_path(repo).write_text(json.dumps(info, indent=2) + "\n")
-    stamp_parameters(encoder_dir / "config.pbtxt", {"weights": loaded.weights, "checkpoint": loaded.source})
+    stamps = {WEIGHTS_PARAMETER: loaded.weights, CHECKPOINT_PARAMETER: loaded.source}
+    stamp_parameters(repo / ENCODER_MODEL / "config.pbtxt", stamps)
+    stamp_parameters(repo / ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
+    for model in (ENCODER_MODEL, ENSEMBLE_MODEL):
+        stamp_output_dims(repo / model / "config.pbtxt", [dim])
     variants = write_variants(args.source.resolve(), repo)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
-    log.info("done in %.1fs: %s, weights=%s (%s)", time.perf_counter() - started, repo, loaded.weights, loaded.source)
+    log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)
     if loaded.weights == RANDOM_INIT:
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ for a shared fleet where several teams' models live in one Triton (`team_a_clip_
 
     python -m clip_triton_build.namespace --prefix search_ --dest /fleet/models
 
-Model folders, `name:` fields, the ensemble's steps, the tokenizer's fallback model and every
-configs/*.pbtxt variant are renamed; artifacts are copied (or hard-linked when on the same
-filesystem).
+Every model folder (each checkpoint's, in a repository built with several), `name:` fields, the
+ensembles' steps and lists of models, the tokenizer's fallback model and every configs/*.pbtxt
+variant are renamed; artifacts are copied (or hard-linked when on the same filesystem).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from .repository import BUILT_REPOSITORY, read_config
-from .spec import FALLBACK_PARAMETER, MODELS
+from .repository import BUILT_REPOSITORY, cuda_ops_library, read_config
+from .spec import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, SIBLINGS_PARAMETER
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -30,12 +30,16 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):
-        raise ValueError(f"prefix {prefix!r}: letters, digits, '_', '.', '-' only")
-    names = {m: prefix + m for m in MODELS}
-    for model in MODELS:
-        src_dir, dst_dir = source / model, dest / names[model]
+def model_folders(repository: Path) -> list[str]:
+    return sorted(p.name for p in Path(repository).iterdir() if (p / "config.pbtxt").is_file())
+
+
+def renamed(source: Path, dest: Path, names: dict[str, str], note: str) -> list[str]:
+    """Copy each model folder `m` of `names` from `source` to `dest / names[m]`, renaming it in
+    every config (its `name`, ensemble steps, the tokenizer's fallback model, the ensemble's list of
+    models; configs/*.pbtxt variants included). Returns the new names."""
+    for model, new_name in names.items():
+        src_dir, dst_dir = source / model, dest / new_name
         if dst_dir.exists():
             shutil.rmtree(dst_dir)
         for path in src_dir.rglob("*"):
@@ -52,13 +56,27 @@ def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
                 if FALLBACK_PARAMETER in config.parameters:  # the model the tokenizer calls
                     fallback = config.parameters[FALLBACK_PARAMETER]
                     fallback.string_value = names.get(fallback.string_value, fallback.string_value)
-                target.write_text(
-                    f"# {prefix!r}-namespaced copy of {path.relative_to(source)}\n"
-                    + text_format.MessageToString(config)
-                )
+                if SIBLINGS_PARAMETER in config.parameters:
+                    siblings = config.parameters[SIBLINGS_PARAMETER]
+                    listed = [n for n in siblings.string_value.split(",") if n]
+                    siblings.string_value = ",".join(names.get(n, n) for n in listed)
+                target.write_text(f"# {note} of {path.relative_to(source)}\n" + text_format.MessageToString(config))
             else:
                 _copy(path, target)
-    return [names[m] for m in MODELS]
+    return list(names.values())
+
+
+def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:
+    """Every model of the built repository `source` copied into `dest` as `prefix` + its name, with
+    the ops library the GPU encoders call (at dest's root, where LocalTritonServer preloads it)."""
+    if not re.fullmatch(MODEL_NAME_PATTERN, prefix):
+        raise ValueError(f"prefix {prefix!r}: letters, digits, '_', '.', '-' only")
+    dest.mkdir(parents=True, exist_ok=True)
+    library, shared = cuda_ops_library(source), cuda_ops_library(dest)
+    if library.is_file() and not shared.exists():  # a fleet's repository shares one: it is preloaded once
+        _copy(library, shared)
+    names = {m: prefix + m for m in model_folders(source)}
+    return renamed(source, dest, names, f"{prefix!r}-namespaced copy")
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,7 @@ from .spec import (
     TOKENIZER_MODEL,
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
+    model_names,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -136,9 +137,10 @@ class NotABuiltRepository(RuntimeError):
     """The build was pointed at a folder it did not write; it never deletes those."""
 
 
-def start_repository(source: Path, output: Path) -> None:
+def start_repository(source: Path, output: Path, copy_source: bool = True) -> None:
     """Make `output` a fresh copy of `source`'s hand-written files (configs, model.py), ready for
-    the artifacts. An existing `output` is emptied first, if it is empty or the build wrote it."""
+    the artifacts (only emptied and marked if not `copy_source`). An existing `output` is emptied
+    first, if it is empty or the build wrote it."""
     source, output = source.resolve(), output.resolve()
     if output == source or source in output.parents:
         raise NotABuiltRepository(f"{output}: the build writes outside the source repository {source}")
@@ -155,25 +157,28 @@ def start_repository(source: Path, output: Path) -> None:
                 entry.unlink()
     output.mkdir(parents=True, exist_ok=True)
     (output / BUILT_MARKER).write_text("written by python -m clip_triton_build; the next build replaces this folder\n")
+    if not copy_source:
+        return
     # artifacts a source checkout may still hold from older builds are never copied as if fresh
     ignore = shutil.ignore_patterns("__pycache__", ".gitkeep", "configs", VARIANTS_FOLDER, *BUILT_FILES)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         shutil.copytree(model_dir, output / model_dir.name, ignore=ignore)
 
 
-def build_info_path(repository: Path = BUILT_REPOSITORY) -> Path:
-    return repository / ENCODER_MODEL / "1" / BUILD_INFO_FILE
+def build_info_path(repository: Path = BUILT_REPOSITORY, name: str | None = None) -> Path:
+    """The build facts of the checkpoint called `name` (spec.model_names) in `repository`."""
+    return Path(repository) / model_names(name)[ENCODER_MODEL] / "1" / BUILD_INFO_FILE
 
 
-def cuda_ops_library(repository: Path = BUILT_REPOSITORY, prefix: str = "") -> Path:
-    """Where a GPU build (--fp16) writes the CUDA-graph ops model_fp16.pt calls: beside it."""
-    return Path(repository) / f"{prefix}{ENCODER_MODEL}" / "1" / CUDA_OPS_LIBRARY
+def cuda_ops_library(repository: Path = BUILT_REPOSITORY) -> Path:
+    """Where a GPU build (--fp16) writes the ops every model_fp16.pt in the repository calls."""
+    return Path(repository) / CUDA_OPS_LIBRARY
 
 
-def read_build_info(repository: Path = BUILT_REPOSITORY) -> dict:
-    """What the last build loaded (weights, checkpoint, reference_checkpoint); FileNotFoundError
-    when the repository was never built."""
-    return json.loads(build_info_path(repository).read_text())
+def read_build_info(repository: Path = BUILT_REPOSITORY, name: str | None = None) -> dict:
+    """What the build loaded for the checkpoint called `name` (weights, checkpoint,
+    reference_checkpoint, dim); FileNotFoundError when the repository was never built."""
+    return json.loads(build_info_path(repository, name).read_text())
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -185,13 +190,27 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
     text = config_path.read_text()
     for key, value in values.items():
         pattern = re.compile(
-            r'(parameters\s*\{\s*key:\s*"%s"\s*value:\s*\{\s*string_value:\s*)"(?:[^"\\]|\\.)*"' % re.escape(key)
+            r'(parameters\s*\{\s*key:\s*"%s"\s*value:?\s*\{\s*string_value:\s*)"(?:[^"\\]|\\.)*"' % re.escape(key)
         )
         text, count = pattern.subn(lambda m: m.group(1) + json.dumps(value), text)
         if count != 1:
             raise ValueError(f"{config_path} must declare parameter {key!r} exactly once")
     config_path.write_text(text)
     read_config(config_path)  # still valid protobuf text
+
+
+def stamp_output_dims(config_path: Path, dims: list[int]) -> None:
+    """Set the dims of the config's one output in place, keeping the file's comments and layout:
+    the checkpoint's projection_dim, which the hand-written configs cannot know."""
+    text = config_path.read_text()
+    output = read_config(config_path).output
+    if len(output) != 1:
+        raise ValueError(f"{config_path} must declare exactly one output")
+    pattern = re.compile(r"(output\s*\[\s*\{[^}]*?dims:\s*\[)[^\]]*(\])", re.S)
+    text, count = pattern.subn(lambda m: m.group(1) + " " + ", ".join(map(str, dims)) + " " + m.group(2), text)
+    config_path.write_text(text)
+    if count != 1 or list(read_config(config_path).output[0].dims) != list(dims):
+        raise ValueError(f"{config_path}: could not set the output's dims to {dims}")
 
 
 def _write_variant(path: Path, config: mc.ModelConfig, how: str) -> Path:

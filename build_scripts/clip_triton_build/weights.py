@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from . import servable
 from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
 
 if TYPE_CHECKING:
@@ -46,26 +47,36 @@ def random_init_encoder(seed: int = RANDOM_INIT_SEED) -> CLIPTextModelWithProjec
 
 
 def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = False) -> LoadedEncoder:
-    """The text tower of `checkpoint` (HF hub id or local folder); without one, the real ViT-B/32
-    text architecture with seeded random weights, said loudly (or an error if require_weights)."""
+    """The text tower of `checkpoint` (HF hub id or local folder of a CLIPModel or
+    CLIPTextModelWithProjection), checked by `servable` first (UnservableCheckpoint names what the
+    build cannot serve); without a checkpoint, the real ViT-B/32 text architecture with seeded
+    random weights, said loudly (or an error if require_weights)."""
     from transformers import CLIPTextModelWithProjection
+    from transformers.utils import logging as transformers_logging
 
-    reason = ""
-    # Local folder or HF cache first; the hub only when it answers (an unreachable hub otherwise
-    # costs half a minute of retries before the fallback).
-    attempts: list[dict[str, Any]] = [dict(local_files_only=True)]
-    if not Path(checkpoint).is_dir():
-        if hub_reachable():
-            attempts.append({})
-        else:
-            reason = "the Hugging Face hub is not reachable from here; "
+    attempts, reason = _attempts(checkpoint)
     for kwargs in attempts:
         try:
-            model = CLIPTextModelWithProjection.from_pretrained(checkpoint, **kwargs)
-            return LoadedEncoder(model.eval(), PRETRAINED, checkpoint)
+            text_config = checked_config(checkpoint, **kwargs)
+        except servable.UnservableCheckpoint:
+            raise
         except Exception as exc:  # offline, unknown id, missing files: all mean "no weights here"
-            message = str(exc).strip().splitlines()
-            last_error = f"{type(exc).__name__}: {message[0] if message else ''}"
+            last_error = _first_line(exc)
+            continue
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # a CLIPModel's vision weights, unused here
+        try:
+            loaded: Any = CLIPTextModelWithProjection.from_pretrained(
+                checkpoint, config=text_config, output_loading_info=True, **kwargs
+            )
+            model, info = loaded
+        except Exception as exc:
+            last_error = _first_line(exc)
+            continue
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        servable.check_loaded(checkpoint, info)
+        return LoadedEncoder(model.eval(), PRETRAINED, checkpoint)
     reason += last_error
     if require_weights:
         raise WeightsUnavailable(f"cannot load weights from {checkpoint!r} ({reason}) and --require-weights is set")
@@ -87,6 +98,59 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
         RANDOM_INIT,
         f"seed {RANDOM_INIT_SEED} ViT-B/32 text architecture; {checkpoint} could not be loaded",
     )
+
+
+def _attempts(checkpoint: str) -> tuple[list[dict[str, Any]], str]:
+    """from_pretrained's keyword arguments to try, in order, and why the hub is not among them:
+    the local folder or HF cache first; the hub only when it answers (an unreachable hub otherwise
+    costs half a minute of retries before the fallback)."""
+    attempts: list[dict[str, Any]] = [dict(local_files_only=True)]
+    if Path(checkpoint).is_dir():
+        return attempts, ""
+    if not hub_reachable():
+        return attempts, "the Hugging Face hub is not reachable from here; "
+    return attempts + [{}], ""
+
+
+def checked_config(checkpoint: str, **kwargs: Any):
+    """The checkpoint's text tower config, checked with its tokenizer files (servable); what
+    PretrainedConfig raises when there is no config to read."""
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(checkpoint, **kwargs)
+    text = servable.text_config(checkpoint, config)
+    servable.check_tokenizer_files(checkpoint, tokenizer_files(checkpoint, **kwargs))
+    return text
+
+
+def check_servable(checkpoint: str) -> None:
+    """UnservableCheckpoint if `checkpoint` can be read and the build cannot serve it: what the
+    build checks for every checkpoint before it replaces its output."""
+    for kwargs in _attempts(checkpoint)[0]:
+        try:
+            checked_config(checkpoint, **kwargs)
+            return
+        except servable.UnservableCheckpoint:
+            raise
+        except Exception:
+            continue
+
+
+def _first_line(exc: Exception) -> str:
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}"
+
+
+def tokenizer_files(checkpoint: str, **kwargs: Any) -> dict[str, Path]:
+    """The tokenizer files `checkpoint` ships (servable.TOKENIZER_FILES), as local paths."""
+    from transformers.utils import cached_file
+
+    found = {}
+    for name in servable.TOKENIZER_FILES:
+        path = cached_file(checkpoint, name, _raise_exceptions_for_missing_entries=False, **kwargs)
+        if path is not None:
+            found[name] = Path(path)
+    return found
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

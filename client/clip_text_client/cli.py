@@ -57,7 +57,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="clip-text-embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("input", help="text file (one text per line) or JSONL; '-' for stdin")
+    parser.add_argument("input", nargs="?", help="text file (one text per line) or JSONL; '-' for stdin")
     parser.add_argument(
         "-o", "--output", default="-", help="out.jsonl, out.npy or a folder for parquet parts; '-' for stdout (JSONL)"
     )
@@ -68,7 +68,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--url", default=None, help="server address (default localhost:8001 gRPC / :8000 HTTP)")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the served model to call (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--list-models",
+        action="store_true",
+        help="print the models served beside --model (name, dim, weights, checkpoint; tab-separated) and exit",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
@@ -96,7 +101,10 @@ def parse_args(argv=None):
     parser.add_argument("--retries", type=int, default=8, help="tries per request when the server is away")
     parser.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for the server")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.input is None and not args.list_models:
+        parser.error("the input file is required (or --list-models)")
+    return args
 
 
 def say(message: str) -> None:
@@ -122,6 +130,26 @@ def progress_bar(input_path: str, disabled: bool):
     return update, bar.close
 
 
+def list_models(args, headers: dict[str, str]) -> int:
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    try:
+        with CLIPTextClient(
+            args.url,
+            protocol=args.protocol,
+            model=args.model,
+            headers=headers,
+            api_key=api_key,
+            retries=args.retries,
+            wait_ready=args.wait_ready,
+        ) as client:
+            for info in client.models():
+                print(f"{info.name}\t{info.dim}\t{info.weights}\t{info.checkpoint}")
+    except CLIPClientError as exc:
+        say(str(exc))
+        return 3
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -129,6 +157,8 @@ def main(argv=None) -> int:
     except ValueError as exc:
         say(str(exc))
         return 2
+    if args.list_models:
+        return list_models(args, headers)
     try:
         input_format = detect_input_format(args.input, args.input_format, args.text_field is not None)
     except OSError as exc:

@@ -58,6 +58,8 @@ class ModelInfo:
     dim: int
     max_batch_size: int
     weights: str  # "pretrained", "random-init" or "unknown"
+    name: str = DEFAULT_MODEL
+    checkpoint: str = ""  # the hub id or folder its repository was built from ("" if not stamped)
 
 
 class CLIPTextClient:
@@ -150,21 +152,10 @@ class CLIPTextClient:
 
     # -- model metadata -----------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
-        """The served model's tensor names, embedding size, max_batch_size and weights stamp."""
+        """The served model's tensor names, embedding size, max_batch_size, weights stamp and checkpoint."""
         if self._info is None:
-            transport = self._transport()
-            config = self._with_retries(transport.model_config, self.model)
-            if len(config.get("input", [])) != 1 or len(config.get("output", [])) != 1:
-                raise CLIPClientError(f"model {self.model!r} must have one input and one output")
-            weights = self._weights_of(config, transport)
-            info = ModelInfo(
-                input_name=config["input"][0]["name"],
-                output_name=config["output"][0]["name"],
-                dim=int(config["output"][0]["dims"][-1]),
-                max_batch_size=int(config.get("max_batch_size", 0)),
-                weights=weights,
-            )
-            if weights == "random-init":
+            info = self._describe(self.model)
+            if info.weights == "random-init":
                 warnings.warn(
                     f"the server's CLIP text encoder ({self.url}, model {self.model!r}) was built with RANDOM "
                     "weights (no checkpoint could be loaded when its repository was built): embeddings have "
@@ -176,8 +167,32 @@ class CLIPTextClient:
             self._info = info
         return self._info
 
-    def _weights_of(self, config: dict, transport: Transport) -> str:
-        stamp = config.get("parameters", {}).get("weights", {}).get("string_value")
+    def models(self) -> list[ModelInfo]:
+        """Every CLIP model built into the same repository as this client's model (its config's
+        `models` stamp), this one included, each described as `model_info` describes it; only the
+        model-config API is needed, so the client's key is enough."""
+        config = self._with_retries(self._transport().model_config, self.model)
+        names = [n for n in _parameter(config, "models").split(",") if n] or [self.model]
+        return [self.model_info() if name == self.model else self._describe(name) for name in names]
+
+    def _describe(self, model: str) -> ModelInfo:
+        transport = self._transport()
+        config = self._with_retries(transport.model_config, model)
+        if len(config.get("input", [])) != 1 or len(config.get("output", [])) != 1:
+            raise CLIPClientError(f"model {model!r} must have one input and one output")
+        return ModelInfo(
+            input_name=config["input"][0]["name"],
+            output_name=config["output"][0]["name"],
+            dim=int(config["output"][0]["dims"][-1]),
+            max_batch_size=int(config.get("max_batch_size", 0)),
+            weights=self._stamp(config, "weights", transport) or "unknown",
+            name=model,
+            checkpoint=self._stamp(config, "checkpoint", transport),
+        )
+
+    def _stamp(self, config: dict, key: str, transport: Transport) -> str:
+        """A build stamp of the model, or of the first of its ensemble's steps that has it."""
+        stamp = _parameter(config, key)
         if stamp:
             return stamp
         for step in config.get("ensemble_scheduling", {}).get("step", []):
@@ -185,10 +200,10 @@ class CLIPTextClient:
                 inner = self._with_retries(transport.model_config, step["model_name"])
             except CLIPClientError:
                 continue
-            stamp = inner.get("parameters", {}).get("weights", {}).get("string_value")
+            stamp = _parameter(inner, key)
             if stamp:
                 return stamp
-        return "unknown"
+        return ""
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(
@@ -320,6 +335,10 @@ class CLIPTextClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _parameter(config: dict, key: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", "")
 
 
 def collect_texts(items) -> tuple[bool, list[int], list[bytes], dict[int, str]]:

@@ -171,7 +171,7 @@ class LocalTritonServer:
         env["PATH"] = f"{stub_bin}:{env.get('PATH', '')}"
         # The CUDA-graph ops model_fp16.pt calls (a GPU build writes them): Triton's pytorch backend
         # finds custom TorchScript ops only in libraries preloaded into the server.
-        graphs = cuda_ops_library(Path(self.repository), self.prefix)
+        graphs = cuda_ops_library(Path(self.repository))
         if graphs.exists():
             env["LD_PRELOAD"] = ":".join(p for p in (str(graphs.resolve()), env.get("LD_PRELOAD", "")) if p)
         env.update(self.env)

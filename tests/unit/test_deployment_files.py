@@ -187,8 +187,9 @@ def test_compose_closes_the_admin_apis_even_without_keys():
 
 
 def test_compose_k8s_and_the_local_runtime_preload_the_cuda_graph_ops_the_build_writes(tmp_path):
-    """model_fp16.pt (the GPU default) calls ops from a library the build writes beside it; every
-    way of serving preloads that very file (a missing one is skipped by the loader)."""
+    """model_fp16.pt (the GPU default) calls ops from a library the build writes at the repository's
+    root (one for every encoder in it); every way of serving preloads that very file (a missing
+    one is skipped by the loader)."""
     in_container = cuda_ops_library(Path("/models"))
     assert f"LD_PRELOAD={in_container}" in COMPOSE.read_text()
     docs = [d for m in MANIFESTS for d in yaml.safe_load_all(m.read_text()) if d]
@@ -196,6 +197,31 @@ def test_compose_k8s_and_the_local_runtime_preload_the_cuda_graph_ops_the_build_
     assert {"name": "LD_PRELOAD", "value": str(in_container)} in container["env"]
     server = LocalTritonServer(repository=tmp_path)
     assert str(tmp_path) not in server.environment([]).get("LD_PRELOAD", "")  # no build, no preload
-    cuda_ops_library(tmp_path).parent.mkdir(parents=True)
     cuda_ops_library(tmp_path).write_bytes(b"")
     assert server.environment([])["LD_PRELOAD"].split(":")[0] == str(cuda_ops_library(tmp_path).resolve())
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({}, ["--checkpoint", "openai/clip-vit-base-patch32"]),
+        ({"CLIP_CHECKPOINT": "/ckpt/l14"}, ["--checkpoint", "/ckpt/l14"]),
+        (
+            {"CLIP_CHECKPOINTS": "clip-vit-b32=openai/clip-vit-base-patch32,clip-vit-l14=/ckpt/l14"},
+            ["--model", "clip-vit-b32=openai/clip-vit-base-patch32", "--model", "clip-vit-l14=/ckpt/l14"],
+        ),
+    ],
+    ids=["default", "one", "several"],
+)
+def test_the_build_image_turns_its_environment_into_the_build_s_arguments(environment, expected, tmp_path):
+    """docker/build/entrypoint.sh, run by sh with `python` answering with the arguments it got."""
+    (tmp_path / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (tmp_path / "python").chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", **environment}
+    done = subprocess.run(
+        ["sh", str(REPO_ROOT / "docker/build/entrypoint.sh")], env=env, capture_output=True, text=True
+    )
+    args = done.stdout.splitlines()
+    assert args[:2] == ["-m", "clip_triton_build"] and "--fp16" in args
+    names = [a for a in args if a in ("--checkpoint", "--model")]
+    assert [a for i, a in enumerate(args) if a in names or (i and args[i - 1] in names)] == expected

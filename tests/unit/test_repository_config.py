@@ -193,18 +193,24 @@ def test_gpu_variants_bring_their_tokenizer_instances():
 
 
 def test_the_built_configs_are_the_source_with_what_the_build_loaded_stamped_in():
-    """The served encoder config says what the last build loaded (build_info.json exists only after
-    a build); apart from that stamp, every built config.pbtxt is its source."""
+    """The served encoder and ensemble configs say what the last build loaded (build_info.json
+    exists only after a build) and its embedding size; apart from those stamps, every built
+    config.pbtxt is its source."""
     from helpers import build_info
 
     info = build_info()
     assert info["weights"] in ("pretrained", "random-init")
+    stamps = {"weights": info["weights"], "checkpoint": info["checkpoint"]}
     for source_path in sorted(SOURCE_REPOSITORY.glob("*/config.pbtxt")):
         expected = read_config(source_path)
-        if expected.name == ENCODER_MODEL:
+        if expected.name in (ENCODER_MODEL, ENSEMBLE_MODEL):
             assert expected.parameters["weights"].string_value == ""  # the source is never served
-            expected.parameters["weights"].string_value = info["weights"]
-            expected.parameters["checkpoint"].string_value = info["checkpoint"]
+            for key, value in {
+                **stamps,
+                **({"models": ENSEMBLE_MODEL} if expected.name == ENSEMBLE_MODEL else {}),
+            }.items():
+                expected.parameters[key].string_value = value
+            expected.output[0].dims[:] = [info["dim"]]
         assert read_config(BUILT_REPOSITORY / expected.name / "config.pbtxt") == expected
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from ..spec import EOT_TOKEN, SOT_TOKEN, TOKENIZER_FILE, VIT_B32_TEXT_CONFIG
+from ..spec import EOT_TOKEN, SOT_TOKEN, TOKENIZER_FILE, VOCAB_SIZE
 
 VOCAB_FILE_IN_WHEEL = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP's word split (open_clip / OpenAI `SimpleTokenizer.pat`, without the special-token branch).
@@ -50,13 +50,19 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def build_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
+def clip_bpe(vocab_path: Path | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """CLIP's BPE: the vocabulary (token i has id i) and the merges, in rank order."""
     lines = gzip.open(vocab_path or open_clip_vocab_path()).read().decode("utf-8").split("\n")
     merges = [(pair[0], pair[1]) for pair in (line.split() for line in lines[1 : N_MERGES + 1])]
     byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT_TOKEN, EOT_TOKEN]
-    if len(vocab) != VIT_B32_TEXT_CONFIG["vocab_size"]:
+    if len(vocab) != VOCAB_SIZE:
         raise RuntimeError(f"unexpected CLIP vocabulary size {len(vocab)}")
+    return vocab, merges
+
+
+def build_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
+    vocab, merges = clip_bpe(vocab_path)
     bpe = models.BPE(
         vocab={token: i for i, token in enumerate(vocab)},
         merges=merges,
