@@ -335,6 +335,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=BUILT_REPOSITORY,
+        help="a repository built with --fp16 (default: the build's)",
+    )
     parser.add_argument("--gpus", type=gpu_ids, default=[0])
     parser.add_argument("--instances", type=int, default=None, help="encoder instances per GPU (default: the config's)")
     parser.add_argument("--tokenizer-instances", type=int, default=None, help="default: the config's")
@@ -379,6 +385,7 @@ def main(argv=None) -> int:
     # holds the report, its plot, the server's log and the raw encoder's results
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     server = LocalTritonServer.on_free_ports(
+        repository=args.repository,
         config_name="torchscript",
         encoder_instances=args.instances,
         gpus=gpus,
@@ -389,7 +396,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
-    repository = BUILT_REPOSITORY
+    repository = args.repository
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)

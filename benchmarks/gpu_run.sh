@@ -44,13 +44,20 @@ t0=$(date +%s)
 CLIP_GOOGLETEST_SOURCE="$SRC/googletest" python3 -m clip_triton.cxx_backends --gpu --backends pytorch
 echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
-python3 -m clip_triton_build --fp16 2>&1 | grep -v "^\s*$" | tail -3
+build() { python3 -m clip_triton_build --fp16 "$@" 2>&1 | grep -v "^\s*$" | tail -3; }
+for step in ${GPU_RUN_STEPS:-check two-gpus}; do  # the default repository, for the steps that serve it
+  case $step in check|two-gpus|bulk) build; break ;; esac
+done
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
 # GPU_RUN_STEPS picks what runs (default: check two-gpus):
 #   check     parity + every load point + the raw encoder, the shipped GPU default on GPU 0
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
+#   models    per CLIP family shape of GPU_FAMILIES (default b32 l14 h14: tests/checkpoints.py,
+#             seeded random weights, every layer): its own repository, `check` on it, then the table
+#   several   two family shapes (two layers each) built by name into one repository, one server,
+#             each model's fp16 embeddings against its own CPU ONNX file
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
@@ -60,6 +67,21 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       fi ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
             --gpus 0 --json "$OUT/bulk.json" ;;
+    models)
+      for family in ${GPU_FAMILIES:-b32 l14 h14}; do
+        python3 -m benchmarks.family_checkpoint --family "$family" --out "/tmp/ckpt-$family"
+        build --checkpoint "/tmp/ckpt-$family" --require-weights --output "/tmp/repo-$family"
+        python3 -m benchmarks.gpu_check --repository "/tmp/repo-$family" --out "$OUT/$family" "$@" || true
+        rm -rf "/tmp/ckpt-$family"
+      done
+      python3 -m benchmarks.gpu_models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
+        --json "$OUT/models.json" ;;
+    several)
+      for family in b32 l14; do
+        python3 -m benchmarks.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"
+      done
+      build --model b32=/tmp/small-b32 --model l14=/tmp/small-l14 --require-weights --output /tmp/several
+      python3 -m benchmarks.gpu_several --repository /tmp/several --json "$OUT/several.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -37,8 +37,9 @@ EXECUTORS = {
 
 def load(model: Path, device: str, executor: str, group_rows: int | None, pass_cost: int | None = None):
     """The TorchScript file, with its length-group settings overridden where given (and the
-    CUDA-graph ops a GPU build's file calls)."""
-    library = cuda_ops_library()
+    CUDA-graph ops a GPU build's file calls, at the root of its repository: model is
+    <repository>/<encoder>/1/model_fp16.pt)."""
+    library = cuda_ops_library(Path(model).resolve().parents[2])
     if device.startswith("cuda") and library.exists():
         cuda_ops.load(library)
     EXECUTORS[executor]()

@@ -20,7 +20,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from .repository import BUILT_REPOSITORY, cuda_ops_library, read_config
-from .spec import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, SIBLINGS_PARAMETER
+from .spec import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, MODELS, SIBLINGS_PARAMETER
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -31,7 +31,14 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def model_folders(repository: Path) -> list[str]:
-    return sorted(p.name for p in Path(repository).iterdir() if (p / "config.pbtxt").is_file())
+    """The repository's model folders in load order (spec.MODELS: what a model calls before it),
+    each checkpoint's models one role after another."""
+    folders = [p for p in Path(repository).iterdir() if (p / "config.pbtxt").is_file()]
+
+    def role(folder: Path) -> int:
+        return next((i for i, m in enumerate(MODELS) if folder.name.endswith(m)), len(MODELS) - 1)
+
+    return [p.name for p in sorted(folders, key=lambda p: (role(p), p.name))]
 
 
 def renamed(source: Path, dest: Path, names: dict[str, str], note: str) -> list[str]:

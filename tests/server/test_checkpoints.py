@@ -5,6 +5,7 @@ each equal to HF get_text_features on its own checkpoint, several in one server 
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -115,7 +116,12 @@ def test_each_model_batches_on_its_own_encoder(several):
     before = {name: inference_count(several, encoder) for name, encoder in encoders.items()}
     with CLIPTextClient(several.grpc_url, model="l14", batch_size=8) as client:
         client.encode([f"text {i}" for i in range(40)])
-    after = {name: inference_count(several, encoder) for name, encoder in encoders.items()}
+    # a backend's statistics are recorded when its execution ends, which may be just after the response
+    for _ in range(50):
+        after = {name: inference_count(several, encoder) for name, encoder in encoders.items()}
+        if after["l14"] - before["l14"] >= 40:
+            break
+        time.sleep(0.1)
     assert {name: after[name] - before[name] for name in SERVED} == {"b32": 0, "l14": 40, "h14": 0}
 
 
@@ -134,3 +140,18 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(checkpoints, refer
             with pytest.raises(CLIPClientError, match="l14"):
                 client.encode(["a cat"])
     shutil.rmtree(repository)
+
+
+def test_a_fleet_s_namespaced_copy_renames_every_checkpoint_s_models_and_their_list(several, tmp_path):
+    from clip_triton_build.namespace import namespaced
+
+    names = namespaced(several.repository, tmp_path, "team_")
+    assert names[-3:] == ["team_b32", "team_h14", "team_l14"]  # the ensembles load last
+    ensemble = read_config(tmp_path / "team_l14" / "config.pbtxt")
+    assert ensemble.parameters["models"].string_value == "team_b32,team_l14,team_h14"
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [
+        "team_l14_clip_tokenizer",
+        "team_l14_clip_text_encoder",
+    ]
+    tokenizer = read_config(tmp_path / "team_l14_clip_tokenizer" / "config.pbtxt")
+    assert tokenizer.parameters["fallback_model"].string_value == "team_l14_clip_tokenizer_python"
