@@ -38,6 +38,8 @@ from .repository import (
 from .spec import (
     CHECKPOINT_PARAMETER,
     DEFAULT_CHECKPOINT,
+    EMBEDDING_OUTPUT,
+    EMBEDS_TENSOR,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     MODEL_NAME_PATTERN,
@@ -219,8 +221,8 @@ def build_checkpoint(args, checkpoint: str, repo: Path, reference_dir: Path, sha
     stamps = {WEIGHTS_PARAMETER: loaded.weights, CHECKPOINT_PARAMETER: loaded.source}
     stamp_parameters(repo / ENCODER_MODEL / "config.pbtxt", stamps)
     stamp_parameters(repo / ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
-    for model in (ENCODER_MODEL, ENSEMBLE_MODEL):
-        stamp_output_dims(repo / model / "config.pbtxt", [dim])
+    stamp_output_dims(repo / ENCODER_MODEL / "config.pbtxt", EMBEDS_TENSOR, [dim])
+    stamp_output_dims(repo / ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [dim])
     variants = write_variants(args.source.resolve(), repo)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)

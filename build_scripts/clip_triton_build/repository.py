@@ -199,18 +199,18 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
     read_config(config_path)  # still valid protobuf text
 
 
-def stamp_output_dims(config_path: Path, dims: list[int]) -> None:
-    """Set the dims of the config's one output in place, keeping the file's comments and layout:
+def stamp_output_dims(config_path: Path, name: str, dims: list[int]) -> None:
+    """Set the dims of the config's output `name` in place, keeping the file's comments and layout:
     the checkpoint's projection_dim, which the hand-written configs cannot know."""
     text = config_path.read_text()
-    output = read_config(config_path).output
-    if len(output) != 1:
-        raise ValueError(f"{config_path} must declare exactly one output")
-    pattern = re.compile(r"(output\s*\[\s*\{[^}]*?dims:\s*\[)[^\]]*(\])", re.S)
+    if [o.name for o in read_config(config_path).output].count(name) != 1:
+        raise ValueError(f"{config_path} must declare output {name!r} exactly once")
+    pattern = re.compile(r'(name:\s*"' + re.escape(name) + r'"[^}]*?dims:\s*\[)[^\]]*(\])', re.S)
     text, count = pattern.subn(lambda m: m.group(1) + " " + ", ".join(map(str, dims)) + " " + m.group(2), text)
     config_path.write_text(text)
-    if count != 1 or list(read_config(config_path).output[0].dims) != list(dims):
-        raise ValueError(f"{config_path}: could not set the output's dims to {dims}")
+    stamped = {o.name: list(o.dims) for o in read_config(config_path).output}
+    if count != 1 or stamped[name] != list(dims):
+        raise ValueError(f"{config_path}: could not set output {name!r}'s dims to {dims}")
 
 
 def _write_variant(path: Path, config: mc.ModelConfig, how: str) -> Path:

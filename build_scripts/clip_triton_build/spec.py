@@ -11,6 +11,7 @@ DEFAULT_CHECKPOINT = "openai/clip-vit-base-patch32"
 CONTEXT_LENGTH = 77  # CLIP's positional table: <|startoftext|> + 75 tokens + <|endoftext|>
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
+SOT_ID, EOT_ID = 49406, 49407  # their ids in CLIP's BPE vocabulary (the last two of VOCAB_SIZE)
 PAD_ID = 0  # open_clip pads with 0; CLIP pools at the EOT position, so padding never matters
 EMBED_DIM = 512  # projection_dim of ViT-B/32 (the default checkpoint): the size of get_text_features
 
@@ -22,7 +23,7 @@ EMBED_DIM = 512  # projection_dim of ViT-B/32 (the default checkpoint): the size
 VOCAB_SIZE = 49408
 HEAD_DIM = 64
 ACTIVATIONS = ("quick_gelu", "gelu")
-EOS_TOKEN_IDS = (2, 49407)
+EOS_TOKEN_IDS = (2, EOT_ID)
 
 # The ViT-B/32 text tower (HF CLIPTextConfig field names), used when no checkpoint can be loaded.
 VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
@@ -35,8 +36,8 @@ VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
     projection_dim=EMBED_DIM,
     hidden_act="quick_gelu",
     layer_norm_eps=1e-5,
-    bos_token_id=49406,
-    eos_token_id=49407,
+    bos_token_id=SOT_ID,
+    eos_token_id=EOT_ID,
     pad_token_id=1,
 )
 RANDOM_INIT_SEED = 0
@@ -72,6 +73,10 @@ FALLBACK_PARAMETER = "fallback_model"  # clip_tokenizer's config: the model it s
 PLAIN_SYMBOLS_PARAMETER = "plain_symbols"  # clip_tokenizer's config: the non-ASCII characters it cleans itself
 TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizer's input: [B, 1] BYTES
 EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, projection_dim] FP32
+# the tokenizers' second output and the ensemble's, each written only on request: [B, 1] INT64, the
+# tokens of each text the encoder reads, <|startoftext|> through <|endoftext|> (at most CONTEXT_LENGTH)
+TOKEN_COUNT_TENSOR = "token_count"
+TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 IDS_TENSOR = "input_ids"  # the tokenizer's output and the encoder's input: [B, 77] INT64
 EMBEDS_TENSOR = "text_embeds"  # the encoder's output: [B, projection_dim] FP32
 TOKENIZER_FILE = "tokenizer.json"

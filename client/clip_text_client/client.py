@@ -44,6 +44,7 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 # The service's facts this distribution needs without the build's package (which it must not
 # depend on); tests/test_repository_config.py checks them against clip_triton_build.spec.
 DEFAULT_MODEL = "clip_text"  # the repository's ensemble; tensor names come from its served config
+EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's embedding, where its config declares more than one output
 SERVER_CONTEXT_LENGTH = 77  # tokens the server's tokenizer keeps (longer texts are truncated there)
 
 
@@ -178,12 +179,15 @@ class CLIPTextClient:
     def _describe(self, model: str) -> ModelInfo:
         transport = self._transport()
         config = self._with_retries(transport.model_config, model)
-        if len(config.get("input", [])) != 1 or len(config.get("output", [])) != 1:
-            raise CLIPClientError(f"model {model!r} must have one input and one output")
+        outputs = config.get("output", [])
+        if len(outputs) > 1:
+            outputs = [o for o in outputs if o["name"] == EMBEDDING_OUTPUT]
+        if len(config.get("input", [])) != 1 or len(outputs) != 1:
+            raise CLIPClientError(f"model {model!r} must have one input and one output (or {EMBEDDING_OUTPUT!r})")
         return ModelInfo(
             input_name=config["input"][0]["name"],
-            output_name=config["output"][0]["name"],
-            dim=int(config["output"][0]["dims"][-1]),
+            output_name=outputs[0]["name"],
+            dim=int(outputs[0]["dims"][-1]),
             max_batch_size=int(config.get("max_batch_size", 0)),
             weights=self._stamp(config, "weights", transport) or "unknown",
             name=model,

@@ -31,6 +31,8 @@ from clip_triton_build.spec import (
     PYTHON_TOKENIZER_MODEL,
     SOT_TOKEN,
     TEXT_INPUT,
+    TOKEN_COUNT_OUTPUT,
+    TOKEN_COUNT_TENSOR,
     TOKENIZER_BACKEND,
     TOKENIZER_FILE,
     TOKENIZER_MODEL,
@@ -85,16 +87,22 @@ def test_names_agree_with_spec():
     assert set(cfg) == set(MODELS) and all(cfg[name].name == name for name in MODELS)
     tokenizer, encoder, ensemble = cfg[TOKENIZER_MODEL], cfg[ENCODER_MODEL], cfg[ENSEMBLE_MODEL]
     assert [t.name for t in ensemble.input] == [t.name for t in tokenizer.input] == [TEXT_INPUT]
-    assert [t.name for t in ensemble.output] == [EMBEDDING_OUTPUT]
-    assert [t.name for t in tokenizer.output] == [t.name for t in encoder.input] == [IDS_TENSOR]
+    assert [t.name for t in ensemble.output] == [EMBEDDING_OUTPUT, TOKEN_COUNT_OUTPUT]
+    assert [t.name for t in tokenizer.output] == [IDS_TENSOR, TOKEN_COUNT_TENSOR]
+    assert [t.name for t in encoder.input] == [IDS_TENSOR]
     assert [t.name for t in encoder.output] == [EMBEDS_TENSOR]
     assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [TOKENIZER_MODEL, ENCODER_MODEL]
 
 
 def test_the_clients_copies_of_the_service_facts_agree():
     from clip_text_client.client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH
+    from clip_text_client.client import EMBEDDING_OUTPUT as CLIENT_EMBEDDING
 
-    assert (DEFAULT_MODEL, SERVER_CONTEXT_LENGTH) == (ENSEMBLE_MODEL, CONTEXT_LENGTH)
+    assert (DEFAULT_MODEL, SERVER_CONTEXT_LENGTH, CLIENT_EMBEDDING) == (
+        ENSEMBLE_MODEL,
+        CONTEXT_LENGTH,
+        EMBEDDING_OUTPUT,
+    )
 
 
 def test_numbers_agree_with_spec():

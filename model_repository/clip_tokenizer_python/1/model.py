@@ -168,8 +168,10 @@ class TritonPythonModel:
         self.sot_id = self.tokenizer.token_to_id(params["sot_token"])
         self.eot_id = self.tokenizer.token_to_id(params["eot_token"])
         self.pad_id = int(params["pad_id"])
-        # tensor names: this model's config.pbtxt is their home here (one input, one output)
-        self.input_name, self.output_name = config["input"][0]["name"], config["output"][0]["name"]
+        # tensor names: this model's config.pbtxt is their home here (one input; the ids, then the
+        # token counts, each sent only when requested)
+        self.input_name = config["input"][0]["name"]
+        self.output_name, self.count_name = config["output"][0]["name"], config["output"][1]["name"]
         output = pb_utils.get_output_config_by_name(config, self.output_name)
         self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
 
@@ -236,15 +238,24 @@ class TritonPythonModel:
             ids = self.tokenize(texts)
         except Exception:  # never let one request's failure fail its neighbours: isolate it
             for i, start, end in spans:
-                responses[i] = self._respond(lambda: self.tokenize(texts[start:end]))
+                responses[i] = self._respond(requests[i], lambda: self.tokenize(texts[start:end]))
             return responses
         for i, start, end in spans:
-            responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, ids[start:end])])
+            responses[i] = pb_utils.InferenceResponse(self._outputs(requests[i], ids[start:end]))
         return responses
 
-    def _respond(self, compute):
+    def _outputs(self, request, ids):
+        """The outputs `request` asked for: the ids, each row's token count (SOT through EOT)."""
+        wanted = request.requested_output_names()
+        outputs = [pb_utils.Tensor(self.output_name, ids)] if self.output_name in wanted else []
+        if self.count_name in wanted:
+            counts = np.argmax(ids[:, 1:] == self.eot_id, axis=1).astype(np.int64) + 2
+            outputs.append(pb_utils.Tensor(self.count_name, counts.reshape(-1, 1)))
+        return outputs
+
+    def _respond(self, request, compute):
         try:
-            return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, compute())])
+            return pb_utils.InferenceResponse(self._outputs(request, compute()))
         except Exception as exc:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"tokenization failed: {exc!r}", pb_utils.TritonError.INTERNAL)

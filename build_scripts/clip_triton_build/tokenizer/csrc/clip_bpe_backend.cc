@@ -11,6 +11,9 @@
 // It starts those calls first, so the Python instances work while this one tokenizes the rest.
 // A request's error there is that request's error here; its batch-mates are unaffected.
 //
+// Two outputs, each written only when requested: the ids (what the encoder reads) and each text's
+// token count, <|startoftext|> through <|endoftext|> (what OpenAI's API reports as usage).
+//
 // Exact: tests compare the served ids with open_clip's on hard strings, random ASCII and random
 // Unicode, and the core's unit tests (clip_bpe_test.cc) on the same strings.
 
@@ -67,7 +70,7 @@ class ModelState {
 
   TRITONSERVER_Server* server = nullptr;
   TRITONSERVER_ResponseAllocator* allocator = nullptr;
-  std::string input_name, output_name, fallback_model;
+  std::string input_name, ids_output, count_output, fallback_model;
   int64_t context_length = 0, pad_id = 0;
   uint64_t max_text_bytes = 0;
   clip_bpe::CodePointSet plain_symbols;
@@ -145,13 +148,14 @@ ModelState::ReadConfig(TRITONBACKEND_Model* model, std::string* tokenizer_path)
   if (config.HasParseError() || !config.IsObject()) {
     return Error(TRITONSERVER_ERROR_INVALID_ARG, "the model config is not a JSON object");
   }
-  // tensor names: the config is their home (one input, one output)
+  // tensor names: the config is their home (one input; the ids, then the token counts)
   if (!config.HasMember("input") || config["input"].Size() != 1 || !config.HasMember("output") ||
-      config["output"].Size() != 1) {
-    return Error(TRITONSERVER_ERROR_INVALID_ARG, "clip_bpe serves one input and one output");
+      config["output"].Size() != 2) {
+    return Error(TRITONSERVER_ERROR_INVALID_ARG, "clip_bpe serves one input and two outputs (ids, token counts)");
   }
   input_name = config["input"][0]["name"].GetString();
-  output_name = config["output"][0]["name"].GetString();
+  ids_output = config["output"][0]["name"].GetString();
+  count_output = config["output"][1]["name"].GetString();
 
   std::unordered_map<std::string, std::string> params;
   if (config.HasMember("parameters")) {
@@ -368,7 +372,7 @@ StartFallback(const ModelState& model, Fallback* call)
         request, model.input_name.c_str(), call->input.data(), call->input.size(), TRITONSERVER_MEMORY_CPU, 0);
   }
   if (err == nullptr) {
-    err = TRITONSERVER_InferenceRequestAddRequestedOutput(request, model.output_name.c_str());
+    err = TRITONSERVER_InferenceRequestAddRequestedOutput(request, model.ids_output.c_str());
   }
   if (err == nullptr) {
     err = TRITONSERVER_InferenceRequestSetReleaseCallback(request, FallbackReleased, call);
@@ -430,8 +434,40 @@ FinishFallback(const ModelState& model, Fallback* call)
   return err;
 }
 
-// Sends the request's response: its rows, or its error (also when the rows cannot be written).
-// `answered` says whether the client got rows; the returned error, whether sending failed.
+// One output of a response, copied from host memory.
+TRITONSERVER_Error*
+WriteOutput(TRITONBACKEND_Response* response, const char* name, const int64_t* shape, const void* data, uint64_t bytes)
+{
+  TRITONBACKEND_Output* output;
+  RETURN_IF_ERROR(TRITONBACKEND_ResponseOutput(response, &output, name, TRITONSERVER_TYPE_INT64, shape, 2));
+  void* buffer = nullptr;
+  TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
+  int64_t memory_id = 0;
+  RETURN_IF_ERROR(TRITONBACKEND_OutputBuffer(output, &buffer, bytes, &memory, &memory_id));
+  if (memory == TRITONSERVER_MEMORY_GPU) {
+    return Error(TRITONSERVER_ERROR_INTERNAL, "clip_bpe writes its outputs to host memory only");
+  }
+  if (bytes != 0) {
+    std::memcpy(buffer, data, bytes);
+  }
+  return nullptr;
+}
+
+// Each row's tokens, <|startoftext|> through <|endoftext|>.
+std::vector<int64_t>
+TokenCounts(const ModelState& model, const std::vector<int64_t>& rows)
+{
+  std::vector<int64_t> counts(rows.size() / model.context_length);
+  const int64_t eot = model.vocabulary.eot_id();
+  for (size_t r = 0; r < counts.size(); ++r) {
+    const int64_t* row = rows.data() + r * model.context_length;
+    counts[r] = std::find(row + 1, row + model.context_length, eot) - row + 1;
+  }
+  return counts;
+}
+
+// Sends the request's response: the outputs it asked for, or its error (also when they cannot be
+// written). `answered` says whether the client got them; the returned error, whether sending failed.
 TRITONSERVER_Error*
 Respond(const ModelState& model, Pending* p, bool* answered)
 {
@@ -446,22 +482,24 @@ Respond(const ModelState& model, Pending* p, bool* answered)
     return err;
   }
   err = p->error;
+  uint32_t requested = 0;
   if (err == nullptr) {
-    const int64_t shape[2] = {static_cast<int64_t>(p->texts.size()), model.context_length};
-    TRITONBACKEND_Output* output;
-    err = TRITONBACKEND_ResponseOutput(response, &output, model.output_name.c_str(), TRITONSERVER_TYPE_INT64, shape, 2);
-    void* buffer = nullptr;
-    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
-    int64_t memory_id = 0;
-    const uint64_t bytes = p->rows.size() * sizeof(int64_t);
-    if (err == nullptr) {
-      err = TRITONBACKEND_OutputBuffer(output, &buffer, bytes, &memory, &memory_id);
+    err = TRITONBACKEND_RequestOutputCount(p->request, &requested);
+  }
+  for (uint32_t i = 0; err == nullptr && i < requested; ++i) {
+    const char* name;
+    err = TRITONBACKEND_RequestOutputName(p->request, i, &name);
+    if (err != nullptr) {
+      break;
     }
-    if (err == nullptr && memory == TRITONSERVER_MEMORY_GPU) {
-      err = Error(TRITONSERVER_ERROR_INTERNAL, "clip_bpe writes its output to host memory only");
-    }
-    if (err == nullptr && bytes != 0) {
-      std::memcpy(buffer, p->rows.data(), bytes);
+    const int64_t rows = static_cast<int64_t>(p->texts.size());
+    if (model.ids_output == name) {
+      const int64_t shape[2] = {rows, model.context_length};
+      err = WriteOutput(response, name, shape, p->rows.data(), p->rows.size() * sizeof(int64_t));
+    } else if (model.count_output == name) {
+      const int64_t shape[2] = {rows, 1};
+      const std::vector<int64_t> counts = TokenCounts(model, p->rows);
+      err = WriteOutput(response, name, shape, counts.data(), counts.size() * sizeof(int64_t));
     }
   }
   TRITONSERVER_Error* sent = TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
