@@ -1,4 +1,5 @@
-"""python -m clip_triton: serve the model repository locally on CPU, embed a few texts, keep serving.
+"""python -m clip_triton: serve the model repository locally on CPU, with OpenAI's embeddings API in
+front of it (python -m clip_openai), embed a few texts, keep serving.
 
 Ctrl-C stops the server cleanly. --exit-after-demo stops it after the demo (for scripts).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .deploy import add_instance_arguments
+from .frontend import LocalOpenAIFrontend, ensembles
 from .local import LocalTritonServer, ServerFailed
 from .paths import BUILT_REPOSITORY
 
@@ -26,7 +28,7 @@ DEMO_TEXTS = [
 ]
 
 
-def demo(server: LocalTritonServer) -> None:
+def demo(server: LocalTritonServer, frontend: LocalOpenAIFrontend | None) -> None:
     from clip_text_client import CLIPTextClient
 
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
@@ -38,6 +40,12 @@ def demo(server: LocalTritonServer) -> None:
             f"(weights: {info.weights})"
         )
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    if frontend is not None:
+        openai_vectors = openai_demo(frontend, info.name, DEMO_TEXTS, server.api_key)
+        print(
+            f"\n[openai] {frontend.url}/embeddings: embedded {len(DEMO_TEXTS)} texts -> {openai_vectors.shape}, "
+            f"unit length, max diff from the normalized Triton vectors {np.abs(openai_vectors - unit).max():.1e}"
+        )
     sims = unit @ unit.T
     print("\ncosine similarity:")
     for i, text in enumerate(DEMO_TEXTS):
@@ -47,6 +55,34 @@ def demo(server: LocalTritonServer) -> None:
             "\n  (random-init weights: the numbers are deterministic but meaningless; "
             "build with --checkpoint for real ones)"
         )
+    if frontend is not None:
+        print(openai_examples(frontend, info.name, bool(server.api_key)))
+
+
+def openai_demo(frontend: LocalOpenAIFrontend, model: str, texts: list[str], key: str | None) -> np.ndarray:
+    """The demo texts through POST /v1/embeddings, with the standard library only."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{frontend.url}/embeddings",
+        data=json.dumps({"model": model, "input": texts}).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    return np.array([item["embedding"] for item in body["data"]], dtype=np.float32)
+
+
+def openai_examples(frontend: LocalOpenAIFrontend, model: str, keyed: bool) -> str:
+    key = "$CLIP_API_KEY" if keyed else "unused"
+    auth = f" -H 'Authorization: Bearer {key}'" if keyed else ""
+    return f"""
+OpenAI's embeddings API: {frontend.url}  (docs/openai.md)
+  curl {frontend.url}/embeddings -H 'Content-Type: application/json'{auth} \\
+      -d '{{"model": "{model}", "input": ["a photo of a cat", "a dog"]}}'
+  .venv/bin/python -c 'from openai import OpenAI; c = OpenAI(base_url="{frontend.url}", api_key="{key}"); \\
+      print(c.embeddings.create(model="{model}", input=["a photo of a cat"]).data[0].embedding[:4])'"""
 
 
 def main(argv=None) -> int:
@@ -80,6 +116,14 @@ def main(argv=None) -> int:
         action="store_true",
         help="do not restart the server when it exits or loses a Python-backend stub",
     )
+    parser.add_argument(
+        "--openai-port",
+        type=int,
+        default=LocalOpenAIFrontend.port,
+        help="OpenAI's embeddings API (python -m clip_openai) on this port; 0: not started",
+    )
+    parser.add_argument("--openai-metrics-port", type=int, default=LocalOpenAIFrontend.metrics_port)
+    parser.add_argument("--openai-workers", type=int, default=None, help="its processes (default: clip_openai's)")
     parser.add_argument("--no-demo", action="store_true", help="serve without embedding the demo texts")
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
@@ -115,14 +159,29 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     if not args.no_supervise:
         server.supervise()
+    frontend = None
     try:
+        models = ensembles(args.repository)
         print(
             f"ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
-            f"metrics http://{server.host}:{server.metrics_port}/metrics  model: clip_text",
+            f"metrics http://{server.host}:{server.metrics_port}/metrics  models: {', '.join(models)}",
             flush=True,
         )
+        if args.openai_port:
+            frontend = LocalOpenAIFrontend(
+                server.grpc_url,
+                models,
+                host=args.host,
+                port=args.openai_port,
+                metrics_port=args.openai_metrics_port,
+                workers=args.openai_workers,
+                api_key=server.api_key,
+            )
+            print(f"starting the OpenAI frontend (log: {frontend.log_path}) ...", flush=True)
+            frontend.start()
+            print(f"ready: OpenAI API {frontend.url}  metrics http://{args.host}:{args.openai_metrics_port}/metrics")
         if not args.no_demo:
-            demo(server)
+            demo(server, frontend)
         if args.exit_after_demo:
             return 0
         print("\nserving; Ctrl-C to stop", flush=True)
@@ -130,10 +189,15 @@ def main(argv=None) -> int:
             time.sleep(0.5)
         print(f"tritonserver exited with {server.started_process.returncode}:\n{server.log_tail()}", file=sys.stderr)
         return 1
+    except ServerFailed as exc:
+        print(f"the OpenAI frontend failed to start: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
     finally:
+        if frontend is not None:
+            frontend.stop()
         server.stop()
 
 

@@ -1,0 +1,220 @@
+"""The ASGI application one uvicorn worker runs: OpenAI's embeddings and models routes, health.
+
+    POST /v1/embeddings      the ensemble's embeddings, OpenAI's request and answer
+    GET  /v1/models          the CLIP models served, as OpenAI lists models
+    GET  /v1/models/{id}
+    GET  /health/live        the process answers
+    GET  /health/ready       each model embeds a text in time (503 with the reason otherwise)
+
+Each request is admitted or refused before its body is read (429 past settings.max_pending),
+its body is read up to settings.max_body_bytes (413 past it), and whatever fails is answered
+with OpenAI's error body: nothing one request sends reaches another request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import logging
+import time
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import metrics
+from .errors import APIError, bad_request, model_not_found, saturated
+from .request import parse
+from .settings import Settings
+from .triton import Model, Triton
+
+log = logging.getLogger("clip_openai")
+OWNER = "clip-triton"  # OpenAI's model objects name an owner
+ROUTES = ("/v1/embeddings", "/v1/models", "/health/live", "/health/ready")
+
+
+def route_label(path: str) -> str:
+    """The route a path belongs to, for metrics (never the raw path: that would be unbounded)."""
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type="application/json"
+    )
+
+
+def error_response(exc: APIError) -> Response:
+    return Response(exc.body(), exc.status, exc.headers, media_type="application/json")
+
+
+def model_object(model: Model) -> dict:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": OWNER,
+        # beyond OpenAI's fields: what a client of embeddings wants to know
+        "dimensions": model.dim,
+        "checkpoint": model.checkpoint,
+        "weights": model.weights,
+    }
+
+
+def embeddings_body(request_model: str, vectors: np.ndarray, encoding_format: str, tokens: int) -> dict:
+    if encoding_format == "base64":  # OpenAI's: the float32 values' little-endian bytes
+        little = np.ascontiguousarray(vectors, dtype="<f4")
+        rows = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    else:
+        rows = list(np.ascontiguousarray(vectors, dtype=np.float32))
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+        "model": request_model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+class Frontend:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.triton: Triton | None = None
+        self.pending = 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        self.triton = Triton(self.settings)
+        try:
+            yield
+        finally:
+            await self.triton.close()
+
+    def authorize(self, request: Request) -> None:
+        if not self.settings.api_key:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' (the OpenAI SDK's api_key)",
+                code="missing_api_key",
+            )
+        if not hmac.compare_digest(key.strip().encode(), self.settings.api_key.encode()):
+            raise APIError(401, "Incorrect API key provided", code="invalid_api_key")
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        too_large = APIError(413, f"the request body is over {limit} bytes", param=None, code="request_too_large")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- routes -----------------------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        started = time.perf_counter()
+        if self.pending >= self.settings.max_pending:
+            metrics.REJECTED.inc()
+            raise saturated(f"{self.pending} requests pending in this worker")
+        self.pending += 1
+        metrics.PENDING.inc()
+        try:
+            self.authorize(request)
+            asked = parse(await self.read_body(request), self.settings.max_inputs, self.settings.normalize)
+            assert self.triton is not None
+            model = await self.triton.model(asked.model)
+            if model is None:
+                raise model_not_found(asked.model)
+            if asked.dimensions is not None and asked.dimensions != model.dim:
+                raise bad_request(
+                    f"model `{model.name}` has {model.dim} dimensions and cannot return {asked.dimensions}; "
+                    f"send dimensions={model.dim} or leave it out",
+                    param="dimensions",
+                )
+            waited = time.perf_counter()
+            vectors, tokens = await self.triton.embed(model, asked.texts)
+            metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+            if asked.normalize:
+                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            metrics.TEXTS.labels(model.name).inc(len(asked.texts))
+            metrics.PROMPT_TOKENS.labels(model.name).inc(tokens)
+            response = json_response(embeddings_body(asked.model, vectors, asked.encoding_format, tokens))
+            metrics.LATENCY.observe(time.perf_counter() - started)
+            metrics.REQUESTS.labels("/v1/embeddings", "200").inc()
+            return response
+        finally:
+            self.pending -= 1
+            metrics.PENDING.dec()
+
+    async def list_models(self, request: Request) -> Response:
+        self.authorize(request)
+        assert self.triton is not None
+        models = await self.triton.models(refresh=True)
+        return json_response({"object": "list", "data": [model_object(m) for m in models.values()]})
+
+    async def get_model(self, request: Request) -> Response:
+        self.authorize(request)
+        assert self.triton is not None
+        name = request.path_params["model"]
+        model = await self.triton.model(name)
+        if model is None:
+            raise model_not_found(name)
+        return json_response(model_object(model))
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"status": "live"})
+
+    async def ready(self, request: Request) -> Response:
+        assert self.triton is not None
+        reason = await self.triton.not_ready()
+        if reason:
+            return json_response({"status": "not ready", "reason": reason}, 503)
+        return json_response({"status": "ready"})
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    metrics.REQUESTS.labels(route_label(request.url.path), str(exc.status)).inc()
+    return error_response(exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return error_response(APIError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None))
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    frontend = Frontend(settings or Settings.from_env())
+    routes = [
+        Route("/v1/embeddings", frontend.embeddings, methods=["POST"]),
+        Route("/v1/models", frontend.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", frontend.get_model, methods=["GET"]),
+        Route("/health/live", frontend.live, methods=["GET"]),
+        Route("/health/ready", frontend.ready, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=frontend.lifespan,
+        exception_handlers={APIError: on_api_error, HTTPException: on_http_error, Exception: on_crash},
+    )
+    app.state.frontend = frontend
+    return app
