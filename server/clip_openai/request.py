@@ -3,7 +3,9 @@
     {"input": "text" | ["text", ...], "model": "NAME", "encoding_format": "float" | "base64",
      "dimensions": N, "user": "...", "normalize": true | false}
 
-`normalize` is this server's extension (OpenAI's vectors are always unit length). Token ids in
+`normalize` is this server's extension (OpenAI's vectors are always unit length). An empty string
+is embedded as the Triton path embeds it (CLIP reads <|startoftext|><|endoftext|>), where OpenAI
+refuses it. Token ids in
 `input` are refused: OpenAI's clients send tiktoken's ids, which mean nothing to CLIP's BPE, so
 embedding them would return vectors of the wrong text without an error.
 """
@@ -98,8 +100,6 @@ def _texts(value, max_inputs: int) -> list[bytes]:
             if isinstance(item, list):
                 raise bad_request(f"input[{index}] is an array: {token_ids}", param="input")
             raise bad_request(f"input[{index}] must be a string, not {_kind(item)}", param="input")
-        if not item:
-            raise bad_request(f"input[{index}] is an empty string", param="input")
         try:
             texts.append(item.encode("utf-8"))
         except UnicodeEncodeError as exc:  # a lone surrogate escape (\ud800) decodes to str, not to UTF-8

@@ -155,3 +155,24 @@ def test_a_fleet_s_namespaced_copy_renames_every_checkpoint_s_models_and_their_l
     ]
     tokenizer = read_config(tmp_path / "team_l14_clip_tokenizer" / "config.pbtxt")
     assert tokenizer.parameters["fallback_model"].string_value == "team_l14_clip_tokenizer_python"
+
+
+def test_openais_api_serves_every_checkpoint_by_its_name_equal_to_its_hf_model(several, references, ids):
+    """The frontend started with one model's name finds the others, lists them with their dims,
+    and embeds with the one each request names (unit length by default, get_text_features with
+    normalize false)."""
+    import openai
+
+    from clip_triton.frontend import LocalOpenAIFrontend
+
+    with LocalOpenAIFrontend.on_free_ports(several.grpc_url, ["l14"], workers=1) as front:
+        with openai.OpenAI(base_url=front.url, api_key="unused", max_retries=0) as client:
+            listed = {m.id: m.model_extra["dimensions"] for m in client.models.list().data}
+            assert listed == {name: FAMILIES[name].projection_dim for name in SERVED}
+            for name in SERVED:
+                raw = client.embeddings.create(model=name, input=VARIED_64, extra_body={"normalize": False})
+                assert raw.model == name
+                vectors = np.array([d.embedding for d in raw.data], dtype=np.float32)
+                assert np.abs(vectors - get_text_features(references[name], ids)).max() <= 1e-4
+                unit = client.embeddings.create(model=name, input=VARIED_64[:4]).data[0].embedding
+                assert np.isclose(np.linalg.norm(unit), 1.0, atol=1e-6)

@@ -23,7 +23,7 @@ from clip_triton.frontend import LocalOpenAIFrontend
 from clip_triton_build.spec import CONTEXT_LENGTH, ENSEMBLE_MODEL
 
 KEY = "openai-test-key"
-TEXTS = ["a photo of a cat", "a dog on a skateboard", "Ünïcödé &amp; emoji 🐈", "x " * 200]
+TEXTS = ["a photo of a cat", "a dog on a skateboard", "Ünïcödé &amp; emoji 🐈", "x " * 200, ""]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,6 @@ def test_langchains_openai_embeddings_get_the_same_vectors(frontend, sdk):
         ({"model": ENSEMBLE_MODEL, "input": []}, ["must not be an empty array"], "input"),
         ({"model": ENSEMBLE_MODEL, "input": ["fine", 7, "fine"]}, ["input[1] must be a string, not integer"], "input"),
         ({"model": ENSEMBLE_MODEL, "input": ["fine", None]}, ["input[1] must be a string, not null"], "input"),
-        ({"model": ENSEMBLE_MODEL, "input": ["fine", ""]}, ["input[1] is an empty string"], "input"),
         ({"model": ENSEMBLE_MODEL, "input": ["x"] * 2049}, ["2049 items", "at most 2048"], "input"),
         ({"model": ENSEMBLE_MODEL, "input": [1, 2, 3]}, ["token ids are not accepted", "tiktoken"], "input"),
         ({"model": ENSEMBLE_MODEL, "input": [[1, 2]]}, ["input[0] is an array", "token ids"], "input"),
