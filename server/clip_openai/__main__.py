@@ -36,7 +36,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
         metavar="VAR",
         default=None,
         help="require 'Authorization: Bearer <key>' with the key in this environment variable, and send it "
-        "to Triton as the inference APIs' key (the server's --api-key-env)",
+        "to Triton as the inference APIs' key (the server's --api-key-env); empty: no key",
     )
     defaults = Settings()
     for f in dataclasses.fields(Settings):
@@ -58,9 +58,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "api_key"}
     values["models"] = tuple(values["models"] or defaults.models)
-    if args.api_key_env:
-        if not os.environ.get(args.api_key_env):
-            parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty")
+    if args.api_key_env:  # set but empty: no key, as tritonserver's rule is then none (compose's CLIP_API_KEY)
+        if args.api_key_env not in os.environ:
+            parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")
         values["api_key"] = os.environ[args.api_key_env]
     return args, Settings(**values)
 

@@ -3,6 +3,7 @@ front of a real tritonserver: what passes gets the server's answers, what breaks
 stopped at the proxy, and the server behind it stays up."""
 
 import os
+import re
 import shutil
 import socket
 import string
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from clip_triton.frontend import LocalOpenAIFrontend
 from clip_triton.local import free_port
+from clip_triton_build.spec import ENSEMBLE_MODEL
 from helpers import REPO_ROOT, text_array, triton_infer, url_of
 
 TEMPLATE = REPO_ROOT / "deploy" / "proxy" / "nginx.conf.template"
@@ -37,15 +40,19 @@ def proxy(server, tmp_path_factory):
             pytest.fail("nginx missing: scripts/test.sh installs Debian's nginx")
         pytest.skip("nginx not installed")
     root = tmp_path_factory.mktemp("nginx")
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port, openai_port = free_port(), free_port(), free_port()
+    frontend = LocalOpenAIFrontend.on_free_ports(server.grpc_url, [ENSEMBLE_MODEL], workers=1).start()
     snippet = render(
         {
             "PROXY_HTTP_PORT": f"127.0.0.1:{http_port}",
             "PROXY_GRPC_PORT": f"127.0.0.1:{grpc_port}",
+            "PROXY_OPENAI_PORT": f"127.0.0.1:{openai_port}",
             "TRITON_HTTP_UPSTREAM": server.http_url,
             "TRITON_GRPC_UPSTREAM": server.grpc_url,
+            "OPENAI_UPSTREAM": f"{frontend.host}:{frontend.port}",
         }
     )
+    assert not re.search(r"\$\{[A-Z_]+\}", snippet), "a variable of the template is not filled here"
     # the image includes the snippet inside http {}; Debian's nginx gets the same around it
     (root / "nginx.conf").write_text(
         f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nworker_processes 1;\n"
@@ -70,10 +77,16 @@ def proxy(server, tmp_path_factory):
     yield type(
         "Proxy",
         (),
-        {"http_url": f"127.0.0.1:{http_port}", "grpc_url": f"127.0.0.1:{grpc_port}", "http_port": http_port},
+        {
+            "http_url": f"127.0.0.1:{http_port}",
+            "grpc_url": f"127.0.0.1:{grpc_port}",
+            "http_port": http_port,
+            "openai_url": f"http://127.0.0.1:{openai_port}/v1",
+        },
     )
     process.terminate()
     process.wait(10)
+    frontend.stop()
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> int:
@@ -166,3 +179,14 @@ def test_idle_connections_are_closed_and_do_not_stall_anyone(server, proxy):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_openais_api_through_the_proxy_answers_and_keeps_the_body_limit(server, proxy):
+    import openai
+
+    with openai.OpenAI(base_url=proxy.openai_url, api_key="unused", max_retries=0) as client:
+        answer = client.embeddings.create(model=ENSEMBLE_MODEL, input=["a photo of a cat", "a dog"])
+        assert [d.index for d in answer.data] == [0, 1] and len(answer.data[0].embedding) == 512
+        with pytest.raises(openai.APIStatusError) as refused:  # nginx's client_max_body_size: 8m
+            client.embeddings.create(model=ENSEMBLE_MODEL, input=["w " * 500_000] * 9)
+    assert refused.value.status_code == 413

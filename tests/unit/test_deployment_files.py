@@ -53,8 +53,9 @@ def published(service: dict) -> set[tuple[str, int]]:
 def test_compose_validates_and_binds_loopback_by_default():
     services = compose_config()["services"]
     # HTTP and gRPC only through the proxy; Triton publishes metrics alone
-    assert published(services["proxy"]) == {("127.0.0.1", 8000), ("127.0.0.1", 8001)}
+    assert published(services["proxy"]) == {("127.0.0.1", 8000), ("127.0.0.1", 8001), ("127.0.0.1", 9000)}
     assert published(services["tritonserver"]) == {("127.0.0.1", 8002)}
+    assert published(services["openai"]) == {("127.0.0.1", 9001)}  # its metrics; the API through the proxy
 
 
 def test_compose_proxy_serves_the_one_template():
@@ -67,6 +68,28 @@ def test_compose_proxy_serves_the_one_template():
     assert proxy["environment"]["TRITON_HTTP_UPSTREAM"] == "tritonserver:8000"
     assert proxy["environment"]["TRITON_GRPC_UPSTREAM"] == "tritonserver:8001"
     assert proxy["depends_on"]["tritonserver"]["condition"] == "service_healthy"
+    assert proxy["environment"]["OPENAI_UPSTREAM"] == "openai:9000"
+
+
+def test_compose_openai_frontend_settings():
+    """The frontend calls Triton's gRPC with the inference APIs' key, and finds the repository's
+    models from the first name of CLIP_CHECKPOINTS (clip_text without it)."""
+    config = compose_config({"CLIP_API_KEY": "k", "CLIP_CHECKPOINTS": "b32=openai/clip-vit-base-patch32,l14=x"})
+    frontend = config["services"]["openai"]
+    command = " ".join(frontend["entrypoint"])
+    assert "--triton-url=tritonserver:8001" in command and "--api-key-env=CLIP_API_KEY" in command
+    assert frontend["environment"]["CLIP_API_KEY"] == "k"
+    assert frontend["depends_on"]["tritonserver"]["condition"] == "service_healthy"
+    script = frontend["entrypoint"][-1]
+    for checkpoints, model in (("b32=openai/clip-vit-base-patch32,l14=x", "b32"), ("", "clip_text")):
+        shown = subprocess.run(
+            ["sh", "-c", script.replace("$$", "$").replace("exec python -m clip_openai", "echo")],
+            env={"CLIP_CHECKPOINTS": checkpoints, "CLIP_OPENAI_WORKERS": "4", "PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"--model={model} " in shown and "--workers=4" in shown
 
 
 def test_compose_server_settings():
@@ -90,10 +113,11 @@ PATCHED_RELEASE = "26.10"  # README "Which Triton release": past the published 2
 def test_compose_k8s_and_dockerfiles_pin_one_patched_release():
     text = COMPOSE.read_text()
     assert f"TRITON_RELEASE:-{PATCHED_RELEASE}" in text and "TRITON_RELEASE:-24" not in text
-    for dockerfile in DOCKERFILES:
-        assert f"ARG TRITON_RELEASE={PATCHED_RELEASE}" in dockerfile.read_text()
+    for dockerfile in DOCKERFILES:  # the images built on NGC's; the OpenAI frontend's holds no Triton
+        if dockerfile.parent.name != "openai":
+            assert f"ARG TRITON_RELEASE={PATCHED_RELEASE}" in dockerfile.read_text()
     images = re.findall(r"image: \S+/clip-text-\S+:(\S+)", " ".join(m.read_text() for m in MANIFESTS))
-    assert len(images) == 2 and set(images) == {PATCHED_RELEASE}
+    assert len(images) == 3 and set(images) == {PATCHED_RELEASE}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -124,17 +148,31 @@ def test_kubernetes_deployment_has_what_the_fleet_needs():
     # clients reach Triton through the proxy container only
     assert "--http-address=127.0.0.1" in container["args"] and "--grpc-address=127.0.0.1" in container["args"]
     proxy = next(c for c in pod["containers"] if c["name"] == "proxy")
-    assert {p["name"] for p in proxy["ports"]} == {"http", "grpc"}
+    assert {p["name"] for p in proxy["ports"]} == {"http", "grpc", "openai"}
     assert {p["name"] for p in container["ports"]} == {"metrics"}
+    # the OpenAI frontend: on the pod's loopback behind the proxy, probed through it, Triton's key
+    frontend = next(c for c in pod["containers"] if c["name"] == "openai")
+    assert "--host=127.0.0.1" in frontend["args"] and "--triton-url=127.0.0.1:8001" in frontend["args"]
+    assert frontend["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "openai"}
+    key = next(e for e in frontend["env"] if e["name"] == "CLIP_API_KEY")
+    assert key["valueFrom"] == next(e for e in container["env"] if e["name"] == "CLIP_API_KEY")["valueFrom"]
+    upstreams = {e["name"]: e["value"] for e in proxy["env"]}
+    assert upstreams["OPENAI_UPSTREAM"] == "127.0.0.1:9000"
     service = next(d for d in docs if d["kind"] == "Service")
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {
+        "http",
+        "grpc",
+        "metrics",
+        "openai",
+        "openai-metrics",
+    }
     kustomization = yaml.safe_load((REPO_ROOT / "deploy" / "kustomization.yaml").read_text())
     (generator,) = kustomization["configMapGenerator"]
     assert generator["name"] == next(v for v in pod["volumes"] if v["name"] == "proxy-template")["configMap"]["name"]
     source = generator["files"][0].split("=", 1)[1]
     assert (REPO_ROOT / "deploy" / source).resolve() == (REPO_ROOT / "deploy" / "proxy" / "nginx.conf.template")
     service = next(d for d in docs if d["kind"] == "Service")
-    assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
+    assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002, 9000, 9001}
     assert any("restricted" in a for a in container["args"])
 
 
