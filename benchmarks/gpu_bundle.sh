@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make .gpu/ for benchmarks/gpu_run.sh: what a GPU machine without a package registry needs,
-# in ~54 MB to copy there. Run on a machine with one, after scripts/setup_venv.sh (with pip and
+# in ~60 MB to copy there. Run on a machine with one, after scripts/setup_venv.sh (with pip and
 # network to the registry). The Triton r24.10 sources come from $CLIP_TRITON_SOURCES when set,
 # else from GitHub; googletest from Debian's package (the C++ backends' build needs both).
 set -euo pipefail
@@ -11,6 +11,12 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d "$1" "$2"; }
 for spec in numpy==1.26.4 python-rapidjson==1.25 ftfy==6.3.1 wcwidth==0.2.13 tritonclient==2.73.0 open-clip-torch==3.3.0 perf-analyzer==2.60.0; do
+  dl .gpu/wheels "$spec"
+done
+# the OpenAI frontend (docker/openai/requirements.txt) and the benchmark's load generator
+for spec in $(grep -v '^#' docker/openai/requirements.txt | grep -v -e tritonclient -e numpy | sed 's/\[.*\]//') \
+    h11 click anyio sniffio uvloop httptools aiohttp multidict yarl frozenlist aiosignal propcache aiohappyeyeballs \
+    attrs idna typing-extensions; do
   dl .gpu/wheels "$spec"
 done
 tmp=$(mktemp -d); dl "$tmp" nvidia-pytriton==0.7.0

@@ -46,7 +46,7 @@ echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
 build() { python3 -m clip_triton_build --fp16 "$@" 2>&1 | grep -v "^\s*$" | tail -3; }
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do  # the default repository, for the steps that serve it
-  case $step in check|two-gpus|bulk) build; break ;; esac
+  case $step in check|two-gpus|bulk|openai) build; break ;; esac
 done
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
@@ -56,6 +56,7 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
 #   models    per CLIP family shape of GPU_FAMILIES (default b32 l14 h14: tests/checkpoints.py,
 #             seeded random weights, every layer): its own repository, `check` on it, then the table
+#   openai    the OpenAI frontend against Triton's HTTP endpoint (benchmarks.openai_frontend), GPU 0
 #   several   two family shapes (two layers each) built by name into one repository, one server,
 #             each model's fp16 embeddings against its own CPU ONNX file
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
@@ -76,6 +77,8 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       done
       python3 -m benchmarks.gpu_models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
         --json "$OUT/models.json" ;;
+    openai) python3 -m benchmarks.openai_frontend --gpu --workers "${OPENAI_WORKERS:-6}" --processes 6 \
+              --json "$OUT/openai.json" --plot "$OUT/openai.png" ;;
     several)
       for family in b32 l14; do
         python3 -m benchmarks.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"
