@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from clip_openai.triton import text_contents
 from clip_triton.corpus import texts as corpus
 from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
 
@@ -32,22 +33,40 @@ POINTS = "64x1:mixed,8x256:short"  # concurrency x texts per request : corpus ki
 TARGETS = ("triton-http", "openai-base64", "openai-float")
 
 
-def bodies(target: str, batches: list[list[str]]) -> list[bytes]:
+def bodies(target: str, batches: list[list[str]]) -> list[tuple[bytes, dict[str, str]]]:
+    """Each request's body and headers. Triton's as tritonclient.http sends them: a JSON header
+    and the texts as one binary BYTES tensor, EMBEDDING asked for as binary."""
     if target == "triton-http":
-        return [
-            json.dumps(
+        out = []
+        for batch in batches:
+            data = text_contents([t.encode() for t in batch])
+            header = json.dumps(
                 {
-                    "inputs": [{"name": TEXT_INPUT, "shape": [len(b), 1], "datatype": "BYTES", "data": b}],
+                    "inputs": [
+                        {
+                            "name": TEXT_INPUT,
+                            "shape": [len(batch), 1],
+                            "datatype": "BYTES",
+                            "parameters": {"binary_data_size": len(data)},
+                        }
+                    ],
                     "outputs": [{"name": EMBEDDING_OUTPUT, "parameters": {"binary_data": True}}],
                 }
             ).encode()
-            for b in batches
-        ]
+            headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+            out.append((header + data, headers))
+        return out
     encoding = target.split("-")[1]
-    return [json.dumps({"model": ENSEMBLE_MODEL, "input": b, "encoding_format": encoding}).encode() for b in batches]
+    return [
+        (
+            json.dumps({"model": ENSEMBLE_MODEL, "input": b, "encoding_format": encoding}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        for b in batches
+    ]
 
 
-async def closed_loop(url: str, payloads: list[bytes], concurrency: int, warmup: float, duration: float, per: int):
+async def closed_loop(url: str, payloads: list, concurrency: int, warmup: float, duration: float, per: int):
     import aiohttp
 
     latencies: list[float] = []
@@ -55,14 +74,14 @@ async def closed_loop(url: str, payloads: list[bytes], concurrency: int, warmup:
     start = time.perf_counter()
     record_from, stop_at = start + warmup, start + warmup + duration
     connector = aiohttp.TCPConnector(limit=0)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def loop(offset: int):
             i = offset
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                async with session.post(url, data=payloads[i % len(payloads)]) as response:
+                body, headers = payloads[i % len(payloads)]
+                async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     if response.status != 200:
                         raise RuntimeError(f"{url}: HTTP {response.status}")
@@ -138,7 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
 
-    settings = dict(config_name="torchscript", gpus=[0]) if args.gpu else dict(config_name="cpu")
+    settings = dict(config_name="torchscript_fp16", gpus=[0]) if args.gpu else dict(config_name="cpu")
     report: dict = {"gpu": args.gpu, "workers": args.workers, "cores": os.cpu_count(), "points": []}
     with LocalTritonServer.on_free_ports(repository=args.repository, **settings) as server:
         with LocalOpenAIFrontend.on_free_ports(server.grpc_url, [ENSEMBLE_MODEL], workers=args.workers) as front:

@@ -27,11 +27,13 @@ class Settings:
     # while they are read (413), the same bound as the proxy's client_max_body_size.
     max_inputs: int = 2048
     max_body_bytes: int = 8 * 1024 * 1024
-    # Per worker process: requests admitted at once (being read, queued or in Triton); one more is
-    # answered 429 at once. Requests to Triton in flight at once (the rest wait their turn, each
-    # holding at most max_body_bytes, so memory stays bounded by the two).
+    # Per worker process: requests admitted at once (being read, queued or in Triton), each holding
+    # at most max_body_bytes; one more is answered 429 at once.
     max_pending: int = 1024
-    max_in_flight: int = 128
+    # Per worker and model: calls to Triton in flight at once. Requests that arrive while all are
+    # busy travel together in the next call (up to the ensemble's max_batch_size texts): under load
+    # one gRPC call carries many clients' texts; idle, a request goes out at once.
+    calls_in_flight: int = 4
     # gRPC channels (HTTP/2 connections) to Triton per worker, used in turn.
     channels: int = 2
     request_timeout_s: float = 60.0  # the deadline of each request to Triton

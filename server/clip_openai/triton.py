@@ -1,5 +1,10 @@
 """The ensemble over Triton's gRPC API, from asyncio: one worker's channels, its catalog of
-models and its bound on requests in flight.
+models, and the calls that carry its requests' texts.
+
+Requests to one model share calls: at most settings.calls_in_flight are in flight per model, and
+the requests that arrive meanwhile go out together in the next one, up to the ensemble's
+max_batch_size texts. A call Triton refuses for its content is sent again request by request, so
+one request's bad text fails only that request.
 
 Requests are built from Triton's own protobuf messages (tritonclient.grpc.service_pb2) with the
 texts in `raw_input_contents` and read back from `raw_output_contents` as numpy views: no
@@ -14,6 +19,7 @@ import asyncio
 import itertools
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import grpc
@@ -63,7 +69,7 @@ class Triton:
         ]
         self._stubs = itertools.cycle([service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels])
         self._metadata = tuple(key_headers(settings.api_key, "grpc").items()) if settings.api_key else ()
-        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._batchers: dict[str, Batcher] = {}
         self._models: dict[str, Model] = {}
         self._looked_up = 0.0
         self._lookup_lock = asyncio.Lock()
@@ -137,25 +143,28 @@ class Triton:
     # -- inference --------------------------------------------------------------------------
     async def embed(self, model: Model, texts: list[bytes]) -> tuple[np.ndarray, int]:
         """([len(texts), dim] float32 in input order, the prompt tokens of all of them)."""
+        batcher = self._batchers.get(model.name)
+        if batcher is None or batcher.model != model:
+            batcher = self._batchers[model.name] = Batcher(self, model, self.settings.calls_in_flight)
         size = model.max_batch_size
-        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-        if len(chunks) == 1:
-            parts = [await self._embed_chunk(model, chunks[0], 0)]
-        else:
-            parts = await asyncio.gather(*(self._embed_chunk(model, c, i * size) for i, c in enumerate(chunks)))
-        vectors = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-        return vectors, sum(p[1] for p in parts)
+        if len(texts) <= size:
+            return await batcher.embed(texts)
+        parts = await asyncio.gather(*(batcher.embed(texts[i : i + size]) for i in range(0, len(texts), size)))
+        return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
 
-    async def _embed_chunk(self, model: Model, texts: list[bytes], offset: int) -> tuple[np.ndarray, int]:
+    async def embed_alone(self, model: Model, texts: list[bytes]) -> tuple[np.ndarray, int]:
+        """One request's texts in calls of their own; a refusal names the first text refused."""
         try:
-            return await self._infer(model, texts, self.settings.request_timeout_s)
+            vectors, counts = await self._infer(model, texts, self.settings.request_timeout_s)
+            return vectors, int(counts.sum())
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise from_grpc(exc, model.name) from None
-            raise await self._which_item(model, texts, offset, exc) from None
+            raise await self._which_item(model, texts, exc) from None
 
-    async def _which_item(self, model: Model, texts: list[bytes], offset: int, exc) -> APIError:
-        """The 400 for a chunk Triton refused, naming the first item it refuses on its own."""
+    async def _which_item(self, model: Model, texts: list[bytes], exc) -> APIError:
+        """The 400 for texts Triton refused, naming the first one it refuses on its own."""
+        offset = 0
         while len(texts) > 1:
             half = len(texts) // 2
             try:
@@ -168,7 +177,8 @@ class Triton:
             texts, offset = texts[half:], offset + half
         return bad_request(f"input[{offset}]: {exc.details()}", param="input")
 
-    async def _infer(self, model: Model, texts: list[bytes], timeout: float) -> tuple[np.ndarray, int]:
+    async def _infer(self, model: Model, texts: list[bytes], timeout: float) -> tuple[np.ndarray, np.ndarray]:
+        """One call: ([n, dim] float32, [n] token counts)."""
         request = service_pb2.ModelInferRequest(model_name=model.name)
         tensor = request.inputs.add()
         tensor.name, tensor.datatype = TEXT_INPUT, "BYTES"
@@ -176,11 +186,10 @@ class Triton:
         request.raw_input_contents.append(text_contents(texts))
         request.outputs.add().name = EMBEDDING_OUTPUT
         request.outputs.add().name = TOKEN_COUNT_OUTPUT
-        async with self._slots:
-            response = await next(self._stubs).ModelInfer(request, metadata=self._metadata, timeout=timeout)
+        response = await next(self._stubs).ModelInfer(request, metadata=self._metadata, timeout=timeout)
         raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
         vectors = np.frombuffer(raw[EMBEDDING_OUTPUT], dtype="<f4").reshape(len(texts), model.dim)
-        return vectors, int(np.frombuffer(raw[TOKEN_COUNT_OUTPUT], dtype="<i8").sum())
+        return vectors, np.frombuffer(raw[TOKEN_COUNT_OUTPUT], dtype="<i8")
 
     # -- readiness --------------------------------------------------------------------------
     async def not_ready(self) -> str | None:
@@ -200,7 +209,7 @@ class Triton:
     async def _check(self) -> str | None:
         try:
             models = await self.models(refresh=True)
-            for model in models.values():
+            for model in models.values():  # its own call: a request's queue must not hide a wedge
                 await self._infer(model, [PROBE_TEXT], self.settings.ready_timeout_s)
         except APIError as exc:
             return exc.message
@@ -209,3 +218,78 @@ class Triton:
                 return f"inference did not answer within {self.settings.ready_timeout_s:g} s"
             return from_grpc(exc, "").message
         return None
+
+
+class Batcher:
+    """One model's calls in one worker: at most `slots` in flight; what arrives meanwhile is queued
+    and sent together, up to the model's max_batch_size texts per call."""
+
+    def __init__(self, triton: Triton, model: Model, slots: int):
+        self.triton, self.model, self.slots = triton, model, max(1, slots)
+        self.queue: deque[tuple[list[bytes], asyncio.Future]] = deque()
+        self.busy = 0
+        self.calls: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+
+    async def embed(self, texts: list[bytes]) -> tuple[np.ndarray, int]:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((texts, future))
+        self._dispatch()
+        return await future  # a cancelled request's future is skipped or ignored below
+
+    def _dispatch(self) -> None:
+        while self.queue and self.busy < self.slots:
+            batch: list[tuple[list[bytes], asyncio.Future]] = []
+            size = 0
+            while self.queue and (not batch or size + len(self.queue[0][0]) <= self.model.max_batch_size):
+                texts, future = self.queue.popleft()
+                if not future.done():
+                    batch.append((texts, future))
+                    size += len(texts)
+            if batch:
+                self.busy += 1
+                call = asyncio.ensure_future(self._call(batch))
+                self.calls.add(call)
+                call.add_done_callback(self.calls.discard)
+
+    async def _call(self, batch: list[tuple[list[bytes], asyncio.Future]]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._answer(batch[0][1], self.triton.embed_alone(self.model, batch[0][0]))
+                return
+            texts = [text for request, _ in batch for text in request]
+            try:
+                vectors, counts = await self.triton._infer(self.model, texts, self.triton.settings.request_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    error = from_grpc(exc, self.model.name)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    return
+                # some request's text was refused: each request on its own, so only that one fails
+                await asyncio.gather(*(self._answer(f, self.triton.embed_alone(self.model, r)) for r, f in batch))
+                return
+            start = 0
+            for request, future in batch:
+                end = start + len(request)
+                if not future.done():
+                    future.set_result((vectors[start:end], int(counts[start:end].sum())))
+                start = end
+        except Exception as exc:  # never leave a request waiting
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self.busy -= 1
+            self._dispatch()
+
+    @staticmethod
+    async def _answer(future: asyncio.Future, work) -> None:
+        try:
+            result = await work
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
