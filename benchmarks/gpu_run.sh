@@ -77,8 +77,8 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       done
       python3 -m benchmarks.gpu_models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
         --json "$OUT/models.json" ;;
-    openai) python3 -m benchmarks.openai_frontend --gpu --workers "${OPENAI_WORKERS:-6}" --processes 6 \
-              --json "$OUT/openai.json" --plot "$OUT/openai.png" ;;
+    openai) python3 -m benchmarks.openai_frontend --gpu --workers "${OPENAI_WORKERS:-6}" \
+              --processes "${OPENAI_LOAD_PROCESSES:-6}" --json "$OUT/openai.json" --plot "$OUT/openai.png" ;;
     several)
       for family in b32 l14; do
         python3 -m benchmarks.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"

@@ -30,12 +30,26 @@ from clip_triton.corpus import texts as corpus
 from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
 
 POINTS = "64x1:mixed,8x256:short"  # concurrency x texts per request : corpus kind
-TARGETS = ("triton-http", "openai-base64", "openai-float")
+TARGETS = ("triton-http", "triton-grpc", "openai-base64", "openai-float")
+BASELINE = "triton-http"  # the ratios' denominator; triton-grpc is shown beside it
 
 
 def bodies(target: str, batches: list[list[str]]) -> list[tuple[bytes, dict[str, str]]]:
     """Each request's body and headers. Triton's as tritonclient.http sends them: a JSON header
     and the texts as one binary BYTES tensor, EMBEDDING asked for as binary."""
+    if target == "triton-grpc":  # a ModelInferRequest, as the frontend builds its own
+        from tritonclient.grpc import service_pb2
+
+        out = []
+        for batch in batches:
+            request = service_pb2.ModelInferRequest(model_name=ENSEMBLE_MODEL)
+            tensor = request.inputs.add()
+            tensor.name, tensor.datatype = TEXT_INPUT, "BYTES"
+            tensor.shape.extend((len(batch), 1))
+            request.raw_input_contents.append(text_contents([t.encode() for t in batch]))
+            request.outputs.add().name = EMBEDDING_OUTPUT
+            out.append((request.SerializeToString(), {}))
+        return out
     if target == "triton-http":
         out = []
         for batch in batches:
@@ -68,12 +82,17 @@ def bodies(target: str, batches: list[list[str]]) -> list[tuple[bytes, dict[str,
 
 async def closed_loop(url: str, payloads: list, concurrency: int, warmup: float, duration: float, per: int):
     import aiohttp
+    import grpc
 
     latencies: list[float] = []
     done = [0]
     start = time.perf_counter()
     record_from, stop_at = start + warmup, start + warmup + duration
     connector = aiohttp.TCPConnector(limit=0)
+    channel = None
+    if not url.startswith("http"):  # Triton's gRPC: the serialized requests, sent as they are
+        channel = grpc.aio.insecure_channel(url, options=[("grpc.max_receive_message_length", -1)])
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def loop(offset: int):
@@ -81,10 +100,13 @@ async def closed_loop(url: str, payloads: list, concurrency: int, warmup: float,
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 body, headers = payloads[i % len(payloads)]
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{url}: HTTP {response.status}")
+                if channel is not None:
+                    await infer(body)  # raw bytes out and in: no client-side protobuf work
+                else:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        if response.status != 200:
+                            raise RuntimeError(f"{url}: HTTP {response.status}")
                 t1 = time.perf_counter()
                 i += concurrency
                 if t0 >= record_from and t1 <= stop_at:
@@ -92,6 +114,8 @@ async def closed_loop(url: str, payloads: list, concurrency: int, warmup: float,
                     done[0] += per
 
         await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    if channel is not None:
+        await channel.close()
     return done[0], latencies
 
 
@@ -165,6 +189,7 @@ def main(argv=None) -> int:
             metrics_url = f"http://{front.host}:{front.metrics_port}/metrics"
             urls = {
                 "triton-http": f"http://{server.http_url}/v2/models/{ENSEMBLE_MODEL}/infer",
+                "triton-grpc": server.grpc_url,
                 "openai-base64": f"{front.url}/embeddings",
                 "openai-float": f"{front.url}/embeddings",
             }
@@ -176,7 +201,7 @@ def main(argv=None) -> int:
                 batches = [pool[i * per : (i + 1) * per] for i in range(512)]
                 row: dict = {"point": point, "concurrency": concurrency, "texts_per_request": per, "kind": kind}
                 for target in TARGETS:
-                    before = frontend_samples(metrics_url) if target != "triton-http" else None
+                    before = frontend_samples(metrics_url) if target.startswith("openai") else None
                     cpu0 = cpu_seconds(front.process.pid)
                     result = measure(
                         urls[target],
@@ -202,21 +227,19 @@ def main(argv=None) -> int:
                         f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms",
                         flush=True,
                     )
-                for target in TARGETS[1:]:
-                    row[target]["ratio_to_triton"] = row[target]["docs_per_s"] / row["triton-http"]["docs_per_s"]
+                for target in TARGETS:
+                    row[target]["ratio_to_triton"] = row[target]["docs_per_s"] / row[BASELINE]["docs_per_s"]
                 report["points"].append(row)
-    print(
-        "\npoint            OpenAI base64 / Triton   OpenAI float / Triton   "
-        "in frontend (wait on Triton), CPU per request"
-    )
+    print("\npoint            base64/HTTP  base64/gRPC  float/HTTP  float/gRPC   in frontend (waiting on Triton), CPU")
     for row in report["points"]:
-        b64, flt = row["openai-base64"], row["openai-float"]
+        b64, flt, grpc_rate = row["openai-base64"], row["openai-float"], row["triton-grpc"]["docs_per_s"]
         print(
-            f"{row['point']:<16} {b64['ratio_to_triton']:>22.0%} {flt['ratio_to_triton']:>23.0%}   "
-            f"{b64['frontend_ms_per_request']:.2f} ms ({b64['triton_wait_ms_per_request']:.2f} ms), "
-            f"{b64['frontend_cpu_ms_per_request']:.2f} ms CPU [base64]; "
-            f"{flt['frontend_ms_per_request']:.2f} ms ({flt['triton_wait_ms_per_request']:.2f}), "
-            f"{flt['frontend_cpu_ms_per_request']:.2f} ms CPU [float]"
+            f"{row['point']:<16} {b64['ratio_to_triton']:>11.0%} {b64['docs_per_s'] / grpc_rate:>12.0%} "
+            f"{flt['ratio_to_triton']:>11.0%} {flt['docs_per_s'] / grpc_rate:>11.0%}   "
+            f"base64 {b64['frontend_ms_per_request']:.2f} ms ({b64['triton_wait_ms_per_request']:.2f}), "
+            f"{b64['frontend_cpu_ms_per_request']:.2f} ms CPU; "
+            f"float {flt['frontend_ms_per_request']:.2f} ms ({flt['triton_wait_ms_per_request']:.2f}), "
+            f"{flt['frontend_cpu_ms_per_request']:.2f} ms CPU"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -234,7 +257,7 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(report["points"]), figsize=(5 * len(report["points"]), 3.6))
     for ax, row in zip(axes, report["points"]):
         values = [row[t]["docs_per_s"] for t in TARGETS]
-        ax.bar(TARGETS, values, color=["#555", "#2a7", "#7b5"])
+        ax.bar(TARGETS, values, color=["#555", "#888", "#2a7", "#7b5"])
         for i, t in enumerate(TARGETS[1:], 1):
             ax.text(i, values[i], f"{row[t]['ratio_to_triton']:.0%}", ha="center", va="bottom")
         ax.set_title(row["point"])
