@@ -137,7 +137,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from .namespace import renamed
     from .servable import UnservableCheckpoint
-    from .weights import WeightsUnavailable, check_servable
+    from .weights import CHECKED, WeightsUnavailable, check_servable
+
+    CHECKED.clear()  # a checkpoint folder may have changed since an earlier build in this process
 
     started = time.perf_counter()
     repo = args.output.resolve()

@@ -40,6 +40,14 @@ def text_config(checkpoint: str, config: dict[str, Any]):
         if "projection_dim" in config:
             text["projection_dim"] = config["projection_dim"]
     elif model_type == "clip_text_model":
+        architectures = config.get("architectures") or []
+        if architectures and "CLIPTextModelWithProjection" not in architectures:
+            raise UnservableCheckpoint(
+                checkpoint,
+                "text_projection",
+                f"the checkpoint has no text projection (a {', '.join(architectures)}): get_text_features "
+                "needs a CLIPModel or CLIPTextModelWithProjection checkpoint",
+            )
         text = dict(config)
     else:
         raise UnservableCheckpoint(

@@ -5,6 +5,7 @@ compare the server with."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -112,15 +113,22 @@ def _attempts(checkpoint: str) -> tuple[list[dict[str, Any]], str]:
     return attempts + [{}], ""
 
 
+# check_servable's answers, which load_encoder asks again in the same build (the build clears it first)
+CHECKED: dict[tuple[str, tuple], Any] = {}
+
+
 def checked_config(checkpoint: str, **kwargs: Any):
     """The checkpoint's text tower config, checked with its tokenizer files (servable); what
-    PretrainedConfig raises when there is no config to read."""
+    PretrainedConfig raises when there is no config to read. Read and checked once per build."""
     from transformers import PretrainedConfig
 
-    config, _ = PretrainedConfig.get_config_dict(checkpoint, **kwargs)
-    text = servable.text_config(checkpoint, config)
-    servable.check_tokenizer_files(checkpoint, tokenizer_files(checkpoint, **kwargs))
-    return text
+    key = (checkpoint, tuple(sorted(kwargs.items())))
+    if key not in CHECKED:
+        config, _ = PretrainedConfig.get_config_dict(checkpoint, **kwargs)
+        text = servable.text_config(checkpoint, config)
+        servable.check_tokenizer_files(checkpoint, tokenizer_files(checkpoint, **kwargs))
+        CHECKED[key] = text
+    return CHECKED[key]
 
 
 def check_servable(checkpoint: str) -> None:
@@ -153,6 +161,7 @@ def tokenizer_files(checkpoint: str, **kwargs: Any) -> dict[str, Path]:
     return found
 
 
+@functools.lru_cache(maxsize=None)  # asked for every checkpoint of a build: one probe answers them all
 def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False

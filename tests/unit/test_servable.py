@@ -108,6 +108,7 @@ def test_a_text_tower_without_projection_is_refused(tmp_path, previous_build, ca
     CLIPTextModel(CLIPTextConfig(**text_config(TINY))).save_pretrained(checkpoint)
     error = refused(checkpoint, previous_build, caplog)
     assert f"cannot serve {checkpoint}: text_projection: the checkpoint has no text projection" in error
+    assert (previous_build / "clip_text").is_dir()  # refused from its config, before the output is touched
 
 
 def test_model_names_must_be_triton_names_and_distinct(tmp_path, capsys):

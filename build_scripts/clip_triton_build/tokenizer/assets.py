@@ -8,6 +8,7 @@ by a user stays text and cannot cut the text short.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from pathlib import Path
@@ -50,7 +51,8 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def clip_bpe(vocab_path: Path | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+@functools.lru_cache(maxsize=2)  # read for the tokenizer files and for every checkpoint's check
+def clip_bpe(vocab_path: Path | None = None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """CLIP's BPE: the vocabulary (token i has id i) and the merges, in rank order."""
     lines = gzip.open(vocab_path or open_clip_vocab_path()).read().decode("utf-8").split("\n")
     merges = [(pair[0], pair[1]) for pair in (line.split() for line in lines[1 : N_MERGES + 1])]
@@ -58,14 +60,14 @@ def clip_bpe(vocab_path: Path | None = None) -> tuple[list[str], list[tuple[str,
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges] + [SOT_TOKEN, EOT_TOKEN]
     if len(vocab) != VOCAB_SIZE:
         raise RuntimeError(f"unexpected CLIP vocabulary size {len(vocab)}")
-    return vocab, merges
+    return tuple(vocab), tuple(merges)
 
 
 def build_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
     vocab, merges = clip_bpe(vocab_path)
     bpe = models.BPE(
         vocab={token: i for i, token in enumerate(vocab)},
-        merges=merges,
+        merges=list(merges),
         end_of_word_suffix="</w>",
         continuing_subword_prefix="",
         fuse_unk=False,
