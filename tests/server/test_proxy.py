@@ -41,52 +41,52 @@ def proxy(server, tmp_path_factory):
         pytest.skip("nginx not installed")
     root = tmp_path_factory.mktemp("nginx")
     http_port, grpc_port, openai_port = free_port(), free_port(), free_port()
-    frontend = LocalOpenAIFrontend.on_free_ports(server.grpc_url, [ENSEMBLE_MODEL], workers=1).start()
-    snippet = render(
-        {
-            "PROXY_HTTP_PORT": f"127.0.0.1:{http_port}",
-            "PROXY_GRPC_PORT": f"127.0.0.1:{grpc_port}",
-            "PROXY_OPENAI_PORT": f"127.0.0.1:{openai_port}",
-            "TRITON_HTTP_UPSTREAM": server.http_url,
-            "TRITON_GRPC_UPSTREAM": server.grpc_url,
-            "OPENAI_UPSTREAM": f"{frontend.host}:{frontend.port}",
-        }
-    )
-    assert not re.search(r"\$\{[A-Z_]+\}", snippet), "a variable of the template is not filled here"
-    # the image includes the snippet inside http {}; Debian's nginx gets the same around it
-    (root / "nginx.conf").write_text(
-        f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nworker_processes 1;\n"
-        f"events {{ worker_connections 2048; }}\n"
-        f"http {{\naccess_log off;\nclient_body_temp_path {root}/body;\nproxy_temp_path {root}/proxy;\n"
-        f"fastcgi_temp_path {root}/f;\nuwsgi_temp_path {root}/u;\nscgi_temp_path {root}/s;\n{snippet}\n}}\n"
-    )
-    process = subprocess.Popen(
-        [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"nginx exited: {process.stdout.read().decode(errors='replace')}")
-            time.sleep(0.1)
-    yield type(
-        "Proxy",
-        (),
-        {
-            "http_url": f"127.0.0.1:{http_port}",
-            "grpc_url": f"127.0.0.1:{grpc_port}",
-            "http_port": http_port,
-            "openai_url": f"http://127.0.0.1:{openai_port}/v1",
-        },
-    )
-    process.terminate()
-    process.wait(10)
-    frontend.stop()
+    # stopped however the fixture ends (a failed setup must not leave it running)
+    with LocalOpenAIFrontend.on_free_ports(server.grpc_url, [ENSEMBLE_MODEL], workers=1) as frontend:
+        snippet = render(
+            {
+                "PROXY_HTTP_PORT": f"127.0.0.1:{http_port}",
+                "PROXY_GRPC_PORT": f"127.0.0.1:{grpc_port}",
+                "PROXY_OPENAI_PORT": f"127.0.0.1:{openai_port}",
+                "TRITON_HTTP_UPSTREAM": server.http_url,
+                "TRITON_GRPC_UPSTREAM": server.grpc_url,
+                "OPENAI_UPSTREAM": f"{frontend.host}:{frontend.port}",
+            }
+        )
+        assert not re.search(r"\$\{[A-Z_]+\}", snippet), "a variable of the template is not filled here"
+        # the image includes the snippet inside http {}; Debian's nginx gets the same around it
+        (root / "nginx.conf").write_text(
+            f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nworker_processes 1;\n"
+            f"events {{ worker_connections 2048; }}\n"
+            f"http {{\naccess_log off;\nclient_body_temp_path {root}/body;\nproxy_temp_path {root}/proxy;\n"
+            f"fastcgi_temp_path {root}/f;\nuwsgi_temp_path {root}/u;\nscgi_temp_path {root}/s;\n{snippet}\n}}\n"
+        )
+        process = subprocess.Popen(
+            [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"nginx exited: {process.stdout.read().decode(errors='replace')}")
+                time.sleep(0.1)
+        yield type(
+            "Proxy",
+            (),
+            {
+                "http_url": f"127.0.0.1:{http_port}",
+                "grpc_url": f"127.0.0.1:{grpc_port}",
+                "http_port": http_port,
+                "openai_url": f"http://127.0.0.1:{openai_port}/v1",
+            },
+        )
+        process.terminate()
+        process.wait(10)
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> int:
