@@ -17,7 +17,7 @@ from pathlib import Path
 from clip_openai.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from clip_triton_build.repository import read_config
 
-from .local import ServerFailed, free_port
+from .local import ServerFailed, free_port, log_tail, stop_process
 from .paths import STATE_DIR
 
 KEY_VARIABLE = "CLIP_OPENAI_FRONTEND_KEY"  # how the key reaches the frontend: never its command line
@@ -106,20 +106,10 @@ class LocalOpenAIFrontend:
         raise ServerFailed(f"clip_openai not ready after {timeout:.0f}s ({status} {body}):\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # uvicorn finishes the requests in flight
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout)  # uvicorn finishes the requests in flight
 
     def __enter__(self):
         return self if self.process else self.start()

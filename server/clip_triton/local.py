@@ -59,6 +59,27 @@ def prepare_backend_dir(dest: Path, built: Path) -> list[str]:
     return cxx_backends.install_into(dest, built)
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a process's log file."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(process: subprocess.Popen | None, sig: int, timeout: float) -> int | None:
+    """Send `sig` (the process's own clean stop), wait up to `timeout`, then kill its process
+    group (started with start_new_session). Its exit code; None if it was never started."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -238,10 +259,7 @@ class LocalTritonServer:
         raise ServerFailed(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if (
@@ -249,14 +267,7 @@ class LocalTritonServer:
             and threading.current_thread().name != supervisor.THREAD_NAME
         ):
             self._stop_supervising.set()
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGINT)  # tritonserver unloads models, stops its stubs
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        return stop_process(self.process, signal.SIGINT, timeout)  # tritonserver unloads models, stops its stubs
 
     def __enter__(self):
         return self if self.process else self.start()
