@@ -118,7 +118,7 @@ def require_tools(gpu: bool) -> None:
 
 def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str, dict]:
     source = mirror()
-    torch = torch_facts()
+    torch = torch_facts() if PYTORCH in backends else None  # an onnxruntime-only build needs no torch
     facts = {
         "triton_ref": TRITON_REF,
         "backends": [b.name for b in backends],
@@ -128,7 +128,7 @@ def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str,
             if ONNXRUNTIME in backends
             else None
         ),
-        "torch": {k: torch[k] for k in ("version", "cxx11_abi", "cuda")},
+        "torch": {k: torch[k] for k in ("version", "cxx11_abi", "cuda")} if torch else None,
         "compiler": compiler_version(),
         "gpu": gpu,
         "cuda_architectures": cuda_architectures() if gpu else None,
@@ -241,7 +241,7 @@ def build(
     manifest = {
         **facts,
         "key": key,
-        "library_path": [torch_facts()["lib"]],
+        "library_path": [torch_facts()["lib"]] if PYTORCH in backends else [],
         "backends": {b.name: f"{b.name}/{b.library}" for b in backends},
     }
     (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
