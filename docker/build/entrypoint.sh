@@ -9,9 +9,12 @@
 #   CLIP_CHECKPOINT        HF id or a folder mounted in the container (default openai/clip-vit-base-patch32)
 #   CLIP_CHECKPOINTS       NAME=CHECKPOINT,NAME=CHECKPOINT: several, each served as NAME (replaces CLIP_CHECKPOINT)
 #   CLIP_REQUIRE_WEIGHTS=1 fail instead of building random weights when the checkpoint can't be loaded
+#   CLIP_TORCHSCRIPT_DEVICE where model.pt is traced: cuda (default), cpu (the CPU image)
+#   CLIP_FP16=0            no model_fp16.pt and no CUDA ops (the CPU image; default 1)
 #   CLIP_BUILD_ARGS        more arguments for python -m clip_triton_build
 set -eu
-set -- --source /src/model_repository --output /models --torchscript-device "${CLIP_TORCHSCRIPT_DEVICE:-cuda}" --fp16
+set -- --source /src/model_repository --output /models --torchscript-device "${CLIP_TORCHSCRIPT_DEVICE:-cuda}"
+if [ "${CLIP_FP16:-1}" = "1" ]; then set -- "$@" --fp16; fi
 if [ -n "${CLIP_CHECKPOINTS:-}" ]; then
   old_ifs=$IFS; IFS=,
   for named in $CLIP_CHECKPOINTS; do set -- "$@" --model "$named"; done
