@@ -144,6 +144,7 @@ def base_image(wanted: str, work: Path) -> str:
         run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR], "debootstrap bookworm")
         changes = ['CMD ["/bin/bash"]']
         if HOST_CA.is_file():
+            (rootfs / CA_IN_IMAGE.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)  # minbase has no /etc/ssl
             shutil.copy2(HOST_CA, rootfs / CA_IN_IMAGE.lstrip("/"))
             changes += [f"ENV {v}={CA_IN_IMAGE}" for v in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
