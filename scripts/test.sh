@@ -6,8 +6,9 @@ scripts/setup_venv.sh
 scripts/setup_jina_venv.sh
 scripts/setup_backends.sh
 scripts/build_if_needed.sh
-# Debian's docker-compose validates docker-compose.yml (no engine needed for `config`); Debian's
-# nginx runs the proxy configuration (deploy/proxy) in front of a real server
+# Debian's docker-compose validates the compose files (no engine needed for `config`; tests/compose
+# installs and starts the engine it runs them on); Debian's nginx runs the proxy configuration
+# (deploy/proxy) in front of a real server
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
