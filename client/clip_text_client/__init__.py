@@ -4,11 +4,14 @@ from .client import DEFAULT_MODEL, CLIPTextClient, ModelInfo, RandomWeightsWarni
 from .errors import (
     AccessDeniedError,
     CLIPClientError,
+    DeadlineExceededError,
     InvalidItemError,
     ModelNotReadyError,
+    QueueFullError,
     ServerError,
     ServerUnavailableError,
 )
+from .traffic import BULK, INTERACTIVE
 
 __all__ = [
     "CLIPTextClient",
@@ -17,8 +20,12 @@ __all__ = [
     "RandomWeightsWarning",
     "AccessDeniedError",
     "CLIPClientError",
+    "DeadlineExceededError",
     "InvalidItemError",
     "ModelNotReadyError",
+    "QueueFullError",
     "ServerError",
     "ServerUnavailableError",
+    "BULK",
+    "INTERACTIVE",
 ]

@@ -26,6 +26,7 @@ from .bulk import run_job
 from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
 from .records import JobError
+from .traffic import BULK, PRIORITY_LEVELS
 
 
 def detect_input_format(path: str, requested: str, text_field_given: bool) -> str:
@@ -96,6 +97,19 @@ def parse_args(argv=None):
         default=None,
         metavar="VAR",
         help="send the access key held in this environment variable (restricted servers)",
+    )
+    parser.add_argument(
+        "--traffic",
+        choices=list(PRIORITY_LEVELS),
+        default=BULK,
+        help="traffic class of the job's requests (default bulk: the server answers queries first)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a request still waiting in the server's queue after this long is dropped and fails (default: none)",
     )
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--retries", type=int, default=8, help="tries per request when the server is away")
@@ -180,6 +194,8 @@ def main(argv=None) -> int:
             wait_ready=args.wait_ready,
             normalize=args.normalize,
             api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
+            traffic=args.traffic,
+            queue_timeout=args.queue_timeout,
         ) as client:
             result = run_job(
                 client,

@@ -8,7 +8,8 @@ Items are sent in requests of `batch_size` texts, `concurrency` requests in flig
 server's dynamic batcher always has work; texts of similar length share requests (the encoder's
 cost follows the longest text of a batch); results come back in input order. A request the
 server rejects is split until the bad item is found: only that item fails, its neighbours
-are embedded.
+are embedded. `traffic="bulk"` marks a job's requests so the server serves queries first
+(clip_text_client.traffic); `queue_timeout` gives each request a deadline in the server's queue.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from .errors import (
     CLIPClientError,
     InvalidItemError,
     ModelNotReadyError,
+    QueueFullError,
     RequestRejectedError,
     RetryableError,
     ServerError,
     ServerUnavailableError,
 )
+from .traffic import DEFAULT_CLASS, priority_level
 from .transport import Transport
 
 log = logging.getLogger("clip_text_client")
@@ -81,6 +84,8 @@ class CLIPTextClient:
         normalize: bool = False,
         sort_by_length: bool = True,
         ssl: bool = False,
+        traffic: str = DEFAULT_CLASS,
+        queue_timeout: float | None = None,
     ):
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -94,6 +99,12 @@ class CLIPTextClient:
         if api_key:
             self.headers.update(key_headers(api_key, protocol))  # Triton's restricted APIs
         self.sort_by_length = sort_by_length
+        # traffic class (clip_text_client.traffic): "interactive" is served first, "bulk" in the
+        # room it leaves; queue_timeout: seconds a request may wait in the server's queue
+        self.traffic, self.priority = traffic, priority_level(traffic)
+        if queue_timeout is not None and queue_timeout <= 0:
+            raise ValueError("queue_timeout must be > 0 seconds (or None: no deadline)")
+        self.queue_timeout = queue_timeout
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
@@ -141,6 +152,11 @@ class CLIPTextClient:
                 return fn(*args)
             except (RetryableError, ModelNotReadyError, ServerError) as exc:
                 if attempt >= self.retries:
+                    if "exceeds maximum queue size" in str(exc).lower():
+                        raise QueueFullError(
+                            f"{self.url}: the server's {self.traffic} queue was full through {attempt + 1} "
+                            f"attempt(s) ({exc}); it is at capacity: retry later or send fewer requests at once"
+                        ) from exc
                     if isinstance(exc, ModelNotReadyError):
                         raise ModelNotReadyError(f"model {self.model!r} at {self.url}: {exc}") from exc
                     if isinstance(exc, ServerError):
@@ -311,7 +327,15 @@ class CLIPTextClient:
         bad item(s) so the others still get embedded."""
         info = self.model_info()
         try:
-            vectors = self._with_retries(self._transport().infer, self.model, info.input_name, info.output_name, texts)
+            vectors = self._with_retries(
+                self._transport().infer,
+                self.model,
+                info.input_name,
+                info.output_name,
+                texts,
+                self.priority,
+                None if self.queue_timeout is None else max(1, int(self.queue_timeout * 1e6)),
+            )
         except RequestRejectedError as exc:
             if len(texts) == 1:
                 return np.full((1, info.dim), np.nan, dtype=np.float32), {0: str(exc)}

@@ -11,6 +11,17 @@ class ServerUnavailableError(CLIPClientError):
     """No server answered at the URL (after the configured retries)."""
 
 
+class QueueFullError(ServerUnavailableError):
+    """The server's queue for this traffic class stayed full through the configured retries
+    (Triton's "Exceeds maximum queue size"): it is at capacity; try later, or with fewer requests
+    in flight."""
+
+
+class DeadlineExceededError(CLIPClientError, TimeoutError):
+    """The request waited in the server's queue past the deadline it was given (`queue_timeout`)
+    and was dropped there, never run. Not retried: the deadline has passed."""
+
+
 class AccessDeniedError(CLIPClientError, PermissionError):
     """The server requires an access key (Triton restricted APIs) and none or a wrong one was sent."""
 

@@ -10,6 +10,8 @@ Same contract as the seed executor: Documents with `.text` get `.embedding` (512
 `get_text_features`, not normalised); documents without text are left untouched.
 Kept parameters: `batch_size`, `access_paths` (and the older `traversal_paths`), `max_length`.
 Dropped: `pretrained_model_name_or_path` and `device` (the server owns the model and the GPU).
+New: `traffic` ("interactive" by default: a Flow's requests are queries; "bulk" for an indexing
+Flow, which the server then serves after queries: clip_text_client.traffic).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from docarray.documents import TextDoc
 from jina import Executor, requests
 
 from .client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH, CLIPTextClient
+from .traffic import DEFAULT_CLASS
 
 
 def select_docs(docs, access_paths: str):
@@ -47,6 +50,7 @@ class CLIPTextEncoder(Executor):
         api_key: str | None = None,
         timeout: float = 60.0,
         wait_ready: float = 0.0,
+        traffic: str = DEFAULT_CLASS,
         *args: Any,
         **kwargs: Any,
     ):
@@ -70,6 +74,7 @@ class CLIPTextEncoder(Executor):
             api_key=api_key,
             timeout=timeout,
             wait_ready=wait_ready,
+            traffic=traffic,
         )
 
     @requests

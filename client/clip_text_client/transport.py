@@ -9,6 +9,7 @@ import numpy as np
 from .errors import (
     AccessDeniedError,
     CLIPClientError,
+    DeadlineExceededError,
     ModelNotReadyError,
     RequestRejectedError,
     RetryableError,
@@ -53,6 +54,8 @@ def classify(exc: BaseException) -> CLIPClientError:
             return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
         if "not healthy" in lowered or "stub process" in lowered:  # a dead backend process: INTERNAL,
             return RetryableError(message)  # but a restart or another instance serves
+        if "request timeout expired" in lowered:  # UNAVAILABLE, but the request's own deadline passed
+            return DeadlineExceededError(f"{message} (the request's queue_timeout passed before it ran)")
         if "unknown model" in lowered or "is not ready" in lowered:
             return ModelNotReadyError(message)
         if status in _DENIED:
@@ -114,17 +117,30 @@ class Transport:
             return self._call(self.client.get_model_config, model, headers=self.headers, as_json=True)["config"]
         return self._call(self.client.get_model_config, model, headers=self.headers)
 
-    def infer(self, model: str, input_name: str, output_name: str, texts: Sequence[str | bytes]) -> np.ndarray:
+    def infer(
+        self,
+        model: str,
+        input_name: str,
+        output_name: str,
+        texts: Sequence[str | bytes],
+        priority: int = 0,
+        queue_timeout_us: int | None = None,
+    ) -> np.ndarray:
+        """`priority`: Triton's priority level (0: the model's default); `queue_timeout_us`: how
+        long the request may wait in the server's queue before it is dropped there."""
         batch = text_tensor(texts)
         tensor = self.module.InferInput(input_name, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         outputs = [self.module.InferRequestedOutput(output_name)]
+        options = {"outputs": outputs, "headers": self.headers, "priority": priority, "timeout": queue_timeout_us}
         if self.protocol == "grpc":
-            result = self._call(
-                self.client.infer, model, [tensor], outputs=outputs, headers=self.headers, client_timeout=self.timeout
-            )
-        else:
-            result = self._call(self.client.infer, model, [tensor], outputs=outputs, headers=self.headers)
+            options["client_timeout"] = self.timeout
+        try:
+            result = self._call(self.client.infer, model, [tensor], **options)
+        except DeadlineExceededError as exc:
+            if queue_timeout_us is None:  # the server's own queue timeout, not ours: it is overloaded
+                raise RetryableError(f"{exc} (the server's queue timeout for its class)") from exc
+            raise
         return result.as_numpy(output_name)
 
     def close(self):

@@ -6,6 +6,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from clip_text_client.traffic import BULK, DEFAULT_CLASS, INTERACTIVE, PRIORITY_LEVELS
 from clip_triton_build.repository import (
     BUILT_REPOSITORY,
     ENCODER_VARIANTS,
@@ -138,6 +139,30 @@ def test_batching_and_instances():
     assert all(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in cfg[ENCODER_MODEL].instance_group)
     for tokenizer in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
         assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in cfg[tokenizer].instance_group)
+
+
+def test_every_encoder_config_serves_the_two_traffic_classes():
+    """The source and every config the build writes (what compose, k8s, the fleet and the local
+    runtime serve): interactive ahead of bulk (clip_text_client.traffic's levels), each class with
+    a bounded queue and a timeout a client may shorten, and an interactive bound below
+    max_batch_size, so that bulk keeps a share of every batch."""
+    paths = [
+        SOURCE_REPOSITORY / ENCODER_MODEL / "config.pbtxt",
+        BUILT_REPOSITORY / ENCODER_MODEL / "config.pbtxt",
+        *sorted((BUILT_REPOSITORY / ENCODER_MODEL / "configs").glob("*.pbtxt")),
+    ]
+    for path in paths:
+        config = read_config(path)
+        batching = config.dynamic_batching
+        assert batching.priority_levels == len(PRIORITY_LEVELS), path
+        assert batching.default_priority_level == PRIORITY_LEVELS[DEFAULT_CLASS], path
+        assert set(batching.priority_queue_policy) == set(PRIORITY_LEVELS.values()), path
+        for policy in batching.priority_queue_policy.values():
+            assert policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0, path
+            assert policy.allow_timeout_override and policy.timeout_action == mc.ModelQueuePolicy.REJECT, path
+        policies = {name: batching.priority_queue_policy[level] for name, level in PRIORITY_LEVELS.items()}
+        assert policies[INTERACTIVE].max_queue_size < config.max_batch_size, path
+        assert policies[INTERACTIVE].default_timeout_microseconds < policies[BULK].default_timeout_microseconds
 
 
 def test_the_build_writes_a_variant_for_each_model_file_it_built():

@@ -1,0 +1,31 @@
+"""Two classes of traffic, for a server that takes queries and bulk jobs at once: the one home of
+these names for the client, its CLI, the Jina executor, the OpenAI frontend and the encoder's
+config (tests/unit/test_repository_config.py checks that the config says the same).
+
+- `interactive`: a user is waiting (one text, a few). Served first.
+- `bulk`: a job over many texts (`clip-text-embed`). Served in the room interactive requests leave.
+
+They are Triton's request priorities (1 is served first) in the encoder's dynamic batcher, the one
+model that queues: the ensemble hands a request's priority and deadline to its steps, and the
+tokenizers take requests as they come. Each class has a bounded queue (the encoder's
+`priority_queue_policy`): a request that finds its class's queue full is refused at once with
+UNAVAILABLE ("Exceeds maximum queue size"), which the client retries with backoff. Every batch
+takes the queued interactive requests first (at most the interactive queue's bound) and fills the
+rest of max_batch_size with bulk ones, so bulk keeps a share of every batch and is never starved.
+A request that names no class is `interactive` (the encoder's default_priority_level).
+"""
+
+from __future__ import annotations
+
+INTERACTIVE = "interactive"
+BULK = "bulk"
+PRIORITY_LEVELS = {INTERACTIVE: 1, BULK: 2}  # Triton priority level of each class
+DEFAULT_CLASS = INTERACTIVE
+
+
+def priority_level(traffic: str) -> int:
+    """Triton's priority level of a traffic class; ValueError names the classes."""
+    try:
+        return PRIORITY_LEVELS[traffic]
+    except KeyError:
+        raise ValueError(f"traffic must be one of {', '.join(PRIORITY_LEVELS)}, not {traffic!r}") from None
