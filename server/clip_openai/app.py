@@ -133,7 +133,9 @@ class Frontend:
         metrics.PENDING.inc()
         try:
             self.authorize(request)
-            asked = parse(await self.read_body(request), self.settings.max_inputs, self.settings.normalize)
+            asked = parse(
+                await self.read_body(request), self.settings.max_inputs, self.settings.normalize, self.settings.traffic
+            )
             assert self.triton is not None
             model = await self.triton.model(asked.model)
             if model is None:
@@ -145,7 +147,7 @@ class Frontend:
                     param="dimensions",
                 )
             waited = time.perf_counter()
-            vectors, tokens = await self.triton.embed(model, asked.texts)
+            vectors, tokens = await self.triton.embed(model, asked.texts, asked.traffic)
             metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
             if asked.normalize:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

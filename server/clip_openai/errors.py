@@ -66,8 +66,12 @@ def from_grpc(exc: grpc.aio.AioRpcError, model: str) -> APIError:
         return bad_request(details, param="input")
     if code == grpc.StatusCode.NOT_FOUND or "unknown model" in lowered or "is not ready" in lowered:
         return unavailable(f"model `{model}` is not ready on the inference server: {details}")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED or "exceeds maximum queue size" in lowered:
         return saturated(f"the inference server's queue is full: {details}")
+    if "request timeout expired" in lowered:  # UNAVAILABLE: queued past its class's timeout
+        return APIError(
+            504, f"the request waited in the inference server's queue too long: {details}", SERVER_ERROR, code="timeout"
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return APIError(504, f"the inference server did not answer in time: {details}", SERVER_ERROR, code="timeout")
     if "restricted" in lowered or code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):

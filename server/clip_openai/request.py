@@ -1,7 +1,12 @@
 """POST /v1/embeddings' body, checked field by field as OpenAI documents it.
 
     {"input": "text" | ["text", ...], "model": "NAME", "encoding_format": "float" | "base64",
-     "dimensions": N, "user": "...", "normalize": true | false}
+     "dimensions": N, "user": "...", "service_tier": "auto" | "default" | "priority" | "flex",
+     "normalize": true | false}
+
+`service_tier` is OpenAI's own name for how urgent a request is: "flex" (slower, for work that
+can wait) is sent as bulk traffic, the others as interactive (clip_text_client.traffic); without
+it a request gets the frontend's `traffic` setting.
 
 `normalize` is this server's extension (OpenAI's vectors are always unit length). An empty string
 is embedded as the Triton path embeds it (CLIP reads <|startoftext|><|endoftext|>), where OpenAI
@@ -16,9 +21,12 @@ from dataclasses import dataclass
 
 import orjson
 
+from clip_text_client.traffic import BULK, INTERACTIVE
+
 from .errors import bad_request
 
 ENCODING_FORMATS = ("float", "base64")
+SERVICE_TIERS = {"auto": INTERACTIVE, "default": INTERACTIVE, "priority": INTERACTIVE, "flex": BULK}
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class EmbeddingsRequest:
     encoding_format: str
     dimensions: int | None
     normalize: bool
+    traffic: str  # clip_text_client.traffic's class
 
 
 def _kind(value) -> str:
@@ -36,7 +45,9 @@ def _kind(value) -> str:
     )
 
 
-def parse(body: bytes, max_inputs: int, normalize_default: bool) -> EmbeddingsRequest:
+def parse(
+    body: bytes, max_inputs: int, normalize_default: bool, traffic_default: str = INTERACTIVE
+) -> EmbeddingsRequest:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -74,7 +85,13 @@ def parse(body: bytes, max_inputs: int, normalize_default: bool) -> EmbeddingsRe
     normalize = payload.get("normalize", normalize_default)
     if not isinstance(normalize, bool):
         raise bad_request(f"'normalize' must be true or false, not {_kind(normalize)}", param="normalize")
-    return EmbeddingsRequest(model, texts, encoding_format, dimensions, normalize)
+    tier = payload.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        raise bad_request(
+            f"'service_tier' must be one of {', '.join(map(repr, SERVICE_TIERS))}, not {tier!r}", param="service_tier"
+        )
+    traffic = traffic_default if tier is None else SERVICE_TIERS[tier]
+    return EmbeddingsRequest(model, texts, encoding_format, dimensions, normalize, traffic)
 
 
 def _texts(value, max_inputs: int) -> list[bytes]:

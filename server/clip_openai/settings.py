@@ -11,6 +11,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from clip_text_client.traffic import DEFAULT_CLASS, priority_level
+
 ENV_PREFIX = "CLIP_OPENAI_"
 
 
@@ -42,6 +44,12 @@ class Settings:
     ready_cache_s: float = 1.0
     # Vectors are unit length unless a request says `"normalize": false` (docs/openai.md says why).
     normalize: bool = True
+    # The traffic class (clip_text_client.traffic) of a request that names no service_tier:
+    # interactive, or bulk for a frontend that serves indexing jobs.
+    traffic: str = DEFAULT_CLASS
+
+    def __post_init__(self):
+        priority_level(self.traffic)  # ValueError names the classes
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":

@@ -27,6 +27,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from clip_text_client.access import key_headers
+from clip_text_client.traffic import DEFAULT_CLASS, priority_level
 from clip_triton_build.spec import (
     CHECKPOINT_PARAMETER,
     EMBEDDING_OUTPUT,
@@ -69,7 +70,7 @@ class Triton:
         ]
         self._stubs = itertools.cycle([service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels])
         self._metadata = tuple(key_headers(settings.api_key, "grpc").items()) if settings.api_key else ()
-        self._batchers: dict[str, Batcher] = {}
+        self._batchers: dict[tuple[str, str], Batcher] = {}
         self._models: dict[str, Model] = {}
         self._looked_up = 0.0
         self._lookup_lock = asyncio.Lock()
@@ -141,34 +142,36 @@ class Triton:
         return model, [n for n in params.get(SIBLINGS_PARAMETER, "").split(",") if n]
 
     # -- inference --------------------------------------------------------------------------
-    async def embed(self, model: Model, texts: list[bytes]) -> tuple[np.ndarray, int]:
-        """([len(texts), dim] float32 in input order, the prompt tokens of all of them)."""
-        batcher = self._batchers.get(model.name)
+    async def embed(self, model: Model, texts: list[bytes], traffic: str = DEFAULT_CLASS) -> tuple[np.ndarray, int]:
+        """([len(texts), dim] float32 in input order, the prompt tokens of all of them); sent at
+        `traffic`'s priority, with only requests of the same class in one call."""
+        key = (model.name, traffic)
+        batcher = self._batchers.get(key)
         if batcher is None or batcher.model != model:
-            batcher = self._batchers[model.name] = Batcher(self, model, self.settings.calls_in_flight)
+            batcher = self._batchers[key] = Batcher(self, model, self.settings.calls_in_flight, priority_level(traffic))
         size = model.max_batch_size
         if len(texts) <= size:
             return await batcher.embed(texts)
         parts = await asyncio.gather(*(batcher.embed(texts[i : i + size]) for i in range(0, len(texts), size)))
         return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
 
-    async def embed_alone(self, model: Model, texts: list[bytes]) -> tuple[np.ndarray, int]:
+    async def embed_alone(self, model: Model, texts: list[bytes], priority: int = 0) -> tuple[np.ndarray, int]:
         """One request's texts in calls of their own; a refusal names the first text refused."""
         try:
-            vectors, counts = await self._infer(model, texts, self.settings.request_timeout_s)
+            vectors, counts = await self._infer(model, texts, self.settings.request_timeout_s, priority)
             return vectors, int(counts.sum())
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise from_grpc(exc, model.name) from None
-            raise await self._which_item(model, texts, exc) from None
+            raise await self._which_item(model, texts, exc, priority) from None
 
-    async def _which_item(self, model: Model, texts: list[bytes], exc) -> APIError:
+    async def _which_item(self, model: Model, texts: list[bytes], exc, priority: int = 0) -> APIError:
         """The 400 for texts Triton refused, naming the first one it refuses on its own."""
         offset = 0
         while len(texts) > 1:
             half = len(texts) // 2
             try:
-                await self._infer(model, texts[:half], self.settings.request_timeout_s)
+                await self._infer(model, texts[:half], self.settings.request_timeout_s, priority)
             except grpc.aio.AioRpcError as left:
                 if left.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     return from_grpc(left, model.name)
@@ -177,9 +180,14 @@ class Triton:
             texts, offset = texts[half:], offset + half
         return bad_request(f"input[{offset}]: {exc.details()}", param="input")
 
-    async def _infer(self, model: Model, texts: list[bytes], timeout: float) -> tuple[np.ndarray, np.ndarray]:
-        """One call: ([n, dim] float32, [n] token counts)."""
+    async def _infer(
+        self, model: Model, texts: list[bytes], timeout: float, priority: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One call: ([n, dim] float32, [n] token counts), at Triton priority `priority` (0: the
+        model's default)."""
         request = service_pb2.ModelInferRequest(model_name=model.name)
+        if priority:
+            request.parameters["priority"].uint64_param = priority
         tensor = request.inputs.add()
         tensor.name, tensor.datatype = TEXT_INPUT, "BYTES"
         tensor.shape.extend((len(texts), 1))
@@ -224,8 +232,8 @@ class Batcher:
     """One model's calls in one worker: at most `slots` in flight; what arrives meanwhile is queued
     and sent together, up to the model's max_batch_size texts per call."""
 
-    def __init__(self, triton: Triton, model: Model, slots: int):
-        self.triton, self.model, self.slots = triton, model, max(1, slots)
+    def __init__(self, triton: Triton, model: Model, slots: int, priority: int = 0):
+        self.triton, self.model, self.slots, self.priority = triton, model, max(1, slots), priority
         self.queue: deque[tuple[list[bytes], asyncio.Future]] = deque()
         self.busy = 0
         self.calls: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
@@ -254,11 +262,13 @@ class Batcher:
     async def _call(self, batch: list[tuple[list[bytes], asyncio.Future]]) -> None:
         try:
             if len(batch) == 1:
-                await self._answer(batch[0][1], self.triton.embed_alone(self.model, batch[0][0]))
+                await self._answer(batch[0][1], self.triton.embed_alone(self.model, batch[0][0], self.priority))
                 return
             texts = [text for request, _ in batch for text in request]
             try:
-                vectors, counts = await self.triton._infer(self.model, texts, self.triton.settings.request_timeout_s)
+                vectors, counts = await self.triton._infer(
+                    self.model, texts, self.triton.settings.request_timeout_s, self.priority
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     error = from_grpc(exc, self.model.name)
@@ -267,7 +277,9 @@ class Batcher:
                             future.set_exception(error)
                     return
                 # some request's text was refused: each request on its own, so only that one fails
-                await asyncio.gather(*(self._answer(f, self.triton.embed_alone(self.model, r)) for r, f in batch))
+                await asyncio.gather(
+                    *(self._answer(f, self.triton.embed_alone(self.model, r, self.priority)) for r, f in batch)
+                )
                 return
             start = 0
             for request, future in batch:

@@ -7,8 +7,9 @@ import pytest
 
 from clip_openai.__main__ import parse_args
 from clip_openai.errors import APIError
-from clip_openai.request import parse
+from clip_openai.request import SERVICE_TIERS, parse
 from clip_openai.settings import Settings
+from clip_text_client.traffic import BULK, INTERACTIVE
 
 
 def body(**fields) -> bytes:
@@ -28,6 +29,17 @@ def test_a_string_or_an_array_becomes_utf8_texts_in_order():
     assert parse(body(input="a"), 2048, False).normalize is False  # the server's default
 
 
+def test_openais_service_tier_picks_the_traffic_class():
+    """ "flex" (work that can wait) travels as bulk, every other tier as interactive; without one,
+    the frontend's own setting."""
+    tiers = {tier: parse(body(input="a", service_tier=tier), 2048, True).traffic for tier in SERVICE_TIERS}
+    assert tiers == {"auto": INTERACTIVE, "default": INTERACTIVE, "priority": INTERACTIVE, "flex": BULK}
+    assert parse(body(input="a"), 2048, True).traffic == INTERACTIVE
+    assert parse(body(input="a"), 2048, True, BULK).traffic == BULK
+    with pytest.raises(ValueError, match="interactive, bulk"):
+        Settings(traffic="urgent")
+
+
 @pytest.mark.parametrize(
     "raw, param, fragment",
     [
@@ -40,6 +52,7 @@ def test_a_string_or_an_array_becomes_utf8_texts_in_order():
         (body(input="a", dimensions="512"), "dimensions", "must be an integer"),
         (body(input="a", dimensions=True), "dimensions", "must be an integer"),
         (body(input="a", user=1), "user", "must be a string"),
+        (body(input="a", service_tier="scale"), "service_tier", "'flex'"),
         (json.dumps({"input": "a", "model": 3}).encode(), "model", "must be a string"),
         (b"\xff", None, "not valid JSON"),
         (b'"\\ud800"', None, "not valid JSON"),
