@@ -46,7 +46,7 @@ echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
 build() { python3 -m clip_triton_build --fp16 "$@" 2>&1 | grep -v "^\s*$" | tail -3; }
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do  # the default repository, for the steps that serve it
-  case $step in check|two-gpus|bulk|openai) build; break ;; esac
+  case $step in check|two-gpus|bulk|openai|traffic) build; break ;; esac
 done
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
@@ -59,6 +59,10 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   openai    the OpenAI frontend against Triton's HTTP endpoint (benchmarks.openai_frontend), GPU 0
 #   several   two family shapes (two layers each) built by name into one repository, one server,
 #             each model's fp16 embeddings against its own CPU ONNX file
+#   traffic   one-text queries idle and beside a saturating bulk job, priorities off and on
+#             (benchmarks.traffic), GPU 0
+#   traffic-two  the same with two models on GPU 0: queries to B/32, the bulk job to L/14 (every
+#             layer, seeded random weights)
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
@@ -85,6 +89,17 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       done
       build --model b32=/tmp/small-b32 --model l14=/tmp/small-l14 --require-weights --output /tmp/several
       python3 -m benchmarks.gpu_several --repository /tmp/several --json "$OUT/several.json" ;;
+    traffic) python3 -m benchmarks.traffic --gpu --bulk-processes "${BULK_PROCESSES:-4}" \
+               ${ENCODER_MAX_BATCH:+--encoder-max-batch-size "$ENCODER_MAX_BATCH"} \
+               --json "$OUT/traffic${ENCODER_MAX_BATCH:+-$ENCODER_MAX_BATCH}.json" \
+               --plot "$OUT/traffic${ENCODER_MAX_BATCH:+-$ENCODER_MAX_BATCH}.png" ;;
+    traffic-two)
+      for family in b32 l14; do
+        python3 -m benchmarks.family_checkpoint --family "$family" --out "/tmp/full-$family"
+      done
+      build --model b32=/tmp/full-b32 --model l14=/tmp/full-l14 --require-weights --output /tmp/two
+      python3 -m benchmarks.traffic --gpu --repository /tmp/two --models b32,l14 --bulk-processes "${BULK_PROCESSES:-4}" \
+        --json "$OUT/traffic_two.json" --plot "$OUT/traffic_two.png" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
