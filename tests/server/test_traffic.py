@@ -56,48 +56,57 @@ def rows_tokenized(srv: LocalTritonServer) -> int:
     return sum(int(m.get("inference_count", 0)) for m in stats["model_stats"])
 
 
-def infer(srv, texts, priority, results, name, order, lock, timeout_us=None):
-    client = grpc.InferenceServerClient(srv.grpc_url)
-    tensor = grpc.InferInput("TEXT", [len(texts), 1], "BYTES")
-    tensor.set_data_from_numpy(text_array(texts))
-    try:
-        out = client.infer(
-            ENSEMBLE_MODEL,
-            [tensor],
-            outputs=[grpc.InferRequestedOutput("EMBEDDING")],
-            priority=priority,
-            timeout=timeout_us,
-        )
-        results[name] = out.as_numpy("EMBEDDING")
-    except InferenceServerException as exc:
-        results[name] = exc
-    finally:
-        client.close()
-        with lock:
-            order.append(name)
+class Requests:
+    """Raw requests to the ensemble, each in its own thread and connection: what each got (its
+    embeddings, or Triton's error) and the order they completed in."""
+
+    def __init__(self, srv: LocalTritonServer):
+        self.srv = srv
+        self.order: list[str] = []
+        self.results: dict = {}
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def send(self, name: str, texts: list[str], priority: int) -> None:
+        thread = threading.Thread(target=self._infer, args=(name, texts, priority))
+        thread.start()
+        self.threads.append(thread)
+
+    def send_bulk(self, count: int) -> None:
+        for i in range(count):
+            self.send(f"bulk{i}", bulk_texts(i), PRIORITY_LEVELS[BULK])
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+    def _infer(self, name: str, texts: list[str], priority: int) -> None:
+        client = grpc.InferenceServerClient(self.srv.grpc_url)
+        tensor = grpc.InferInput("TEXT", [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(text_array(texts))
+        try:
+            out = client.infer(
+                ENSEMBLE_MODEL, [tensor], outputs=[grpc.InferRequestedOutput("EMBEDDING")], priority=priority
+            )
+            self.results[name] = out.as_numpy("EMBEDDING")
+        except InferenceServerException as exc:
+            self.results[name] = exc
+        finally:
+            client.close()
+            with self.lock:
+                self.order.append(name)
 
 
 def run_behind_a_bulk_queue(srv, single_priority: int) -> tuple[list[str], dict]:
     """BULK_REQUESTS bulk requests, then (once the tokenizer has passed all of them on to the
     encoder's queue) one single-text request at `single_priority`; the order they completed in."""
-    order: list[str] = []
-    results: dict = {}
-    lock = threading.Lock()
+    requests = Requests(srv)
     before = rows_tokenized(srv)
-    threads = [
-        threading.Thread(
-            target=infer, args=(srv, bulk_texts(i), PRIORITY_LEVELS[BULK], results, f"bulk{i}", order, lock)
-        )
-        for i in range(BULK_REQUESTS)
-    ]
-    for thread in threads:
-        thread.start()
+    requests.send_bulk(BULK_REQUESTS)
     wait_tokenized(srv, before + BULK_REQUESTS * ROWS)  # all of them queued at the encoder
-    single = threading.Thread(target=infer, args=(srv, ["a query"], single_priority, results, "query", order, lock))
-    single.start()
-    for thread in [*threads, single]:
-        thread.join()
-    return order, results
+    requests.send("query", ["a query"], single_priority)
+    requests.join()
+    return requests.order, requests.results
 
 
 def test_an_interactive_request_is_answered_ahead_of_queued_bulk_ones(one_instance, server):
@@ -129,20 +138,10 @@ def test_a_full_bulk_queue_refuses_each_extra_request_and_a_retrying_client_lose
     headers = one_instance.admin_headers("grpc")
     admin.load_model(ENCODER_MODEL, config=json_format.MessageToJson(config), headers=headers)
     try:
-        order: list[str] = []
-        results: dict = {}
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(
-                target=infer,
-                args=(one_instance, bulk_texts(i), PRIORITY_LEVELS[BULK], results, f"bulk{i}", order, lock),
-            )
-            for i in range(BULK_REQUESTS)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        requests = Requests(one_instance)
+        requests.send_bulk(BULK_REQUESTS)
+        requests.join()
+        results = requests.results
         refused = [name for name, value in results.items() if isinstance(value, InferenceServerException)]
         assert refused and len(refused) < BULK_REQUESTS
         for name in refused:  # each its own error, saying why
@@ -163,22 +162,12 @@ def test_a_full_bulk_queue_refuses_each_extra_request_and_a_retrying_client_lose
 
 
 def test_a_request_past_its_queue_deadline_fails_alone_and_is_not_retried(one_instance):
-    order: list[str] = []
-    results: dict = {}
-    lock = threading.Lock()
+    requests = Requests(one_instance)
     before = rows_tokenized(one_instance)
-    threads = [
-        threading.Thread(
-            target=infer, args=(one_instance, bulk_texts(i), PRIORITY_LEVELS[BULK], results, f"bulk{i}", order, lock)
-        )
-        for i in range(4)
-    ]
-    for thread in threads:
-        thread.start()
+    requests.send_bulk(4)
     wait_tokenized(one_instance, before + 4 * ROWS)
     with CLIPTextClient(one_instance.grpc_url, traffic=BULK, queue_timeout=0.001, retries=5) as client:
         with pytest.raises(DeadlineExceededError, match="Request timeout expired"):
             client.encode(["too late"])
-    for thread in threads:
-        thread.join()
-    assert all(isinstance(v, np.ndarray) for v in results.values())  # its neighbours were answered
+    requests.join()
+    assert all(isinstance(v, np.ndarray) for v in requests.results.values())  # its neighbours were answered
