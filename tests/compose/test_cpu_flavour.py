@@ -30,8 +30,9 @@ from tritonclient.utils import InferenceServerException
 
 from clip_text_client import CLIPTextClient
 from clip_text_client.access import key_headers
+from clip_triton.local import free_port
 from clip_triton_build.triton_sources import mirror_path
-from docker_engine import CPU_COMPOSE, EngineError, Project, build_images, free_port, reachable, torch_index
+from docker_engine import CPU_COMPOSE, EngineError, Project, build_images, reachable, torch_index
 from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(2400)  # the first test builds four images on a bare engine
