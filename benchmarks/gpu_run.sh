@@ -60,7 +60,7 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   several   two family shapes (two layers each) built by name into one repository, one server,
 #             each model's fp16 embeddings against its own CPU ONNX file
 #   traffic   one-text queries idle and beside a saturating bulk job, priorities off and on
-#             (benchmarks.traffic), GPU 0
+#             (benchmarks.traffic), GPU 0, per encoder layout of TRAFFIC_LAYOUTS (default: default)
 #   traffic-two  the same with two models on GPU 0: queries to B/32, the bulk job to L/14 (every
 #             layer, seeded random weights)
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
@@ -90,15 +90,15 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       build --model b32=/tmp/small-b32 --model l14=/tmp/small-l14 --require-weights --output /tmp/several
       python3 -m benchmarks.gpu_several --repository /tmp/several --json "$OUT/several.json" ;;
     traffic) python3 -m benchmarks.traffic --gpu --bulk-processes "${BULK_PROCESSES:-4}" \
-               ${ENCODER_MAX_BATCH:+--encoder-max-batch-size "$ENCODER_MAX_BATCH"} \
-               --json "$OUT/traffic${ENCODER_MAX_BATCH:+-$ENCODER_MAX_BATCH}.json" \
-               --plot "$OUT/traffic${ENCODER_MAX_BATCH:+-$ENCODER_MAX_BATCH}.png" ;;
+               --layouts "${TRAFFIC_LAYOUTS:-default}" --duration "${TRAFFIC_SECONDS:-20}" \
+               --json "$OUT/traffic.json" --plot "$OUT/traffic.png" ;;
     traffic-two)
       for family in b32 l14; do
         python3 -m benchmarks.family_checkpoint --family "$family" --out "/tmp/full-$family"
       done
       build --model b32=/tmp/full-b32 --model l14=/tmp/full-l14 --require-weights --output /tmp/two
       python3 -m benchmarks.traffic --gpu --repository /tmp/two --models b32,l14 --bulk-processes "${BULK_PROCESSES:-4}" \
+        --layouts "${TRAFFIC_TWO_LAYOUTS:-default}" --duration "${TRAFFIC_SECONDS:-20}" \
         --json "$OUT/traffic_two.json" --plot "$OUT/traffic_two.png" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

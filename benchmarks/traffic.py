@@ -12,7 +12,12 @@ p99 under bulk over idle p99; bulk texts/s with queries over alone). With `--mod
 repository built with `--model A=... --model B=...`) the queries go to A and the bulk job to B:
 two models sharing one GPU.
 
-    python -m benchmarks.traffic --gpu --json traffic.json --plot traffic.png
+`--layouts` runs all of it once per encoder layout of the bulk model, `ROWSxINSTANCES` (the rows
+its batcher joins per execution, its instances per GPU) or `default` (its config's), each on a
+fresh server: the trade an operator makes between query latency and bulk throughput, with every
+bulk rate also over the first layout's bulk alone.
+
+    python -m benchmarks.traffic --gpu --layouts default,256x6 --json traffic.json --plot traffic.png
     python -m benchmarks.traffic --repository /tmp/two --models b32,l14 --gpu --json two.json
 """
 
@@ -29,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from clip_text_client.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
+from clip_triton.deploy import LOAD_ORDER, model_config, with_instances
 from clip_triton_build.repository import BUILT_REPOSITORY
-from clip_triton_build.spec import ENSEMBLE_MODEL
+from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, model_names
 
 QUERY = ["a photo of a dog playing in the snow"]
 
@@ -111,10 +117,72 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
     result = {"phase": name, "bulk_texts_per_s": float(sum(rates)) if workers else None}
     if latencies:
         ms = np.array(latencies) * 1000
-        result |= {"queries": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+        result |= {
+            "queries": len(ms),
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max()),
+        }
     shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k != "phase")
     print(f"{name}: {shown}", flush=True)
     return result
+
+
+def layout(text: str) -> tuple[int, int] | None:
+    """`1024x3` -> (1024, 3); `default` -> None (an argparse type's item)."""
+    if text == "default":
+        return None
+    rows, count = text.split("x")
+    return int(rows), int(count)
+
+
+def load(server, repository: Path, names: set[str], bulk_model: str, bulk_layout: tuple[int, int] | None) -> None:
+    """Every model of each checkpoint in `names` (ensemble names), the bulk model's encoder with
+    `bulk_layout`: Triton's repository API with a config override (clip_triton.deploy's)."""
+    from google.protobuf import json_format
+    from tritonclient import grpc
+
+    client = grpc.InferenceServerClient(server.grpc_url)
+    headers = server.admin_headers("grpc")
+    try:
+        for name in sorted(names):
+            models = model_names(name)
+            for role in LOAD_ORDER:
+                config = model_config(repository, models[role], server.config_name)
+                if role == ENCODER_MODEL and name == bulk_model and bulk_layout:
+                    config = with_instances(config, bulk_layout[1], None)
+                    config.max_batch_size = bulk_layout[0]
+                config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
+                client.load_model(models[role], headers=headers, config=config_json)
+    finally:
+        client.close()
+
+
+def run_layout(args, name: str, bulk_layout: tuple[int, int] | None) -> dict:
+    from clip_triton import LocalTritonServer
+
+    print(f"-- layout {name}", flush=True)
+    # the variant's own instances (KIND_GPU on every visible GPU) except the bulk model's encoder
+    # in a layout; every model is loaded through the repository API, explicit mode
+    settings = {"config_name": "torchscript_fp16" if args.gpu else "cpu", "model_control_mode": "explicit"}
+    with LocalTritonServer.on_free_ports(repository=args.repository, **settings) as server:
+        load(server, args.repository, {args.query_model, args.bulk_model}, args.bulk_model, bulk_layout)
+        args.url = server.grpc_url
+        phases = [
+            phase(args, "idle", True, None),
+            phase(args, "bulk alone", False, BULK),
+            phase(args, "priorities off", True, INTERACTIVE),
+            phase(args, "priorities on", True, BULK),
+        ]
+    by = {p["phase"]: p for p in phases}
+    ratios = {
+        f"{shared}: query p99 / idle p99": by[shared]["p99_ms"] / by["idle"]["p99_ms"]
+        for shared in ("priorities off", "priorities on")
+    } | {
+        f"{shared}: bulk / bulk alone": by[shared]["bulk_texts_per_s"] / by["bulk alone"]["bulk_texts_per_s"]
+        for shared in ("priorities off", "priorities on")
+    }
+    return {"layout": name, "phases": phases, "ratios": ratios}
 
 
 def main(argv=None) -> int:
@@ -127,10 +195,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="texts per bulk request")
     parser.add_argument("--query-clients", type=int, default=4)
     parser.add_argument(
-        "--encoder-max-batch-size",
-        type=int,
-        default=None,
-        help="rows the encoder joins per batch (default: its config's)",
+        "--layouts",
+        default="default",
+        help="comma-separated encoder layouts of the bulk model: ROWSxINSTANCES (e.g. 256x6) or default",
     )
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--duration", type=float, default=20.0)
@@ -138,35 +205,18 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
     args.query_model, args.bulk_model = args.models.split(",")
-    from clip_triton import LocalTritonServer
-
-    # the variant's own instances (KIND_GPU on every visible GPU); a count override would need one
-    # prefix per model of a several-model repository
-    settings: dict = {"config_name": "torchscript_fp16" if args.gpu else "cpu"}
-    if args.encoder_max_batch_size:
-        settings["encoder_max_batch_size"] = args.encoder_max_batch_size
-    with LocalTritonServer.on_free_ports(repository=args.repository, **settings) as server:
-        args.url = server.grpc_url
-        phases = [
-            phase(args, "idle", True, None),
-            phase(args, "bulk alone", False, BULK),
-            phase(args, "priorities off", True, INTERACTIVE),
-            phase(args, "priorities on", True, BULK),
-        ]
-    by = {p["phase"]: p for p in phases}
-    ratios = {
-        f"{name}: query p99 / idle p99": by[name]["p99_ms"] / by["idle"]["p99_ms"]
-        for name in ("priorities off", "priorities on")
-    } | {
-        f"{name}: bulk / bulk alone": by[name]["bulk_texts_per_s"] / by["bulk alone"]["bulk_texts_per_s"]
-        for name in ("priorities off", "priorities on")
-    }
-    for key, value in ratios.items():
-        print(f"{key}: {value:.2f}")
+    names = args.layouts.split(",")
+    runs = [run_layout(args, name, layout(name)) for name in names]
+    reference = next(p for p in runs[0]["phases"] if p["phase"] == "bulk alone")["bulk_texts_per_s"]
+    for run in runs:
+        by = {p["phase"]: p for p in run["phases"]}
+        key = f"priorities on: bulk / {names[0]} bulk alone"
+        run["ratios"][key] = by["priorities on"]["bulk_texts_per_s"] / reference
+        for key, value in run["ratios"].items():
+            print(f"{run['layout']}: {key}: {value:.2f}")
     report = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "plot", "url", "repository")},
-        "phases": phases,
-        "ratios": ratios,
+        "runs": runs,
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -181,21 +231,24 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_queries = [p for p in report["phases"] if "p99_ms" in p]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = [p["phase"] for p in with_queries]
-    x = np.arange(len(names))
-    left.bar(x - 0.2, [p["p50_ms"] for p in with_queries], 0.4, label="p50")
-    left.bar(x + 0.2, [p["p99_ms"] for p in with_queries], 0.4, label="p99")
-    left.set_xticks(x, names)
-    left.set_ylabel("one-text query, ms")
+    runs = report["runs"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(runs))
+    for i, name in enumerate(("idle", "priorities off", "priorities on")):
+        p99 = [next(p for p in run["phases"] if p["phase"] == name)["p99_ms"] for run in runs]
+        left.bar(x + (i - 1) * 0.27, p99, 0.27, label=name)
+    left.set_xticks(x, [run["layout"] for run in runs])
+    left.set_ylabel("one-text query p99, ms")
+    left.set_xlabel("bulk model's encoder: rows x instances")
     left.legend()
-    bulk = [p for p in report["phases"] if p["bulk_texts_per_s"]]
-    right.bar([p["phase"] for p in bulk], [p["bulk_texts_per_s"] for p in bulk])
+    for i, name in enumerate(("bulk alone", "priorities on")):
+        rate = [next(p for p in run["phases"] if p["phase"] == name)["bulk_texts_per_s"] for run in runs]
+        right.bar(x + (i - 0.5) * 0.4, rate, 0.4, label=name if name == "bulk alone" else "beside the queries")
+    right.set_xticks(x, [run["layout"] for run in runs])
     right.set_ylabel("bulk job, texts/s")
-    fig.suptitle(
-        f"queries ({report['settings']['query_model']}) beside a bulk job ({report['settings']['bulk_model']})"
-    )
+    right.legend()
+    settings = report["settings"]
+    fig.suptitle(f"queries ({settings['query_model']}) beside a bulk job ({settings['bulk_model']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
