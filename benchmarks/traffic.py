@@ -129,7 +129,7 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
 
 
 def layout(text: str) -> tuple[int, int] | None:
-    """`1024x3` -> (1024, 3); `default` -> None (an argparse type's item)."""
+    """`1024x3` -> (1024, 3); `default` -> None (one item of --layouts)."""
     if text == "default":
         return None
     rows, count = text.split("x")
@@ -156,6 +156,11 @@ def load(server, repository: Path, names: set[str], bulk_model: str, bulk_layout
                 client.load_model(models[role], headers=headers, config=config_json)
     finally:
         client.close()
+
+
+def phase_of(run: dict, name: str) -> dict:
+    """The phase called `name` of one layout's run."""
+    return next(p for p in run["phases"] if p["phase"] == name)
 
 
 def run_layout(args, name: str, bulk_layout: tuple[int, int] | None) -> dict:
@@ -207,11 +212,10 @@ def main(argv=None) -> int:
     args.query_model, args.bulk_model = args.models.split(",")
     names = args.layouts.split(",")
     runs = [run_layout(args, name, layout(name)) for name in names]
-    reference = next(p for p in runs[0]["phases"] if p["phase"] == "bulk alone")["bulk_texts_per_s"]
+    reference = phase_of(runs[0], "bulk alone")["bulk_texts_per_s"]
     for run in runs:
-        by = {p["phase"]: p for p in run["phases"]}
-        key = f"priorities on: bulk / {names[0]} bulk alone"
-        run["ratios"][key] = by["priorities on"]["bulk_texts_per_s"] / reference
+        shared = phase_of(run, "priorities on")["bulk_texts_per_s"]
+        run["ratios"][f"priorities on: bulk / {names[0]} bulk alone"] = shared / reference
         for key, value in run["ratios"].items():
             print(f"{run['layout']}: {key}: {value:.2f}")
     report = {
@@ -235,14 +239,14 @@ def plot(report: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(len(runs))
     for i, name in enumerate(("idle", "priorities off", "priorities on")):
-        p99 = [next(p for p in run["phases"] if p["phase"] == name)["p99_ms"] for run in runs]
+        p99 = [phase_of(run, name)["p99_ms"] for run in runs]
         left.bar(x + (i - 1) * 0.27, p99, 0.27, label=name)
     left.set_xticks(x, [run["layout"] for run in runs])
     left.set_ylabel("one-text query p99, ms")
     left.set_xlabel("bulk model's encoder: rows x instances")
     left.legend()
     for i, name in enumerate(("bulk alone", "priorities on")):
-        rate = [next(p for p in run["phases"] if p["phase"] == name)["bulk_texts_per_s"] for run in runs]
+        rate = [phase_of(run, name)["bulk_texts_per_s"] for run in runs]
         right.bar(x + (i - 0.5) * 0.4, rate, 0.4, label=name if name == "bulk alone" else "beside the queries")
     right.set_xticks(x, [run["layout"] for run in runs])
     right.set_ylabel("bulk job, texts/s")
