@@ -165,6 +165,25 @@ def test_every_encoder_config_serves_the_two_traffic_classes():
         assert policies[INTERACTIVE].default_timeout_microseconds < policies[BULK].default_timeout_microseconds
 
 
+def test_the_cxx_tokenizer_takes_interactive_requests_first_in_every_config():
+    """The tokenizer queues too while its instances are busy: the same classes and default as the
+    encoder, no bounds of its own (the encoder's hold), a client's deadline honoured. The Python
+    tokenizer stays unbatched (its config says why) and takes requests as they come."""
+    paths = [
+        SOURCE_REPOSITORY / TOKENIZER_MODEL / "config.pbtxt",
+        BUILT_REPOSITORY / TOKENIZER_MODEL / "config.pbtxt",
+        *sorted((BUILT_REPOSITORY / TOKENIZER_MODEL / "configs").glob("*.pbtxt")),
+    ]
+    for path in paths:
+        batching = read_config(path).dynamic_batching
+        assert batching.priority_levels == len(PRIORITY_LEVELS), path
+        assert batching.default_priority_level == PRIORITY_LEVELS[DEFAULT_CLASS], path
+        assert batching.max_queue_delay_microseconds == 0, path
+        assert batching.default_queue_policy.max_queue_size == 0, path
+        assert batching.default_queue_policy.allow_timeout_override, path
+    assert not read_config(SOURCE_REPOSITORY / PYTHON_TOKENIZER_MODEL / "config.pbtxt").HasField("dynamic_batching")
+
+
 def test_the_build_writes_a_variant_for_each_model_file_it_built():
     """A CPU build exports model.onnx and model.pt, not model_fp16.pt (half precision needs CUDA):
     torchscript_fp16.pbtxt would point Triton at a missing file, so it is not written."""
