@@ -7,8 +7,10 @@
   class, first come first served: what a server without classes does);
 - `priorities on`: the same, the bulk job marked bulk (what clip-text-embed sends).
 
-For each: query p50/p99 and the bulk job's texts/s, and the ratios the goal is stated in (query
-p99 under bulk over idle p99; bulk texts/s with queries over alone). With `--models A,B` (a
+For each: query p50/p99 and the bulk job's texts/s, the ratios the goal is stated in (query
+p99 under bulk over idle p99; bulk texts/s with queries over alone), and, from Triton's
+statistics, the mean time a request of either class queued in front of each tokenizer and encoder
+(the share of a query's wait each queue holds). With `--models A,B` (a
 repository built with `--model A=... --model B=...`) the queries go to A and the bulk job to B:
 two models sharing one GPU.
 
@@ -34,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from clip_text_client.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
-from clip_triton.deploy import LOAD_ORDER, model_config, with_instances
+from clip_triton.deploy import deploy
 from clip_triton_build.repository import BUILT_REPOSITORY
-from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, model_names
+from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, model_names
 
 QUERY = ["a photo of a dog playing in the snow"]
 
@@ -93,9 +95,42 @@ def queries(url: str, model: str, clients: int, duration: float) -> list[float]:
     return latencies
 
 
+def queued(url: str, models: list[str]) -> dict[str, tuple[int, int]]:
+    """Each model's requests so far and the nanoseconds they spent queued (Triton's statistics)."""
+    from tritonclient import grpc
+
+    client = grpc.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(as_json=True)["model_stats"]
+    finally:
+        client.close()
+    found = {}
+    for model in stats:
+        if model["name"] in models:
+            queue = model["inference_stats"].get("queue", {})
+            found[model["name"]] = (int(queue.get("count", 0)), int(queue.get("ns", 0)))
+    return found
+
+
+def queue_ms(before: dict, after: dict) -> dict[str, float]:
+    """Mean milliseconds a request queued in front of each model between two `queued` readings."""
+    means = {}
+    for model, (count, ns) in after.items():
+        count -= before.get(model, (0, 0))[0]
+        ns -= before.get(model, (0, 0))[1]
+        if count:
+            means[model] = ns / count / 1e6
+    return means
+
+
 def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
+    queue_models = [
+        model_names(m)[role]
+        for m in sorted({args.query_model, args.bulk_model})
+        for role in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL, ENCODER_MODEL)
+    ]
     workers = []
     if bulk_traffic is not None:
         workers = [
@@ -108,10 +143,12 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
         for w in workers:
             w.start()
         time.sleep(args.warmup)  # the bulk job at full speed before the queries start
+    before = queued(args.url, queue_models)
     latencies = (
         queries(args.url, args.query_model, args.query_clients, args.duration - args.warmup) if with_queries else []
     )
     rates = [queue.get(timeout=args.duration + 300) for _ in workers]
+    waits = queue_ms(before, queued(args.url, queue_models))
     for w in workers:
         w.join()
     result = {"phase": name, "bulk_texts_per_s": float(sum(rates)) if workers else None}
@@ -123,7 +160,13 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
             "p99_ms": float(np.percentile(ms, 99)),
             "max_ms": float(ms.max()),
         }
-    shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k != "phase")
+    result["queue_ms"] = waits
+    shown = ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in result.items()
+        if k not in ("phase", "queue_ms")
+    )
+    shown += "; queued ms per request: " + ", ".join(f"{m} {v:.3f}" for m, v in waits.items())
     print(f"{name}: {shown}", flush=True)
     return result
 
@@ -138,24 +181,18 @@ def layout(text: str) -> tuple[int, int] | None:
 
 def load(server, repository: Path, names: set[str], bulk_model: str, bulk_layout: tuple[int, int] | None) -> None:
     """Every model of each checkpoint in `names` (ensemble names), the bulk model's encoder with
-    `bulk_layout`: Triton's repository API with a config override (clip_triton.deploy's)."""
-    from google.protobuf import json_format
-    from tritonclient import grpc
-
-    client = grpc.InferenceServerClient(server.grpc_url)
-    headers = server.admin_headers("grpc")
-    try:
-        for name in sorted(names):
-            models = model_names(name)
-            for role in LOAD_ORDER:
-                config = model_config(repository, models[role], server.config_name)
-                if role == ENCODER_MODEL and name == bulk_model and bulk_layout:
-                    config = with_instances(config, bulk_layout[1], None)
-                    config.max_batch_size = bulk_layout[0]
-                config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
-                client.load_model(models[role], headers=headers, config=config_json)
-    finally:
-        client.close()
+    `bulk_layout`: Triton's repository API with a config override (clip_triton.deploy)."""
+    for name in sorted(names):
+        rows, count = bulk_layout if name == bulk_model and bulk_layout else (None, None)
+        deploy(
+            server.grpc_url,
+            repository,
+            server.config_name,
+            encoder_instances=count,
+            headers=server.admin_headers("grpc"),
+            encoder_max_batch_size=rows,
+            model=name,
+        )
 
 
 def phase_of(run: dict, name: str) -> dict:

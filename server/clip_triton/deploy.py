@@ -7,7 +7,11 @@ live beside these). Each model's config is read from the repository (the `--vari
 and it is loaded with that config as Triton's `config` override.
 
     python -m clip_triton.deploy --url 127.0.0.1:8001 --variant torchscript --encoder-instances 2 --gpus 0,1
+    python -m clip_triton.deploy --url 127.0.0.1:8001 --model clip-vit-l14 --encoder-max-batch-size 256
     python -m clip_triton.deploy --url 127.0.0.1:8001 --unload
+
+`--model NAME` picks one checkpoint of a repository built with several (`--model NAME=...` of
+clip_triton_build), so that each gets its own layout on a GPU they share.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_text_client.access import header_arguments
-from clip_triton_build.spec import MODELS
+from clip_triton_build.spec import MODELS, model_names
 
 from .paths import BUILT_REPOSITORY
 
@@ -85,10 +89,13 @@ def deploy(
     prefix: str = "",
     encoder_max_batch_size: int | None = None,
     encoder_queue_delay_us: int | None = None,
+    model: str | None = None,
 ) -> dict[str, str]:
-    """Load (or reload) the models; `prefix` for a namespaced repository (clip_triton_build.namespace).
+    """Load (or reload) the models of checkpoint `model` (a name given to the build; None: the
+    default's); `prefix` for a namespaced repository (clip_triton_build.namespace).
     `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
     `encoder_queue_delay_us` is how long that batcher waits for more."""
+    names = model_names(model)
     client = _client(url)
     counts = {
         PYTHON_TOKENIZER: (None, None),
@@ -98,12 +105,12 @@ def deploy(
     }
     loaded = {}
     try:
-        for model in LOAD_ORDER:
-            name = prefix + model
-            config = with_instances(model_config(repository, name, variant), *counts[model])
-            if model == ENCODER and encoder_max_batch_size:
+        for role in LOAD_ORDER:
+            name = prefix + names[role]
+            config = with_instances(model_config(repository, name, variant), *counts[role])
+            if role == ENCODER and encoder_max_batch_size:
                 config.max_batch_size = encoder_max_batch_size
-            if model == ENCODER and encoder_queue_delay_us is not None:
+            if role == ENCODER and encoder_queue_delay_us is not None:
                 config.dynamic_batching.max_queue_delay_microseconds = encoder_queue_delay_us
             config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
             client.load_model(name, headers=headers, config=config_json)
@@ -113,11 +120,12 @@ def deploy(
     return loaded
 
 
-def unload(url: str, headers: dict | None = None, prefix: str = "") -> None:
+def unload(url: str, headers: dict | None = None, prefix: str = "", model: str | None = None) -> None:
+    names = model_names(model)
     client = _client(url)
     try:
-        for model in reversed(LOAD_ORDER):
-            client.unload_model(prefix + model, headers=headers)
+        for role in reversed(LOAD_ORDER):
+            client.unload_model(prefix + names[role], headers=headers)
     finally:
         client.close()
 
@@ -142,6 +150,7 @@ def main(argv=None) -> int:
         help="rows per encoder execution (above the ensemble's 256: the batcher joins requests)",
     )
     parser.add_argument("--prefix", default="", help="model name prefix of a namespaced repository")
+    parser.add_argument("--model", default=None, help="checkpoint name in a repository built with several")
     parser.add_argument(
         "--header",
         action="append",
@@ -156,8 +165,8 @@ def main(argv=None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.unload:
-        unload(args.url, headers, args.prefix)
-        print("unloaded", ", ".join(args.prefix + m for m in LOAD_ORDER))
+        unload(args.url, headers, args.prefix, args.model)
+        print("unloaded", ", ".join(args.prefix + m for m in model_names(args.model).values()))
         return 0
     for name, state in deploy(
         args.url,
@@ -169,6 +178,7 @@ def main(argv=None) -> int:
         headers,
         args.prefix,
         args.encoder_max_batch_size,
+        model=args.model,
     ).items():
         print(f"{name}: {state}")
     return 0
