@@ -157,6 +157,54 @@ def test_a_fleet_s_namespaced_copy_renames_every_checkpoint_s_models_and_their_l
     assert tokenizer.parameters["fallback_model"].string_value == "team_l14_clip_tokenizer_python"
 
 
+def test_deploy_gives_one_checkpoint_its_own_encoder_layout_on_a_server_shared_with_another(several, references, ids):
+    """A shared GPU's rule (docs/deploy.md, "Two models on one GPU"): on a server with explicit
+    model control, `clip_triton.deploy --model NAME` loads one checkpoint of a several-model
+    repository with its own encoder layout, and unloads it while the other keeps serving."""
+    from tritonclient import grpc
+
+    from clip_triton.deploy import deploy, unload
+
+    server = LocalTritonServer.on_free_ports(
+        repository=several.repository, config_name="cpu", model_control_mode="explicit"
+    )
+    with server as srv:
+        headers = srv.admin_headers("grpc")
+        deploy(srv.grpc_url, several.repository, "cpu", headers=headers, model="b32")
+        loaded = deploy(
+            srv.grpc_url,
+            several.repository,
+            "cpu",
+            encoder_instances=2,
+            headers=headers,
+            encoder_max_batch_size=512,
+            model="l14",
+        )
+        assert loaded == {model: "ready" for model in model_names("l14").values()}
+        client = grpc.InferenceServerClient(srv.grpc_url)
+        try:
+            layouts = {}
+            for name in ("b32", "l14"):
+                config = client.get_model_config(model_names(name)[ENCODER_MODEL], headers=headers).config
+                layouts[name] = (config.max_batch_size, [g.count for g in config.instance_group])
+            source = read_config(several.repository / model_names("b32")[ENCODER_MODEL] / "configs" / "cpu.pbtxt")
+            assert layouts == {
+                "b32": (source.max_batch_size, [g.count for g in source.instance_group]),
+                "l14": (512, [2]),
+            }
+            assert not client.is_model_ready("h14", headers=headers)
+            for name in ("b32", "l14"):
+                with CLIPTextClient(srv.grpc_url, model=name) as clip:
+                    expected = get_text_features(references[name], ids)
+                    assert np.abs(clip.encode(VARIED_64) - expected).max() <= 1e-4, name
+            unload(srv.grpc_url, headers, model="l14")
+            assert not any(client.is_model_ready(m, headers=headers) for m in model_names("l14").values())
+            with CLIPTextClient(srv.grpc_url, model="b32") as clip:
+                assert clip.encode(["a photo of a cat"]).shape == (1, FAMILIES["b32"].projection_dim)
+        finally:
+            client.close()
+
+
 def test_openais_api_serves_every_checkpoint_by_its_name_equal_to_its_hf_model(several, references, ids):
     """The frontend started with one model's name finds the others, lists them with their dims,
     and embeds with the one each request names (unit length by default, get_text_features with
