@@ -207,7 +207,7 @@ def test_variants_differ_from_the_source_only_where_intended():
             assert variant.parameters[key] == value, key
         if serves_gpu_torchscript(backend, kind):  # variants/gpu.pbtxt
             tuning = text_format.Parse(read_tuning(SOURCE_REPOSITORY / ENCODER_MODEL), mc.ModelConfig())
-            assert variant.max_batch_size == tuning.max_batch_size == 1024
+            assert variant.max_batch_size == tuning.max_batch_size == 256
             assert [g.count for g in variant.instance_group] == [g.count for g in tuning.instance_group] == [3]
             assert source.dynamic_batching.max_queue_delay_microseconds > 0  # the CPU variants' delay
             assert variant.dynamic_batching.max_queue_delay_microseconds == 0  # a zero that must win
