@@ -8,11 +8,12 @@ config (tests/unit/test_repository_config.py checks that the config says the sam
 They are Triton's request priorities (1 is served first) in the dynamic batchers of the encoder and
 the C++ tokenizer: the ensemble hands a request's priority and deadline to its steps. The Python
 tokenizer (texts the C++ one hands over; unbatched, so that a malformed request fails alone) takes
-requests as they come. Each class has a bounded queue (the encoder's `priority_queue_policy`): a request that finds its class's queue full is refused at once with
-UNAVAILABLE ("Exceeds maximum queue size"), which the client retries with backoff. Every batch
-takes the queued interactive requests first (at most the interactive queue's bound) and fills the
-rest of max_batch_size with bulk ones, so bulk keeps a share of every batch and is never starved.
-A request that names no class is `interactive` (the encoder's default_priority_level).
+requests as they come. Each class has a bounded queue (the encoder's `priority_queue_policy`): a
+request that finds its class's queue full is refused at once with UNAVAILABLE ("Exceeds maximum
+queue size"), which the client retries with backoff. Every batch takes the queued interactive
+requests first (at most the interactive queue's bound) and fills the rest of max_batch_size with
+bulk ones, so bulk keeps a share of every batch and is never starved. A request that names no
+class is `interactive` (the encoder's default_priority_level).
 """
 
 from __future__ import annotations
