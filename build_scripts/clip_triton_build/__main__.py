@@ -9,6 +9,11 @@
 The source (`model_repository/`) is only read; the output is replaced as a whole. With --model
 NAME=CHECKPOINT (repeatable), each checkpoint's models are named after it (spec.model_names): its
 ensemble, what clients call, is NAME.
+
+--encoder-layout [NAME=]ROWSxINSTANCES sets the GPU variants' encoder layout (rows per execution,
+instances per GPU) instead of model_repository/clip_text_encoder/variants/gpu.pbtxt's, for every
+checkpoint or for NAME's: how checkpoints sharing a GPU split it, or 1024x3 for a GPU that runs bulk
+jobs alone (docs/deploy.md, "A shared GPU fleet").
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .repository import (
     NotABuiltRepository,
     build_info_path,
     cuda_ops_library,
+    read_config,
     stamp_output_dims,
     stamp_parameters,
     start_repository,
@@ -105,6 +111,14 @@ def parse_args(argv=None):
         "with the ops it calls (libclip_cuda_ops.so: needs a CUDA toolkit, headers and nvcc, and a C++ compiler)",
     )
     parser.add_argument(
+        "--encoder-layout",
+        action="append",
+        default=[],
+        type=encoder_layout,
+        metavar="[NAME=]ROWSxINSTANCES",
+        help="the GPU variants' encoder layout, for every checkpoint or NAME's (repeatable), e.g. l14=256x1",
+    )
+    parser.add_argument(
         "--require-weights",
         action="store_true",
         help="fail instead of falling back to random weights when the checkpoint cannot be loaded",
@@ -120,7 +134,27 @@ def parse_args(argv=None):
     served = [n for name in names for n in model_names(name).values()]
     if len(set(served)) != len(served):
         parser.error(f"--model names must be distinct and not one another's model names: {', '.join(names)}")
+    args.encoder_layouts = dict(args.encoder_layout)
+    unknown = set(args.encoder_layouts) - {None, *names}
+    if unknown:
+        parser.error(f"--encoder-layout names no --model: {', '.join(sorted(unknown))}")
+    ensemble_rows = read_config(args.source / ENSEMBLE_MODEL / "config.pbtxt").max_batch_size
+    for name, (rows, instances) in args.encoder_layouts.items():
+        if rows < ensemble_rows:
+            given = f"{name}={rows}x{instances}" if name else f"{rows}x{instances}"
+            parser.error(
+                f"--encoder-layout {given}: {rows} rows is below the {ensemble_rows} texts a request may carry"
+            )
     return args
+
+
+def encoder_layout(value: str) -> tuple[str | None, tuple[int, int]]:
+    """`l14=256x1` -> ("l14", (256, 1)); `1024x3` -> (None, (1024, 3)): an argparse type."""
+    name, sep, layout = value.rpartition("=")
+    found = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", layout)
+    if not found or (sep and not re.fullmatch(MODEL_NAME_PATTERN, name)):
+        raise argparse.ArgumentTypeError(f"{value!r}: [NAME=]ROWSxINSTANCES, e.g. 256x3 or l14=256x1")
+    return (name or None), (int(found.group(1)), int(found.group(2)))
 
 
 def named_checkpoint(value: str) -> tuple[str, str]:
@@ -152,12 +186,13 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as work:
             shared = shared_artifacts(repo, Path(work), args)
             for name, checkpoint in models:
+                layout = args.encoder_layouts.get(name, args.encoder_layouts.get(None))
                 if name is None:
-                    build_checkpoint(args, checkpoint, repo, args.reference_dir, shared, siblings)
+                    build_checkpoint(args, checkpoint, repo, args.reference_dir, shared, siblings, layout)
                     continue
                 staging = repo / f".staging-{name}"  # the same filesystem: the copies are hard links
                 try:
-                    build_checkpoint(args, checkpoint, staging, args.reference_dir / name, shared, siblings)
+                    build_checkpoint(args, checkpoint, staging, args.reference_dir / name, shared, siblings, layout)
                     renamed(staging, repo, model_names(name), f"{name!r}: named copy")
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -189,9 +224,18 @@ def shared_artifacts(repo: Path, work: Path, args) -> dict[str, Path]:
     return shared
 
 
-def build_checkpoint(args, checkpoint: str, repo: Path, reference_dir: Path, shared: dict, siblings: str) -> None:
+def build_checkpoint(
+    args,
+    checkpoint: str,
+    repo: Path,
+    reference_dir: Path,
+    shared: dict,
+    siblings: str,
+    layout: tuple[int, int] | None = None,
+) -> None:
     """One checkpoint's four models into `repo`, under their default names: the source's files, the
-    shared tokenizer artifacts, the encoder's exports, its stamps and the config variants."""
+    shared tokenizer artifacts, the encoder's exports, its stamps and the config variants (the GPU
+    ones' encoder in `layout`, when given)."""
     from .encoder.export import export_onnx, export_packed, export_torchscript
     from .weights import RANDOM_INIT, load_encoder
 
@@ -225,7 +269,7 @@ def build_checkpoint(args, checkpoint: str, repo: Path, reference_dir: Path, sha
     stamp_parameters(repo / ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
     stamp_output_dims(repo / ENCODER_MODEL / "config.pbtxt", EMBEDS_TENSOR, [dim])
     stamp_output_dims(repo / ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [dim])
-    variants = write_variants(args.source.resolve(), repo)
+    variants = write_variants(args.source.resolve(), repo, layout)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)
     if loaded.weights == RANDOM_INIT:

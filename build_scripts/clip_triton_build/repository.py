@@ -247,11 +247,22 @@ def encoder_variant(source: mc.ModelConfig, name: str, tuning: str | None) -> mc
     return config
 
 
-def write_variants(source: Path, repository: Path) -> list[Path]:
+def with_layout(config: mc.ModelConfig, layout: tuple[int, int]) -> None:
+    """An encoder layout (rows per execution, instances per GPU) over a config's own: its first
+    instance group's count, and max_batch_size, which must hold the ensemble's largest request."""
+    rows, instances = layout
+    if rows < 1 or instances < 1:
+        raise ValueError(f"an encoder layout needs at least 1 row and 1 instance, not {rows}x{instances}")
+    config.max_batch_size = rows
+    config.instance_group[0].count = instances
+
+
+def write_variants(source: Path, repository: Path, encoder_layout: tuple[int, int] | None = None) -> list[Path]:
     """configs/NAME.pbtxt of every model, for each encoder variant whose model file was built:
     the encoder's (`encoder_variant`), each other model's where its variants/gpu.pbtxt tunes a GPU
     variant, and the Python-first twin of each (PYTHON_FIRST_SUFFIX). `--model-config-name`
-    applies to every model, so a GPU variant's tokenizer instances come with the encoder's."""
+    applies to every model, so a GPU variant's tokenizer instances come with the encoder's.
+    `encoder_layout` (rows, instances) replaces variants/gpu.pbtxt's in the GPU variants' encoder."""
     encoder_dir = repository / ENCODER_MODEL
     encoder = read_config(encoder_dir / "config.pbtxt")
     names = [n for n, (_, filename, _) in ENCODER_VARIANTS.items() if (encoder_dir / "1" / filename).is_file()]
@@ -265,12 +276,16 @@ def write_variants(source: Path, repository: Path) -> list[Path]:
         backend, _, kind = ENCODER_VARIANTS[name]
         gpu = serves_gpu_torchscript(backend, kind)
         configs = {ENCODER_MODEL: encoder_variant(encoder, name, tunings[ENCODER_MODEL])}
+        if gpu and encoder_layout is not None:
+            with_layout(configs[ENCODER_MODEL], encoder_layout)
         for model in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL):
             tuning = tunings[model]
             if gpu and tuning is not None:
                 configs[model] = read_config(repository / model / "config.pbtxt")
                 apply_tuning(configs[model], tuning)
         how = {m: f", tuned by model_repository/{m}/{VARIANTS_FOLDER}/{GPU_TUNING}" if gpu else "" for m in configs}
+        if gpu and encoder_layout is not None:
+            how[ENCODER_MODEL] += ", layout {}x{} (--encoder-layout)".format(*encoder_layout)
         for model, config in configs.items():
             written.append(_write_variant(repository / model / "configs" / f"{name}.pbtxt", config, how[model]))
         # the twin: every config of this variant, and the ensemble's first step the Python tokenizer

@@ -8,6 +8,8 @@
 # replaced (the build marks what it wrote).
 #   CLIP_CHECKPOINT        HF id or a folder mounted in the container (default openai/clip-vit-base-patch32)
 #   CLIP_CHECKPOINTS       NAME=CHECKPOINT,NAME=CHECKPOINT: several, each served as NAME (replaces CLIP_CHECKPOINT)
+#   CLIP_ENCODER_LAYOUTS   [NAME=]ROWSxINSTANCES,...: the GPU encoder's layout, for every checkpoint or NAME's
+#                          (python -m clip_triton_build --encoder-layout; docs/deploy.md)
 #   CLIP_REQUIRE_WEIGHTS=1 fail instead of building random weights when the checkpoint can't be loaded
 #   CLIP_TORCHSCRIPT_DEVICE where model.pt is traced: cuda (default), cpu (the CPU image)
 #   CLIP_FP16=0            no model_fp16.pt and no CUDA ops (the CPU image; default 1)
@@ -21,6 +23,11 @@ if [ -n "${CLIP_CHECKPOINTS:-}" ]; then
   IFS=$old_ifs
 else
   set -- "$@" --checkpoint "${CLIP_CHECKPOINT:-openai/clip-vit-base-patch32}"
+fi
+if [ -n "${CLIP_ENCODER_LAYOUTS:-}" ]; then
+  old_ifs=$IFS; IFS=,
+  for layout in $CLIP_ENCODER_LAYOUTS; do set -- "$@" --encoder-layout "$layout"; done
+  IFS=$old_ifs
 fi
 if [ "${CLIP_REQUIRE_WEIGHTS:-0}" = "1" ]; then set -- "$@" --require-weights; fi
 # shellcheck disable=SC2086

@@ -345,8 +345,19 @@ def test_compose_k8s_and_the_local_runtime_preload_the_cuda_graph_ops_the_build_
             {"CLIP_CHECKPOINTS": "clip-vit-b32=openai/clip-vit-base-patch32,clip-vit-l14=/ckpt/l14"},
             ["--model", "clip-vit-b32=openai/clip-vit-base-patch32", "--model", "clip-vit-l14=/ckpt/l14"],
         ),
+        (
+            {"CLIP_ENCODER_LAYOUTS": "1024x3,clip-vit-l14=256x1"},
+            [
+                "--checkpoint",
+                "openai/clip-vit-base-patch32",
+                "--encoder-layout",
+                "1024x3",
+                "--encoder-layout",
+                "clip-vit-l14=256x1",
+            ],
+        ),
     ],
-    ids=["default", "one", "several"],
+    ids=["default", "one", "several", "layouts"],
 )
 def test_the_build_image_turns_its_environment_into_the_build_s_arguments(environment, expected, tmp_path):
     """docker/build/entrypoint.sh, run by sh with `python` answering with the arguments it got."""
@@ -358,7 +369,7 @@ def test_the_build_image_turns_its_environment_into_the_build_s_arguments(enviro
     )
     args = done.stdout.splitlines()
     assert args[:2] == ["-m", "clip_triton_build"] and "--fp16" in args and "cuda" in args
-    names = [a for a in args if a in ("--checkpoint", "--model")]
+    names = [a for a in args if a in ("--checkpoint", "--model", "--encoder-layout")]
     assert [a for i, a in enumerate(args) if a in names or (i and args[i - 1] in names)] == expected
 
 

@@ -15,6 +15,7 @@ from clip_triton_build.repository import (
     read_config,
     read_tuning,
     serves_gpu_torchscript,
+    write_variants,
 )
 from clip_triton_build.spec import (
     CONTEXT_LENGTH,
@@ -302,3 +303,42 @@ def test_each_variant_file_says_what_it_is_and_what_tuned_it():
         assert (tuning in header) == tuned, header
         assert ("Python tokenizer first" in header) == path.stem.endswith(PYTHON_FIRST_SUFFIX), header
         assert "{" not in header, header
+
+
+def test_an_encoder_layout_replaces_the_gpu_tuning_in_the_gpu_variants_only(tmp_path):
+    """--encoder-layout (how checkpoints sharing a GPU split it, docs/deploy.md): the GPU variants'
+    encoder and their twins get its rows and instances; every other config stays the default's."""
+    for config in BUILT_REPOSITORY.glob("*/config.pbtxt"):
+        (tmp_path / config.parent.name / "1").mkdir(parents=True)
+        (tmp_path / config.parent.name / "config.pbtxt").write_text(config.read_text())
+    for _, filename, _ in ENCODER_VARIANTS.values():  # write_variants looks only at which files exist
+        (tmp_path / ENCODER_MODEL / "1" / filename).touch()
+    written = write_variants(SOURCE_REPOSITORY, tmp_path, (1024, 2))
+    laid_out = 0
+    for path in written:
+        config = read_config(path)
+        variant = path.stem.removesuffix(PYTHON_FIRST_SUFFIX)
+        if path.parent.parent.name == ENCODER_MODEL and is_gpu_variant(variant):
+            assert (config.max_batch_size, [g.count for g in config.instance_group]) == (1024, [2]), path
+            assert "layout 1024x2 (--encoder-layout)" in path.read_text()
+            laid_out += 1
+        elif variant != "torchscript_fp16":  # the CPU build this compares with has no fp16 export
+            assert config == read_config(BUILT_REPOSITORY / path.relative_to(tmp_path)), path
+    assert laid_out == 4  # torchscript and torchscript_fp16, each with its twin
+
+
+def test_the_build_takes_encoder_layouts_per_checkpoint_and_refuses_what_cannot_load():
+    from clip_triton_build.__main__ import encoder_layout, parse_args
+
+    assert encoder_layout("l14=256x1") == ("l14", (256, 1))
+    assert encoder_layout("1024x3") == (None, (1024, 3))
+    args = parse_args(
+        ["--model", "b32=x", "--model", "l14=y", "--encoder-layout", "1024x3", "--encoder-layout", "l14=256x1"]
+    )
+    assert args.encoder_layouts == {None: (1024, 3), "l14": (256, 1)}
+    for wrong in (["--encoder-layout", "128x3"], ["--model", "b32=x", "--encoder-layout", "h14=256x1"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)  # below the ensemble's 256 texts (Triton would refuse to load it); no such model
+    for malformed in ("256", "0x3", "256x", "a b=256x1"):
+        with pytest.raises(Exception, match="ROWSxINSTANCES"):
+            encoder_layout(malformed)
