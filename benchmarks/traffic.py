@@ -37,6 +37,7 @@ import numpy as np
 
 from clip_text_client.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
 from clip_triton.deploy import deploy
+from clip_triton_build.__main__ import encoder_layout
 from clip_triton_build.repository import BUILT_REPOSITORY
 from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, model_names
 
@@ -172,11 +173,9 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
 
 
 def layout(text: str) -> tuple[int, int] | None:
-    """`1024x3` -> (1024, 3); `default` -> None (one item of --layouts)."""
-    if text == "default":
-        return None
-    rows, count = text.split("x")
-    return int(rows), int(count)
+    """`1024x3` -> (1024, 3), read as the build's --encoder-layout reads it; `default` -> None (one
+    item of --layouts)."""
+    return None if text == "default" else encoder_layout(text)[1]
 
 
 def load(server, repository: Path, names: set[str], bulk_model: str, bulk_layout: tuple[int, int] | None) -> None:
