@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from benchmarks.soak import rss_mb
-from clip_triton.corpus import captions
-from clip_triton.deploy import add_instance_arguments
+from clip_triton_ops.deploy import add_instance_arguments
+from clip_triton_ops.sample_texts import captions
 
 
 def peak_rss_mb(process: subprocess.Popen) -> float:

@@ -23,18 +23,18 @@ import numpy as np
 from benchmarks import gpu_parity, trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_text_client.transport import Transport
-from clip_triton import corpus, verify
-from clip_triton.corpus import captions
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
-from clip_triton_build.spec import (
+from clip_triton_build.spec import TORCHSCRIPT_FP16_FILE
+from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     IDS_TENSOR,
     TEXT_INPUT,
     TOKENIZER_MODEL,
-    TORCHSCRIPT_FP16_FILE,
 )
+from clip_triton_ops import sample_texts, verify
+from clip_triton_ops.sample_texts import captions
 
 POINTS = [(1, 1), (64, 1), (16, 32), (8, 256)]  # (concurrency, texts per request)
 
@@ -133,7 +133,7 @@ def perf_analyzer(
         shape = f"{IDS_TENSOR}:{len(rows[0])}"
     else:
         data = work / f"perf_analyzer_input_{kind}.json"
-        data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in corpus.texts(kind, 2048, seed=5)]}))
+        data.write_text(json.dumps({"data": [{TEXT_INPUT: [t]} for t in sample_texts.texts(kind, 2048, seed=5)]}))
         shape = f"{TEXT_INPUT}:1"
     mode = "async" if async_mode else "sync"
     name = f"perf_analyzer_{label}_{model}_{protocol}_{mode}_{kind}_c{concurrency}x{texts_per_request}"
@@ -246,7 +246,7 @@ def measure_points(server, url: str, args, report: dict, repository: Path, scrat
     ids = {}
     for kind in ("short", "mixed"):
         ids[kind] = args.out / f"ids_{kind}.npy"
-        np.save(ids[kind], verify.tokenize(url, corpus.texts(kind, 8192)))
+        np.save(ids[kind], verify.tokenize(url, sample_texts.texts(kind, 8192)))
     instances = len(report["gpu_instances"]) or 1
     report["raw_encoder"] = raw_encoder(
         args.out, repository / ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE, ids, instances, args.quick
@@ -293,7 +293,7 @@ def measure_points(server, url: str, args, report: dict, repository: Path, scrat
 def sweep_point(url: str, repository: Path, gpus, server, args, report: dict, scratch: Path, setting: str) -> None:
     """One --sweep setting E:T:B:D, reloaded through the repository API on the same server, and
     the headline points again."""
-    from clip_triton.deploy import deploy
+    from clip_triton_ops.deploy import deploy
 
     enc, tok, batch, delay = (int(x) for x in setting.split(":"))
     deploy(
@@ -326,7 +326,7 @@ def sweep_point(url: str, repository: Path, gpus, server, args, report: dict, sc
 
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
-    from clip_triton.deploy import gpu_ids
+    from clip_triton_ops.deploy import gpu_ids
 
     # a time limit's SIGTERM unwinds like an exception: the server stops and the report so far is
     # written (the `finally` below)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_triton import verify
-from clip_triton.corpus import VARIED_64
-from clip_triton_build.spec import ENCODER_MODEL, ONNX_FILE
+from clip_triton_build.spec import ONNX_FILE
+from clip_triton_contract.names import ENCODER_MODEL
+from clip_triton_ops import verify
+from clip_triton_ops.sample_texts import VARIED_64
 
 
 def parity(url: str, texts: list[str], reference: np.ndarray, report: dict, label: str) -> np.ndarray:
-    """clip_triton.verify's check of the deployment against the CPU ONNX reference (requests of 32
+    """clip_triton_ops.verify's check of the deployment against the CPU ONNX reference (requests of 32
     texts, 8 in flight: every encoder instance, on every GPU, takes batches); returns its embeddings."""
     got = verify.embed(url, texts)
     result = verify.compare(got, reference)
@@ -51,7 +52,7 @@ def graph_parity(url: str, texts: list[str], reference: np.ndarray, report: dict
 def check(url: str, repository: Path, instances, gpus, tokenizer_instances, server, report: dict) -> bool:
     """fp32 (the server's current variant), then `torchscript_fp16` loaded through the repository
     API, against the CPU ONNX reference; True when both pass. Leaves the fp16 variant loaded."""
-    from clip_triton.deploy import deploy
+    from clip_triton_ops.deploy import deploy
 
     onnx_file = repository / ENCODER_MODEL / "1" / ONNX_FILE
     texts = verify.check_texts(2048, seed=7)  # 64 varied texts, then 2,048 captions

@@ -33,7 +33,7 @@ sp=$("$VENV/bin/python3" -c 'import site; print(site.getsitepackages()[0])')
 printf '%s\n%s\n' "$STUB_NUMPY" "$SITE" > "$sp/00-clip-site.pth"
 echo "$torch_site" > "$sp/zz-machine-site.pth"
 "$VENV/bin/python3" -c 'import numpy, torch, ftfy; print("stub env: numpy", numpy.__version__, "torch", torch.__version__)'
-export PYTHONPATH="$PWD/build_scripts:$PWD/server:$PWD/client:$PWD:$SITE"
+export PYTHONPATH="$PWD/build_scripts:$PWD/runtime:$PWD/ops:$PWD/frontend:$PWD/client:$PWD:$SITE"
 python3 -c 'import numpy, torch; print("numpy", numpy.__version__, "torch", torch.__version__, torch.cuda.get_device_name(0))'
 # Triton's r24.10 sources (no GitHub here): the C++ backends and the tokenizer's own backend
 SRC=/tmp/clip-gpu-sources

@@ -13,16 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from clip_triton import LocalTritonServer, verify
+from clip_triton import LocalTritonServer
 from clip_triton_build.repository import read_config
-from clip_triton_build.spec import (
-    ENCODER_MODEL,
-    ENSEMBLE_MODEL,
-    ONNX_FILE,
-    SIBLINGS_PARAMETER,
-    TOKENIZER_MODEL,
-    model_names,
-)
+from clip_triton_build.spec import ONNX_FILE
+from clip_triton_contract.names import ENCODER_MODEL, ENSEMBLE_MODEL, SIBLINGS_PARAMETER, TOKENIZER_MODEL, model_names
+from clip_triton_ops import verify
 
 
 def main(argv=None) -> int:

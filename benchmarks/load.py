@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from clip_text_client.transport import text_tensor
-from clip_triton.corpus import KINDS, texts
-from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, IDS_TENSOR, TEXT_INPUT, TOKENIZER_MODEL
+from clip_triton_contract.names import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, IDS_TENSOR, TEXT_INPUT, TOKENIZER_MODEL
+from clip_triton_ops.sample_texts import KINDS, texts
 
 
 def make_batches(kind: str, texts_per_request: int, count: int = 512, seed: int = 0) -> list[np.ndarray]:

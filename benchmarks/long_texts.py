@@ -15,8 +15,8 @@ import time
 
 from benchmarks.soak import rss_mb
 from clip_text_client.transport import text_tensor
-from clip_triton.corpus import captions
-from clip_triton_build.spec import TEXT_INPUT, TOKENIZER_MODEL
+from clip_triton_contract.names import TEXT_INPUT, TOKENIZER_MODEL
+from clip_triton_ops.sample_texts import captions
 
 CASES = {
     "12 captions": None,

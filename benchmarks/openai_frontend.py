@@ -26,8 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from clip_openai.triton import text_contents
-from clip_triton.corpus import texts as corpus
-from clip_triton_build.spec import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
+from clip_triton_contract.names import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
+from clip_triton_ops.sample_texts import texts as corpus
 
 POINTS = "64x1:mixed,8x256:short"  # concurrency x texts per request : corpus kind
 TARGETS = ("triton-http", "triton-grpc", "openai-base64", "openai-float")
@@ -166,7 +166,7 @@ def cpu_seconds(pid: int) -> float:
 
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
-    from clip_triton.frontend import LocalOpenAIFrontend
+    from clip_triton.openai_frontend import LocalOpenAIFrontend
     from clip_triton.paths import BUILT_REPOSITORY
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

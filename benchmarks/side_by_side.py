@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_triton.corpus import captions
 from clip_triton.paths import BUILT_REPOSITORY
-from clip_triton_build.spec import TOKENIZER_FILE, TOKENIZER_MODEL
+from clip_triton_build.spec import TOKENIZER_FILE
+from clip_triton_contract.names import TOKENIZER_MODEL
+from clip_triton_ops.sample_texts import captions
 
 
 def hf_baseline(texts: list[str], batch_size: int = 32):

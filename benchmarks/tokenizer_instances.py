@@ -9,7 +9,7 @@ import sys
 
 from benchmarks.load import format_row, measure
 from clip_triton import LocalTritonServer
-from clip_triton_build.spec import IDS_TENSOR, TOKENIZER_MODEL
+from clip_triton_contract.names import IDS_TENSOR, TOKENIZER_MODEL
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Queries while bulk jobs share the encoder (clip_text_client.traffic), side by side in one run:
+"""Queries while bulk jobs share the encoder (clip_triton_contract.traffic), side by side in one run:
 
 - `idle`: one-text queries alone (QUERY_CLIENTS closed loops, one request in flight each);
 - `bulk alone`: the bulk job alone (BULK_PROCESSES processes of CLIPTextClient.encode, 256-text
@@ -35,11 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_text_client.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
-from clip_triton.deploy import deploy
 from clip_triton_build.__main__ import encoder_layout
 from clip_triton_build.repository import BUILT_REPOSITORY
-from clip_triton_build.spec import ENCODER_MODEL, ENSEMBLE_MODEL, PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, model_names
+from clip_triton_contract.names import (
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    PYTHON_TOKENIZER_MODEL,
+    TOKENIZER_MODEL,
+    model_names,
+)
+from clip_triton_contract.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
+from clip_triton_ops.deploy import deploy
 
 QUERY = ["a photo of a dog playing in the snow"]
 
@@ -180,7 +186,7 @@ def layout(text: str) -> tuple[int, int] | None:
 
 def load(server, repository: Path, names: set[str], bulk_model: str, bulk_layout: tuple[int, int] | None) -> None:
     """Every model of each checkpoint in `names` (ensemble names), the bulk model's encoder with
-    `bulk_layout`: Triton's repository API with a config override (clip_triton.deploy)."""
+    `bulk_layout`: Triton's repository API with a config override (clip_triton_ops.deploy)."""
     for name in sorted(names):
         rows, count = bulk_layout if name == bulk_model and bulk_layout else (None, None)
         deploy(

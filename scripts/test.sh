@@ -6,7 +6,7 @@ scripts/setup_venv.sh
 scripts/setup_jina_venv.sh
 scripts/setup_backends.sh
 scripts/build_if_needed.sh
-# Debian's docker-compose validates the compose files (no engine needed for `config`; tests/compose
+# Debian's docker-compose validates the compose files (no engine needed for `config`; tests/integration/compose
 # installs and starts the engine it runs them on); Debian's nginx runs the proxy configuration
 # (deploy/proxy) in front of a real server
 need=()

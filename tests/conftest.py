@@ -1,9 +1,12 @@
 """Session fixtures: real tritonserver processes (the binary inside nvidia-pytriton) on free ports,
 and the in-process references they are compared with.
 
-Never a mock: tests/server/ talks to a real tritonserver over HTTP or gRPC (server logs are kept
-in .local/ and printed when a server fails to start); tests/unit/ runs the build's own code
-in-process against HF and open_clip. Helpers the tests import are in helpers.py.
+tests/unit/ mirrors the packages (one folder each) and starts no server: the build's own code
+in-process against HF and open_clip, the client's and the frontend's logic around their calls
+(against an in-process fake of Triton's gRPC service where the grouping of calls is what is
+checked). tests/integration/ talks to real tritonserver processes over HTTP and gRPC (server logs
+are kept in .local/ and printed when a server fails to start), and compose/ to a real Docker
+engine. Helpers the tests import are in helpers.py.
 """
 
 from __future__ import annotations

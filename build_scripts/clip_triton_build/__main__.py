@@ -28,6 +28,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from clip_triton_contract.names import (
+    CHECKPOINT_PARAMETER,
+    EMBEDDING_OUTPUT,
+    EMBEDS_TENSOR,
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    MODEL_NAME_PATTERN,
+    PYTHON_TOKENIZER_MODEL,
+    SIBLINGS_PARAMETER,
+    TOKENIZER_MODEL,
+    WEIGHTS_PARAMETER,
+    model_names,
+)
+
 from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
@@ -41,23 +55,7 @@ from .repository import (
     start_repository,
     write_variants,
 )
-from .spec import (
-    CHECKPOINT_PARAMETER,
-    DEFAULT_CHECKPOINT,
-    EMBEDDING_OUTPUT,
-    EMBEDS_TENSOR,
-    ENCODER_MODEL,
-    ENSEMBLE_MODEL,
-    MODEL_NAME_PATTERN,
-    ONNX_FILE,
-    PYTHON_TOKENIZER_MODEL,
-    SIBLINGS_PARAMETER,
-    TOKENIZER_MODEL,
-    TORCHSCRIPT_FILE,
-    TORCHSCRIPT_FP16_FILE,
-    WEIGHTS_PARAMETER,
-    model_names,
-)
+from .spec import DEFAULT_CHECKPOINT, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 from .tokenizer import backend as tokenizer_backend
 
 log = logging.getLogger("clip_triton_build")

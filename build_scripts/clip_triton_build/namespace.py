@@ -19,8 +19,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from clip_triton_contract.names import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, MODELS, SIBLINGS_PARAMETER
+
 from .repository import BUILT_REPOSITORY, cuda_ops_library, read_config
-from .spec import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, MODELS, SIBLINGS_PARAMETER
 
 
 def _copy(src: Path, dst: Path) -> None:

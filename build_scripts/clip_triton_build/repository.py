@@ -19,20 +19,23 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .spec import (
-    BUILD_INFO_FILE,
-    CUDA_OPS_LIBRARY,
+from clip_triton_contract.names import (
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     MODELS,
-    ONNX_FILE,
     PYTHON_TOKENIZER_MODEL,
+    TOKENIZER_MODEL,
+    model_names,
+)
+
+from .spec import (
+    BUILD_INFO_FILE,
+    CUDA_OPS_LIBRARY,
+    ONNX_FILE,
     TOKENIZER_BACKEND_LIBRARY,
     TOKENIZER_FILE,
-    TOKENIZER_MODEL,
     TORCHSCRIPT_FILE,
     TORCHSCRIPT_FP16_FILE,
-    model_names,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +65,7 @@ TRT_ENGINE_CACHE = "/trt-cache"  # a volume in docker-compose.yml: engines survi
 def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
     """ONNX Runtime's TensorRT execution accelerator in FP16, engine cache on a volume, one
     optimisation profile covering 1..max_batch_size rows of context-length ids. Check FP16
-    against FP32 before trusting it: python -m clip_triton.verify (cosine >= 0.999)."""
+    against FP32 before trusting it: python -m clip_triton_ops.verify (cosine >= 0.999)."""
     name, dims = config.input[0].name, "x".join(str(d) for d in config.input[0].dims)
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
     accelerator.name = "tensorrt"

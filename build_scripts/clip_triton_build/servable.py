@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .spec import ACTIVATIONS, CONTEXT_LENGTH, EOS_TOKEN_IDS, HEAD_DIM, VOCAB_SIZE
+from clip_triton_contract.names import CONTEXT_LENGTH
+
+from .spec import ACTIVATIONS, EOS_TOKEN_IDS, HEAD_DIM, VOCAB_SIZE
 
 # The tokenizer files a checkpoint may ship (HF's CLIPTokenizer and CLIPTokenizerFast): when it
 # ships any, their vocabulary and merges must be CLIP's BPE, which both served tokenizers apply.

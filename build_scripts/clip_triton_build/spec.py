@@ -1,14 +1,17 @@
-"""One source of truth for the constants that more than one place of the build needs.
+"""The build's own constants: what it can serve of a CLIP text tower and the files it writes.
 
-The Triton configs (`model_repository/*/config.pbtxt`) repeat a few of these numbers because
-protobuf text cannot import Python; `tests/unit/test_repository_config.py` checks that they agree.
+What the service shares with its callers (model, tensor and parameter names, the context length)
+is clip_triton_contract's. The Triton configs (`model_repository/*/config.pbtxt`) repeat a few of
+these numbers because protobuf text cannot import Python; the unit tests check that they agree.
 """
 
 from typing import Any
 
+from clip_triton_contract.names import CONTEXT_LENGTH
+
 DEFAULT_CHECKPOINT = "openai/clip-vit-base-patch32"
 
-CONTEXT_LENGTH = 77  # CLIP's positional table: <|startoftext|> + 75 tokens + <|endoftext|>
+# CONTEXT_LENGTH is CLIP's positional table: <|startoftext|> + 75 tokens + <|endoftext|>
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
 SOT_ID, EOT_ID = 49406, 49407  # their ids in CLIP's BPE vocabulary (the last two of VOCAB_SIZE)
@@ -42,43 +45,8 @@ VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
 )
 RANDOM_INIT_SEED = 0
 
-# Names the model repository uses (model folders and tensor names); the configs spell them too
-# and tests/unit/test_repository_config.py checks that they agree.
-TOKENIZER_MODEL = "clip_tokenizer"  # C++ (backend clip_bpe): plain texts itself, the rest via:
-PYTHON_TOKENIZER_MODEL = "clip_tokenizer_python"  # any text, with ftfy: its config's fallback_model
-ENCODER_MODEL = "clip_text_encoder"
-ENSEMBLE_MODEL = "clip_text"  # what clients call
-# the load order: what a model calls before it (the ensemble's steps; the tokenizer's fallback)
-MODELS = (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
-# The ensemble's parameters the build stamps: what its encoder was built from, and the names of
-# every CLIP ensemble built into the same repository (comma-separated), so a client that knows one
-# finds the others through the model-config API alone
-WEIGHTS_PARAMETER = "weights"
-CHECKPOINT_PARAMETER = "checkpoint"
-SIBLINGS_PARAMETER = "models"
-# A repository may hold several checkpoints, each under a name (python -m clip_triton_build --model
-# NAME=CHECKPOINT): its ensemble is called NAME, its other models NAME + "_" + their name above.
-MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-
-
-def model_names(name: str | None = None) -> dict[str, str]:
-    """Each model of MODELS -> its name in a repository where the checkpoint is called `name`
-    (None or ENSEMBLE_MODEL: the names above)."""
-    if name is None or name == ENSEMBLE_MODEL:
-        return {model: model for model in MODELS}
-    return {model: name if model == ENSEMBLE_MODEL else f"{name}_{model}" for model in MODELS}
-
-
-FALLBACK_PARAMETER = "fallback_model"  # clip_tokenizer's config: the model it sends other texts to
-PLAIN_SYMBOLS_PARAMETER = "plain_symbols"  # clip_tokenizer's config: the non-ASCII characters it cleans itself
-TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizer's input: [B, 1] BYTES
-EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, projection_dim] FP32
-# the tokenizers' second output and the ensemble's, each written only on request: [B, 1] INT64, the
-# tokens of each text the encoder reads, <|startoftext|> through <|endoftext|> (at most CONTEXT_LENGTH)
-TOKEN_COUNT_TENSOR = "token_count"
-TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
-IDS_TENSOR = "input_ids"  # the tokenizer's output and the encoder's input: [B, 77] INT64
-EMBEDS_TENSOR = "text_embeds"  # the encoder's output: [B, projection_dim] FP32
+# The names the service shares with its clients, the frontend and the runtime (models, tensors,
+# parameters) live in clip_triton_contract.names; the build writes them into the configs.
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"

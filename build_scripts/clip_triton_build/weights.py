@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from clip_triton_contract.names import PRETRAINED, RANDOM_INIT
+
 from . import servable
 from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
 
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModelWithProjection
 
 log = logging.getLogger("clip_triton_build")
-
-RANDOM_INIT = "random-init"
-PRETRAINED = "pretrained"
 
 
 @dataclass

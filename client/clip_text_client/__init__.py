@@ -1,5 +1,7 @@
 """Python client for the CLIP text embedding Triton repository: documents in, embeddings out."""
 
+from clip_triton_contract.traffic import BULK, INTERACTIVE
+
 from .client import DEFAULT_MODEL, CLIPTextClient, ModelInfo, RandomWeightsWarning
 from .errors import (
     AccessDeniedError,
@@ -11,7 +13,6 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
 )
-from .traffic import BULK, INTERACTIVE
 
 __all__ = [
     "CLIPTextClient",

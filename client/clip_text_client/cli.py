@@ -21,12 +21,13 @@ import os
 import sys
 from typing import cast
 
-from .access import header_arguments
+from clip_triton_contract.access import header_arguments
+from clip_triton_contract.traffic import BULK, PRIORITY_LEVELS
+
 from .bulk import run_job
 from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
 from .records import JobError
-from .traffic import BULK, PRIORITY_LEVELS
 
 
 def detect_input_format(path: str, requested: str, text_field_given: bool) -> str:

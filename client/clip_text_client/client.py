@@ -9,7 +9,7 @@ server's dynamic batcher always has work; texts of similar length share requests
 cost follows the longest text of a batch); results come back in input order. A request the
 server rejects is split until the bad item is found: only that item fails, its neighbours
 are embedded. `traffic="bulk"` marks a job's requests so the server serves queries first
-(clip_text_client.traffic); `queue_timeout` gives each request a deadline in the server's queue.
+(clip_triton_contract.traffic); `queue_timeout` gives each request a deadline in the server's queue.
 """
 
 from __future__ import annotations
@@ -27,7 +27,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .access import key_headers
+from clip_triton_contract.access import key_headers
+from clip_triton_contract.names import (
+    CHECKPOINT_PARAMETER,
+    CONTEXT_LENGTH,
+    EMBEDDING_OUTPUT,
+    ENSEMBLE_MODEL,
+    RANDOM_INIT,
+    SIBLINGS_PARAMETER,
+    WEIGHTS_PARAMETER,
+)
+from clip_triton_contract.statuses import Outcome
+from clip_triton_contract.traffic import DEFAULT_CLASS, priority_level
+
 from .errors import (
     CLIPClientError,
     InvalidItemError,
@@ -38,17 +50,13 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
 )
-from .traffic import DEFAULT_CLASS, priority_level
 from .transport import Transport
 
 log = logging.getLogger("clip_text_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-# The service's facts this distribution needs without the build's package (which it must not
-# depend on); tests/test_repository_config.py checks them against clip_triton_build.spec.
-DEFAULT_MODEL = "clip_text"  # the repository's ensemble; tensor names come from its served config
-EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's embedding, where its config declares more than one output
-SERVER_CONTEXT_LENGTH = 77  # tokens the server's tokenizer keeps (longer texts are truncated there)
+DEFAULT_MODEL = ENSEMBLE_MODEL  # tensor names and dims come from its served config
+SERVER_CONTEXT_LENGTH = CONTEXT_LENGTH  # longer texts are truncated by the server's tokenizer
 
 
 class RandomWeightsWarning(UserWarning):
@@ -99,7 +107,7 @@ class CLIPTextClient:
         if api_key:
             self.headers.update(key_headers(api_key, protocol))  # Triton's restricted APIs
         self.sort_by_length = sort_by_length
-        # traffic class (clip_text_client.traffic): "interactive" is served first, "bulk" in the
+        # traffic class (clip_triton_contract.traffic): "interactive" is served first, "bulk" in the
         # room it leaves; queue_timeout: seconds a request may wait in the server's queue
         self.traffic, self.priority = traffic, priority_level(traffic)
         if queue_timeout is not None and queue_timeout <= 0:
@@ -152,10 +160,10 @@ class CLIPTextClient:
                 return fn(*args)
             except (RetryableError, ModelNotReadyError, ServerError) as exc:
                 if attempt >= self.retries:
-                    if "exceeds maximum queue size" in str(exc).lower():
+                    if exc.outcome is Outcome.OVERLOADED:
                         raise QueueFullError(
-                            f"{self.url}: the server's {self.traffic} queue was full through {attempt + 1} "
-                            f"attempt(s) ({exc}); it is at capacity: retry later or send fewer requests at once"
+                            f"{self.url}: the server was at capacity for {self.traffic} requests through "
+                            f"{attempt + 1} attempt(s) ({exc}): retry later or send fewer requests at once"
                         ) from exc
                     if isinstance(exc, ModelNotReadyError):
                         raise ModelNotReadyError(f"model {self.model!r} at {self.url}: {exc}") from exc
@@ -172,7 +180,7 @@ class CLIPTextClient:
         """The served model's tensor names, embedding size, max_batch_size, weights stamp and checkpoint."""
         if self._info is None:
             info = self._describe(self.model)
-            if info.weights == "random-init":
+            if info.weights == RANDOM_INIT:
                 warnings.warn(
                     f"the server's CLIP text encoder ({self.url}, model {self.model!r}) was built with RANDOM "
                     "weights (no checkpoint could be loaded when its repository was built): embeddings have "
@@ -189,7 +197,7 @@ class CLIPTextClient:
         `models` stamp), this one included, each described as `model_info` describes it; only the
         model-config API is needed, so the client's key is enough."""
         config = self._with_retries(self._transport().model_config, self.model)
-        names = [n for n in _parameter(config, "models").split(",") if n] or [self.model]
+        names = [n for n in _parameter(config, SIBLINGS_PARAMETER).split(",") if n] or [self.model]
         return [self.model_info() if name == self.model else self._describe(name) for name in names]
 
     def _describe(self, model: str) -> ModelInfo:
@@ -205,9 +213,9 @@ class CLIPTextClient:
             output_name=outputs[0]["name"],
             dim=int(outputs[0]["dims"][-1]),
             max_batch_size=int(config.get("max_batch_size", 0)),
-            weights=self._stamp(config, "weights", transport) or "unknown",
+            weights=self._stamp(config, WEIGHTS_PARAMETER, transport) or "unknown",
             name=model,
-            checkpoint=self._stamp(config, "checkpoint", transport),
+            checkpoint=self._stamp(config, CHECKPOINT_PARAMETER, transport),
         )
 
     def _stamp(self, config: dict, key: str, transport: Transport) -> str:

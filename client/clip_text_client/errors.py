@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from clip_triton_contract.statuses import Outcome
+
 
 class CLIPClientError(RuntimeError):
-    pass
+    # what Triton's answer meant (clip_triton_contract.statuses), where the error came from one
+    outcome: Outcome | None = None
 
 
 class ServerUnavailableError(CLIPClientError):
@@ -12,9 +15,9 @@ class ServerUnavailableError(CLIPClientError):
 
 
 class QueueFullError(ServerUnavailableError):
-    """The server's queue for this traffic class stayed full through the configured retries
-    (Triton's "Exceeds maximum queue size"): it is at capacity; try later, or with fewer requests
-    in flight."""
+    """The server stayed at capacity through the configured retries (Triton's "Exceeds maximum
+    queue size" for this traffic class, gRPC RESOURCE_EXHAUSTED, a proxy's HTTP 429): try later, or
+    with fewer requests in flight."""
 
 
 class DeadlineExceededError(CLIPClientError, TimeoutError):

@@ -11,7 +11,7 @@ Same contract as the seed executor: Documents with `.text` get `.embedding` (512
 Kept parameters: `batch_size`, `access_paths` (and the older `traversal_paths`), `max_length`.
 Dropped: `pretrained_model_name_or_path` and `device` (the server owns the model and the GPU).
 New: `traffic` ("interactive" by default: a Flow's requests are queries; "bulk" for an indexing
-Flow, which the server then serves after queries: clip_text_client.traffic).
+Flow, which the server then serves after queries: clip_triton_contract.traffic).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from docarray import DocList
 from docarray.documents import TextDoc
 from jina import Executor, requests
 
+from clip_triton_contract.traffic import DEFAULT_CLASS
+
 from .client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH, CLIPTextClient
-from .traffic import DEFAULT_CLASS
 
 
 def select_docs(docs, access_paths: str):

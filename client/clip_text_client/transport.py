@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clip_triton_contract.statuses import Outcome, outcome
+
 from .errors import (
     AccessDeniedError,
     CLIPClientError,
@@ -17,23 +19,23 @@ from .errors import (
     ServerUnavailableError,
 )
 
-# Triton's status -> what the client does: gRPC codes as tritonclient names them, HTTP statuses.
-_REJECTED = {"StatusCode.INVALID_ARGUMENT", "400"}  # this request's content: isolate the bad item
-_DENIED = {"StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED", "401", "403"}
-_NOT_READY = {"StatusCode.NOT_FOUND", "404"}
-_RETRYABLE = {
-    "StatusCode.UNAVAILABLE",
-    "StatusCode.DEADLINE_EXCEEDED",
-    "StatusCode.RESOURCE_EXHAUSTED",
-    "StatusCode.CANCELLED",
-    "StatusCode.ABORTED",
-    "408",
-    "429",
-    "502",
-    "503",
-    "504",
+# What the client raises for each outcome (RetryableError and ServerError are retried, and become
+# ServerUnavailableError, QueueFullError or ServerError once the retries are spent: client.py)
+_ERRORS: dict[Outcome, type[CLIPClientError]] = {
+    Outcome.REJECTED: RequestRejectedError,  # isolate the bad item
+    Outcome.DENIED: AccessDeniedError,
+    Outcome.NOT_READY: ModelNotReadyError,
+    Outcome.OVERLOADED: RetryableError,
+    Outcome.QUEUE_DEADLINE: DeadlineExceededError,
+    Outcome.BACKEND_DOWN: RetryableError,
+    Outcome.TIMEOUT: RetryableError,
+    Outcome.UNAVAILABLE: RetryableError,
+    Outcome.SERVER_ERROR: ServerError,
 }
-# Anything else (HTTP 500, gRPC INTERNAL/UNKNOWN, ...) is the server's fault: ServerError.
+_HINTS = {
+    Outcome.DENIED: " (pass api_key=... to CLIPTextClient)",
+    Outcome.QUEUE_DEADLINE: " (the request's queue_timeout passed before it ran)",
+}
 
 
 def text_tensor(texts) -> np.ndarray:
@@ -47,26 +49,13 @@ def classify(exc: BaseException) -> CLIPClientError:
     if isinstance(exc, CLIPClientError):
         return exc
     if isinstance(exc, InferenceServerException):
-        status, message = str(exc.status() or ""), exc.message() or str(exc)
-        lowered = message.lower()
-        # Where Triton 2.51's status says less than its message (documented in docs/reliability.md):
-        if "restricted" in lowered:  # a missing key over gRPC comes back as UNAVAILABLE
-            return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
-        if "not healthy" in lowered or "stub process" in lowered:  # a dead backend process: INTERNAL,
-            return RetryableError(message)  # but a restart or another instance serves
-        if "request timeout expired" in lowered:  # UNAVAILABLE, but the request's own deadline passed
-            return DeadlineExceededError(f"{message} (the request's queue_timeout passed before it ran)")
-        if "unknown model" in lowered or "is not ready" in lowered:
-            return ModelNotReadyError(message)
-        if status in _DENIED:
-            return AccessDeniedError(f"{message} (pass api_key=... to CLIPTextClient)")
-        if status in _REJECTED:
-            return RequestRejectedError(message)
-        if status in _NOT_READY:
-            return ModelNotReadyError(message)
-        if status in _RETRYABLE or (not status and ("timed out" in lowered or "deadline" in lowered)):
-            return RetryableError(message)
-        return ServerError(f"{message} (status {status or 'none'})")
+        message = exc.message() or str(exc)
+        status = exc.status()
+        meant = outcome(status, message)
+        hint = f" (status {status or 'none'})" if meant is Outcome.SERVER_ERROR else _HINTS.get(meant, "")
+        error = _ERRORS[meant](message + hint)
+        error.outcome = meant
+        return error
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return RetryableError(f"{type(exc).__name__}: {exc}")
     return CLIPClientError(f"{type(exc).__name__}: {exc}")

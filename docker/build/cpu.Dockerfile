@@ -23,13 +23,14 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" --extra-index-ur
  && pip install --no-cache-dir --no-deps open-clip-torch==3.3.0
 
 COPY build_scripts/ /src/build_scripts/
+COPY client/clip_triton_contract/ /src/client/clip_triton_contract/
 COPY model_repository/ /src/model_repository/
 COPY docker/build/entrypoint.sh /src/entrypoint.sh
 # Triton's backend API headers: a mirror in the build context (docker/triton-sources/README.md),
 # else fetched from GitHub at the pinned commit
 COPY docker/triton-sources/ /opt/triton-src/
 
-ENV PYTHONPATH=/src/build_scripts \
+ENV PYTHONPATH=/src/build_scripts:/src/client \
     HF_HOME=/hf-cache \
     CLIP_TRITON_SOURCES=/opt/triton-src \
     CLIP_TORCHSCRIPT_DEVICE=cpu \

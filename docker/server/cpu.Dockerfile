@@ -17,13 +17,15 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY docker/server/requirements.txt docker/server/cpu-requirements.txt /tmp/
 RUN pip install --no-cache-dir -r /tmp/cpu-requirements.txt
 COPY client/clip_text_client/ /src/client/clip_text_client/
+COPY client/clip_triton_contract/ /src/client/clip_triton_contract/
 COPY build_scripts/clip_triton_build/ /src/build_scripts/clip_triton_build/
-COPY server/clip_triton/ /src/server/clip_triton/
+COPY runtime/clip_triton/ /src/runtime/clip_triton/
+COPY ops/clip_triton_ops/ /src/ops/clip_triton_ops/
 # A mirror of the Triton sources when the build context has one (docker/triton-sources/README.md),
 # else GitHub at the pinned commits
 COPY docker/triton-sources/ /opt/triton-src/
 RUN if [ -d /opt/triton-src/core ]; then export CLIP_TRITON_SOURCES=/opt/triton-src; fi \
- && PYTHONPATH=/src/server:/src/build_scripts:/src/client python -m clip_triton.install /opt/tritonserver
+ && PYTHONPATH=/src/runtime:/src/ops:/src/build_scripts:/src/client python -m clip_triton.install /opt/tritonserver
 
 FROM ${BASE_IMAGE}
 # curl for the healthcheck; Debian's Python where the base has none, with its shared library (the

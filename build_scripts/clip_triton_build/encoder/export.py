@@ -20,7 +20,9 @@ from typing import List, Tuple
 
 import torch
 
-from ..spec import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR, PAD_ID, VIT_B32_TEXT_CONFIG
+from clip_triton_contract.names import CONTEXT_LENGTH, EMBEDS_TENSOR, IDS_TENSOR
+
+from ..spec import PAD_ID, VIT_B32_TEXT_CONFIG
 from .text_tower import CLIPTextTower, PackedTextTower, in_vocabulary, pooling_positions
 
 # TorchScript export: length groups of at most this many rows, and what one more forward pass

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import ACTIVATIONS, CONTEXT_LENGTH, PAD_ID
+from clip_triton_contract.names import CONTEXT_LENGTH
+
+from ..spec import ACTIVATIONS, PAD_ID
 
 
 def in_vocabulary(input_ids: torch.Tensor, vocab_size: int, pad_id: int = PAD_ID) -> torch.Tensor:

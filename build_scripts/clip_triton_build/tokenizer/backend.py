@@ -19,7 +19,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..spec import TOKENIZER_BACKEND_LIBRARY, TOKENIZER_MODEL
+from clip_triton_contract.names import TOKENIZER_MODEL
+
+from ..spec import TOKENIZER_BACKEND_LIBRARY
 from ..triton_sources import SourcesUnavailable, core_include, googletest_source, rapidjson_include
 
 CSRC = Path(__file__).parent / "csrc"

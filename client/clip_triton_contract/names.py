@@ -1,0 +1,49 @@
+"""The names a served CLIP repository answers to: what a client calls and reads back, and what
+its models call each other. The build writes them into the configs; clients read the rest (input
+and output dims, max_batch_size) from the served configs at run time."""
+
+from __future__ import annotations
+
+ENSEMBLE_MODEL = "clip_text"  # what clients call: TEXT in, EMBEDDING out
+TOKENIZER_MODEL = "clip_tokenizer"  # C++ (backend clip_bpe): plain texts itself, the rest via:
+PYTHON_TOKENIZER_MODEL = "clip_tokenizer_python"  # any text, with ftfy: the C++ one's fallback_model
+ENCODER_MODEL = "clip_text_encoder"
+# the load order: what a model calls before it (the ensemble's steps; the tokenizer's fallback)
+MODELS = (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
+# A repository may hold several checkpoints, each under a name: its ensemble is called NAME, its
+# other models NAME + "_" + their name above.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def model_names(name: str | None = None) -> dict[str, str]:
+    """Each model of MODELS -> its name in a repository where the checkpoint is called `name`
+    (None or ENSEMBLE_MODEL: the names above)."""
+    if name is None or name == ENSEMBLE_MODEL:
+        return {model: model for model in MODELS}
+    return {model: name if model == ENSEMBLE_MODEL else f"{name}_{model}" for model in MODELS}
+
+
+# Tensors
+TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizers' input: [B, 1] BYTES (UTF-8)
+EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, projection_dim] FP32
+# The ensemble's second output, written only on request: [B, 1] INT64, the tokens of each text
+# the encoder reads, <|startoftext|> through <|endoftext|> (at most CONTEXT_LENGTH)
+TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
+TOKEN_COUNT_TENSOR = "token_count"  # the same, as the tokenizers' second output
+IDS_TENSOR = "input_ids"  # the tokenizers' output and the encoder's input: [B, CONTEXT_LENGTH] INT64
+EMBEDS_TENSOR = "text_embeds"  # the encoder's output: [B, projection_dim] FP32
+
+CONTEXT_LENGTH = 77  # tokens the served tokenizer keeps: longer texts are truncated there
+
+# Parameters the build stamps into the ensemble's config (string values)
+WEIGHTS_PARAMETER = "weights"  # one of WEIGHTS below
+CHECKPOINT_PARAMETER = "checkpoint"  # the hub id or folder the encoder was built from
+# the names of every CLIP ensemble built into the same repository (comma-separated), so a client
+# that knows one finds the others through the model-config API alone
+SIBLINGS_PARAMETER = "models"
+PRETRAINED, RANDOM_INIT = "pretrained", "random-init"
+WEIGHTS = (PRETRAINED, RANDOM_INIT)
+
+# Parameters of the C++ tokenizer's config
+FALLBACK_PARAMETER = "fallback_model"  # the model it sends the texts it cannot prove plain to
+PLAIN_SYMBOLS_PARAMETER = "plain_symbols"  # the non-ASCII characters it cleans itself

@@ -1,0 +1,189 @@
+"""Load (or unload) the CLIP text models on a running Triton through its repository API, with
+per-deployment instance counts and GPU ids, without editing any committed file.
+
+For servers started with `--model-control-mode=explicit` (a shared fleet: other teams' models
+live beside these). Each model's config is read from the repository (the `--variant`'s
+`configs/NAME.pbtxt` where present, else `config.pbtxt`), its instance groups are rewritten,
+and it is loaded with that config as Triton's `config` override.
+
+    python -m clip_triton_ops.deploy --url 127.0.0.1:8001 --variant torchscript --encoder-instances 2 --gpus 0,1
+    python -m clip_triton_ops.deploy --url 127.0.0.1:8001 --model clip-vit-l14 --encoder-max-batch-size 256
+    python -m clip_triton_ops.deploy --url 127.0.0.1:8001 --unload
+
+`--model NAME` picks one checkpoint of a repository built with several (`--model NAME=...` of
+clip_triton_build), so that each gets its own layout on a GPU they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from clip_triton_build.repository import BUILT_REPOSITORY
+from clip_triton_contract.access import header_arguments
+from clip_triton_contract.names import MODELS, model_names
+
+LOAD_ORDER = MODELS  # a model after those it calls
+PYTHON_TOKENIZER, TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
+
+
+def gpu_ids(text: str) -> list[int]:
+    """--gpus 0,1 -> [0, 1] (an argparse type)."""
+    return [int(g) for g in text.split(",")]
+
+
+def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
+    """The instance layout every CLI that loads the models takes (what `deploy` applies)."""
+    parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
+    parser.add_argument("--gpus", type=gpu_ids, default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
+    parser.add_argument("--tokenizer-instances", type=int, default=None)
+
+
+def model_config(repository: Path, model: str, variant: str | None) -> mc.ModelConfig:
+    path = repository / model / "configs" / f"{variant}.pbtxt" if variant else None
+    if path is None or not path.is_file():
+        path = repository / model / "config.pbtxt"
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def with_instances(config: mc.ModelConfig, count: int | None, gpus: list[int] | None) -> mc.ModelConfig:
+    if count is None and gpus is None:
+        return config
+    if not config.instance_group:
+        raise ValueError(f"{config.name} has no instance_group to rewrite")
+    group = mc.ModelInstanceGroup()
+    group.CopyFrom(config.instance_group[0])
+    if count is not None:
+        group.count = count
+    if gpus is not None:
+        if group.kind != mc.ModelInstanceGroup.KIND_GPU:
+            raise ValueError(
+                f"--gpus applies to KIND_GPU instances; {config.name} is {mc.ModelInstanceGroup.Kind.Name(group.kind)}"
+            )
+        del group.gpus[:]
+        group.gpus.extend(gpus)  # `count` instances on EACH listed GPU
+    del config.instance_group[:]
+    config.instance_group.append(group)
+    return config
+
+
+def _client(url: str):
+    import tritonclient.grpc as grpc
+
+    return grpc.InferenceServerClient(url)
+
+
+def deploy(
+    url: str,
+    repository: Path = BUILT_REPOSITORY,
+    variant: str | None = None,
+    encoder_instances: int | None = None,
+    gpus: list[int] | None = None,
+    tokenizer_instances: int | None = None,
+    headers: dict | None = None,
+    prefix: str = "",
+    encoder_max_batch_size: int | None = None,
+    encoder_queue_delay_us: int | None = None,
+    model: str | None = None,
+) -> dict[str, str]:
+    """Load (or reload) the models of checkpoint `model` (a name given to the build; None: the
+    default's); `prefix` for a namespaced repository (clip_triton_build.namespace).
+    `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
+    `encoder_queue_delay_us` is how long that batcher waits for more."""
+    names = model_names(model)
+    client = _client(url)
+    counts = {
+        PYTHON_TOKENIZER: (None, None),
+        TOKENIZER: (tokenizer_instances, None),
+        ENCODER: (encoder_instances, gpus),
+        ENSEMBLE: (None, None),
+    }
+    loaded = {}
+    try:
+        for role in LOAD_ORDER:
+            name = prefix + names[role]
+            config = with_instances(model_config(repository, name, variant), *counts[role])
+            if role == ENCODER and encoder_max_batch_size:
+                config.max_batch_size = encoder_max_batch_size
+            if role == ENCODER and encoder_queue_delay_us is not None:
+                config.dynamic_batching.max_queue_delay_microseconds = encoder_queue_delay_us
+            config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
+            client.load_model(name, headers=headers, config=config_json)
+            loaded[name] = "ready" if client.is_model_ready(name, headers=headers) else "not ready"
+    finally:
+        client.close()
+    return loaded
+
+
+def unload(url: str, headers: dict | None = None, prefix: str = "", model: str | None = None) -> None:
+    names = model_names(model)
+    client = _client(url)
+    try:
+        for role in reversed(LOAD_ORDER):
+            client.unload_model(prefix + names[role], headers=headers)
+    finally:
+        client.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_triton_ops.deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=BUILT_REPOSITORY,
+        help="local copy of the repository the server serves (configs are read from it)",
+    )
+    parser.add_argument("--variant", default=None, help="config variant: cpu, torchscript, torchscript_fp16, ...")
+    add_instance_arguments(parser)
+    parser.add_argument(
+        "--encoder-max-batch-size",
+        type=int,
+        default=None,
+        help="rows per encoder execution (above the ensemble's 256: the batcher joins requests)",
+    )
+    parser.add_argument("--prefix", default="", help="model name prefix of a namespaced repository")
+    parser.add_argument("--model", default=None, help="checkpoint name in a repository built with several")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="request header, e.g. the repository API key (repeatable)",
+    )
+    parser.add_argument("--unload", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        headers = header_arguments(args.header) or None
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.unload:
+        unload(args.url, headers, args.prefix, args.model)
+        print("unloaded", ", ".join(args.prefix + m for m in model_names(args.model).values()))
+        return 0
+    for name, state in deploy(
+        args.url,
+        args.repository,
+        args.variant,
+        args.encoder_instances,
+        args.gpus,
+        args.tokenizer_instances,
+        headers,
+        args.prefix,
+        args.encoder_max_batch_size,
+        model=args.model,
+    ).items():
+        print(f"{name}: {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

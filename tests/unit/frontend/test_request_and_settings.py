@@ -1,0 +1,87 @@
+"""clip_openai in-process: the request body's checks, OpenAI's error body, the settings' round trip
+through the environment the workers read, and the command line built from the settings."""
+
+import json
+
+import pytest
+
+from clip_openai.__main__ import parse_args
+from clip_openai.errors import APIError
+from clip_openai.request import SERVICE_TIERS, parse
+from clip_openai.settings import Settings
+from clip_triton_contract.traffic import BULK, INTERACTIVE
+
+
+def body(**fields) -> bytes:
+    return json.dumps({"model": "clip_text", **fields}).encode()
+
+
+def test_a_string_or_an_array_becomes_utf8_texts_in_order():
+    assert parse(body(input="a cat"), 2048, True).texts == [b"a cat"]
+    asked = parse(body(input=["b", "é", ""], encoding_format="base64", dimensions=512, user="u"), 2048, True)
+    assert (asked.texts, asked.encoding_format, asked.dimensions, asked.normalize) == (
+        [b"b", "é".encode(), b""],
+        "base64",
+        512,
+        True,
+    )
+    assert parse(body(input="a", normalize=False), 2048, True).normalize is False
+    assert parse(body(input="a"), 2048, False).normalize is False  # the server's default
+
+
+def test_openais_service_tier_picks_the_traffic_class():
+    """ "flex" (work that can wait) travels as bulk, every other tier as interactive; without one,
+    the frontend's own setting."""
+    tiers = {tier: parse(body(input="a", service_tier=tier), 2048, True).traffic for tier in SERVICE_TIERS}
+    assert tiers == {"auto": INTERACTIVE, "default": INTERACTIVE, "priority": INTERACTIVE, "flex": BULK}
+    assert parse(body(input="a"), 2048, True).traffic == INTERACTIVE
+    assert parse(body(input="a"), 2048, True, BULK).traffic == BULK
+    with pytest.raises(ValueError, match="interactive, bulk"):
+        Settings(traffic="urgent")
+
+
+@pytest.mark.parametrize(
+    "raw, param, fragment",
+    [
+        (body(input=[]), "input", "empty array"),
+        (body(input=["a", {"text": "b"}]), "input", "input[1] must be a string, not object"),
+        (body(input=["a", True]), "input", "input[1] must be a string, not boolean"),
+        (body(input=[3, 4]), "input", "array of integers: token ids are not accepted"),
+        (body(input=["a"] * 5), "input", "at most 4"),
+        (body(input="a", encoding_format="fp16"), "encoding_format", "'fp16'"),
+        (body(input="a", dimensions="512"), "dimensions", "must be an integer"),
+        (body(input="a", dimensions=True), "dimensions", "must be an integer"),
+        (body(input="a", user=1), "user", "must be a string"),
+        (body(input="a", service_tier="scale"), "service_tier", "'flex'"),
+        (json.dumps({"input": "a", "model": 3}).encode(), "model", "must be a string"),
+        (b"\xff", None, "not valid JSON"),
+        (b'"\\ud800"', None, "not valid JSON"),
+    ],
+)
+def test_each_bad_field_is_a_400_that_names_it(raw, param, fragment):
+    with pytest.raises(APIError) as raised:
+        parse(raw, 4, True)
+    error = raised.value
+    assert error.status == 400 and error.param == param and fragment in error.message
+    assert json.loads(error.body()) == {
+        "error": {"message": error.message, "type": "invalid_request_error", "param": param, "code": error.code}
+    }
+
+
+def test_settings_survive_the_environment_the_workers_read():
+    settings = Settings(models=("a", "b"), api_key="k", max_pending=7, request_timeout_s=1.5, normalize=False)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.from_env({}) == Settings()
+
+
+def test_every_setting_is_an_option_and_the_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FRONTEND_KEY", "secret")
+    args, settings = parse_args(
+        ["--model", "b32", "--model", "l14", "--max-pending=3", "--no-normalize", "--api-key-env", "FRONTEND_KEY"]
+    )
+    assert settings == Settings(models=("b32", "l14"), max_pending=3, normalize=False, api_key="secret")
+    monkeypatch.setenv("EMPTY_KEY", "")
+    assert parse_args(["--api-key-env", "EMPTY_KEY"])[1].api_key == ""  # set but empty: no key
+    monkeypatch.delenv("UNSET_KEY", raising=False)
+    with pytest.raises(SystemExit):
+        parse_args(["--api-key-env", "UNSET_KEY"])
