@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/model_repository
-inputs=$( (find build_scripts/clip_triton_build model_repository -type f ! -path '*/__pycache__/*' | LC_ALL=C sort \
+inputs=$( (find build_scripts/clip_triton_build client/clip_triton_contract native model_repository -type f ! -path '*/__pycache__/*' | LC_ALL=C sort \
            | xargs cat; cat scripts/build_if_needed.sh) | sha1sum | cut -c1-16)
 stamp=build/.built-$inputs
 if [ ! -f "$stamp" ] || [ ! -f $out/clip_text_encoder/1/model.onnx ] || [ ! -f $out/clip_text_encoder/1/model.pt ] \

@@ -2,8 +2,7 @@
 # Build Triton r24.10's C++ onnxruntime and pytorch backends for the local tritonserver (cached in
 # .local/cxx-backends; rebuilt only when an input changes). Installs the system packages the build
 # needs where this user can (Debian/Ubuntu as root); otherwise the build says what is missing.
-# Sources: clip_triton_build.triton_sources (a mirror in $CLIP_TRITON_SOURCES, else
-# ../shared/triton-r24.10 beside the checkout when present, else upstream GitHub).
+# Sources: clip_triton_build.triton_sources (a mirror in $CLIP_TRITON_SOURCES, else upstream GitHub).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

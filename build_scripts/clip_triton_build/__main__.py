@@ -42,6 +42,7 @@ from clip_triton_contract.names import (
     model_names,
 )
 
+from .native import NativeBuildError
 from .repository import (
     BUILT_REPOSITORY,
     REPO_ROOT,
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
                     renamed(staging, repo, model_names(name), f"{name!r}: named copy")
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
-    except (NotABuiltRepository, tokenizer_backend.TokenizerBackendBuildError, WeightsUnavailable) as exc:
+    except (NotABuiltRepository, NativeBuildError, WeightsUnavailable) as exc:
         log.error("%s", exc)
         return 2
     except UnservableCheckpoint as exc:

@@ -56,7 +56,7 @@ TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp3
 # fused add and layer norm), in the repository's root folder (one library for every encoder in it;
 # Triton reads only folders there); tritonserver loads it with LD_PRELOAD
 CUDA_OPS_LIBRARY = "libclip_cuda_ops.so"
-# The tokenizer's backend (csrc/clip_bpe_backend.cc), in its model folder, where Triton looks for a
+# The tokenizer's backend (native/clip_bpe/clip_bpe_backend.cc), in its model folder, where Triton looks for a
 # model's own backend: libtriton_<backend>.so
 TOKENIZER_BACKEND = "clip_bpe"
 TOKENIZER_BACKEND_LIBRARY = f"libtriton_{TOKENIZER_BACKEND}.so"

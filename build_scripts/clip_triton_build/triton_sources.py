@@ -2,9 +2,9 @@
 
 The C++ onnxruntime and pytorch backends (clip_triton.cxx_backends) build from all five trees;
 the tokenizer's own backend (clip_triton_build.tokenizer.backend) needs two headers of `core` and
-RapidJSON. A mirror is a folder with the same five folders (and `rapidjson/include`):
-`$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` beside the checkout when present (the
-workspace's offline copy, which CI has), else none and GitHub serves.
+RapidJSON. A mirror is a folder with the same five folders (and `rapidjson/include`), named by
+`$CLIP_TRITON_SOURCES` (for a host without GitHub: `python -m clip_triton.cxx_backends
+--export-sources DIR` writes one); without it, GitHub serves.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import os
 import urllib.request
 from pathlib import Path
 
+from .native import NativeBuildError
+
 TRITON_REF = "r24.10"
 UPSTREAM = "https://github.com/triton-inference-server"
-# The r24.10 branch heads these sources were verified at (../shared/triton-r24.10/SOURCES.md).
+# The r24.10 branch heads these sources were verified at.
 UPSTREAM_COMMITS = {
     "backend": "ac03a5d97403dec841ad46d0439e93db12c9268f",
     "core": "bfec7c61dc0939433f64f14e89b1973073eac8ba",
@@ -24,7 +26,6 @@ UPSTREAM_COMMITS = {
     "pytorch_backend": "e97a90061f7399b25368e2cb1f6d5c40f8cbae4e",
 }
 SOURCES_ENV = "CLIP_TRITON_SOURCES"
-BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "triton-r24.10"
 MIRROR_RAPIDJSON = "rapidjson"  # mirror folder holding include/rapidjson (for hosts without apt)
 SYSTEM_RAPIDJSON = Path("/usr/include/rapidjson")  # Debian/Ubuntu: apt-get install rapidjson-dev
 # The backend API's headers, as the core repository lays them out
@@ -35,8 +36,8 @@ GOOGLETEST_ENV = "CLIP_GOOGLETEST_SOURCE"
 DEBIAN_GOOGLETEST = Path("/usr/src/googletest")  # Debian/Ubuntu: apt-get install googletest
 
 
-class SourcesUnavailable(RuntimeError):
-    pass
+class SourcesUnavailable(NativeBuildError):
+    """The sources a native build needs are neither in the mirror nor reachable upstream."""
 
 
 def googletest_source() -> Path | None:
@@ -52,9 +53,7 @@ def googletest_source() -> Path | None:
 def mirror_path() -> Path | None:
     """The mirror to build from, or None for upstream. Not checked here: callers say what they lack."""
     value = os.environ.get(SOURCES_ENV)
-    if value:
-        return Path(value).resolve()
-    return BESIDE_CHECKOUT if BESIDE_CHECKOUT.is_dir() else None
+    return Path(value).resolve() if value else None
 
 
 def rapidjson_include() -> Path:

@@ -24,6 +24,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" --extra-index-ur
 
 COPY build_scripts/ /src/build_scripts/
 COPY client/clip_triton_contract/ /src/client/clip_triton_contract/
+COPY native/ /src/native/
 COPY model_repository/ /src/model_repository/
 COPY docker/build/entrypoint.sh /src/entrypoint.sh
 # Triton's backend API headers: a mirror in the build context (docker/triton-sources/README.md),

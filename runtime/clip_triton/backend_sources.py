@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from clip_triton_build import triton_sources
+from clip_triton_build.native import NativeBuildError
 from clip_triton_build.triton_sources import MIRROR_RAPIDJSON, SOURCES_ENV, UPSTREAM, UPSTREAM_COMMITS, mirror_path
 
 ORT_VERSION = "1.19.2"  # NGC 24.10's ONNX Runtime; pinned in pyproject.toml
@@ -24,16 +25,12 @@ ORT_HEADER = "onnxruntime_c_api.h"
 MIRROR_ORT_INCLUDE = "onnxruntime-1.19-include"  # mirror folder holding the header
 
 
-class BackendBuildError(RuntimeError):
-    pass
-
-
 def ort_library() -> Path:
     import onnxruntime
 
     lib = Path(onnxruntime.__file__).parent / "capi" / f"libonnxruntime.so.{ORT_VERSION}"
     if not lib.is_file():
-        raise BackendBuildError(
+        raise NativeBuildError(
             f"{lib} is missing: the C++ onnxruntime backend needs onnxruntime=={ORT_VERSION} "
             f"(NGC 24.10's), installed is {onnxruntime.__version__}"
         )
@@ -46,7 +43,7 @@ def mirror() -> Path | None:
         return None
     missing = [name for name in UPSTREAM_COMMITS if not (path / name).is_dir()]
     if missing:
-        raise BackendBuildError(f"mirror {path} lacks {', '.join(missing)} (r24.10 sources expected)")
+        raise NativeBuildError(f"mirror {path} lacks {', '.join(missing)} (r24.10 sources expected)")
     return path
 
 
@@ -54,14 +51,14 @@ def rapidjson_include() -> Path:
     try:
         return triton_sources.rapidjson_include()
     except triton_sources.SourcesUnavailable as exc:
-        raise BackendBuildError(str(exc)) from None
+        raise NativeBuildError(str(exc)) from None
 
 
 def run(cmd: list[str], cwd: Path, log=None) -> None:
     result = subprocess.run(cmd, cwd=cwd, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         tail = result.stdout[-4000:] if result.stdout else f"(see {getattr(log, 'name', 'the log')})"
-        raise BackendBuildError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{tail}")
+        raise NativeBuildError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{tail}")
 
 
 def fetch_upstream(name: str, dest: Path) -> None:
@@ -70,8 +67,8 @@ def fetch_upstream(name: str, dest: Path) -> None:
     run(["git", "init", "-q"], dest)
     try:
         run(["git", "fetch", "-q", "--depth", "1", f"{UPSTREAM}/{name}.git", UPSTREAM_COMMITS[name]], dest)
-    except BackendBuildError as exc:
-        raise BackendBuildError(
+    except NativeBuildError as exc:
+        raise NativeBuildError(
             f"cannot fetch {UPSTREAM}/{name} ({exc}); without GitHub, set ${SOURCES_ENV} "
             "to a mirror of the r24.10 sources (--export-sources writes one)"
         ) from None
@@ -97,9 +94,7 @@ def export_sources(dest: Path) -> Path:
             with urllib.request.urlopen(ORT_HEADER_URL, timeout=60) as resp:
                 (include / ORT_HEADER).write_bytes(resp.read())
         except OSError as exc:
-            raise BackendBuildError(
-                f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror"
-            ) from exc
+            raise NativeBuildError(f"cannot download {ORT_HEADER_URL} ({exc}); set ${SOURCES_ENV} to a mirror") from exc
     shutil.copytree(rapidjson_include() / "rapidjson", dest / MIRROR_RAPIDJSON / "include" / "rapidjson")
     for item in [dest, *dest.rglob("*")]:  # a mirror may come without write bits
         item.chmod(item.stat().st_mode | 0o200)

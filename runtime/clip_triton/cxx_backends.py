@@ -9,7 +9,7 @@ framework backends. This module compiles the same backends NGC ships, from the r
   that torch was built with.
 
 What it builds from, and where that comes from (upstream GitHub at the pinned r24.10 commits, or
-a mirror: `$CLIP_TRITON_SOURCES`, else `../shared/triton-r24.10` beside the checkout): this
+a mirror named by `$CLIP_TRITON_SOURCES`): this
 package's backend_sources. This module is the CMake build and its cache, under
 `.local/cxx-backends/<key>/`; the key hashes every input (sources, ORT and torch builds, compiler,
 GPU on/off, both modules), so a changed input rebuilds and an unchanged one costs nothing.
@@ -40,13 +40,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from clip_triton_build.native import NativeBuildError
 from clip_triton_build.triton_sources import MIRROR_RAPIDJSON, TRITON_REF, UPSTREAM_COMMITS, googletest_source
 
 from . import backend_sources
 from .backend_sources import (
     MIRROR_ORT_INCLUDE,
     ORT_VERSION,
-    BackendBuildError,
     export_sources,
     mirror,
     ort_lib_dir,
@@ -105,15 +105,15 @@ def compiler_version() -> str:
     try:
         return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
     except (OSError, subprocess.CalledProcessError):
-        raise BackendBuildError(f"no C++ compiler ({cxx}): install g++ (Debian: apt-get install g++)") from None
+        raise NativeBuildError(f"no C++ compiler ({cxx}): install g++ (Debian: apt-get install g++)") from None
 
 
 def require_tools(gpu: bool) -> None:
     for tool, hint in (("cmake", "apt-get install cmake (or pip install cmake)"), ("git", "apt-get install git")):
         if shutil.which(tool) is None and not (tool == "git" and mirror()):
-            raise BackendBuildError(f"{tool} is required to build the C++ backends: {hint}")
+            raise NativeBuildError(f"{tool} is required to build the C++ backends: {hint}")
     if gpu and shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists():
-        raise BackendBuildError("a GPU build needs the CUDA toolkit (nvcc)")
+        raise NativeBuildError("a GPU build needs the CUDA toolkit (nvcc)")
 
 
 def cache_key(gpu: bool, backends: tuple[Backend, ...] = BACKENDS) -> tuple[str, dict]:
@@ -150,7 +150,7 @@ def patch_cuda_architectures(src: Path) -> None:
     text = cmake.read_text()
     old = 'CUDA_ARCHITECTURES "53;60-real;62-real;70-real;72-real;75-real;80-real;86-real;89-real;90-real"'
     if old not in text:
-        raise BackendBuildError(f"{cmake}: the CUDA_ARCHITECTURES list to replace was not found")
+        raise NativeBuildError(f"{cmake}: the CUDA_ARCHITECTURES list to replace was not found")
     cmake.write_text(text.replace(old, f'CUDA_ARCHITECTURES "{cuda_architectures()}"'))
 
 
@@ -282,7 +282,7 @@ def _build_into(
             run(["cmake", "--build", str(build_dir), "--target", backend.target, "-j", str(jobs)], work, log)
             built = next(build_dir.rglob(backend.library), None)
             if built is None:
-                raise BackendBuildError(f"{backend.library} not produced; see {log_path}")
+                raise NativeBuildError(f"{backend.library} not produced; see {log_path}")
             out = staged / backend.name
             out.mkdir(parents=True)
             shutil.copy2(built, out / backend.library)
@@ -303,7 +303,7 @@ def install_into(backend_dir: Path, built: Path) -> list[str]:
     _, libs = pytriton_paths()
     server_lib = next(libs.glob("libtritonserver*.so*"), None)
     if server_lib is None:
-        raise BackendBuildError(f"no libtritonserver*.so in {libs}")
+        raise NativeBuildError(f"no libtritonserver*.so in {libs}")
     manifest = json.loads((built / MANIFEST).read_text())
     for backend in (b for b in BACKENDS if b.name in manifest["backends"]):
         folder = backend_dir / backend.name
@@ -333,7 +333,7 @@ def find_built(gpu: bool | None = None, dest_root: Path = DEFAULT_STATE) -> Path
         link = current_link(choice, dest_root)
         if (link / MANIFEST).is_file():
             return link.resolve()
-    raise BackendBuildError(
+    raise NativeBuildError(
         "the C++ backends are not built here: run `python -m clip_triton.cxx_backends` "
         "(scripts/serve.sh and scripts/test.sh do)"
     )
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
             return 0
         chosen = tuple(b for b in BACKENDS if b.name in args.backends.split(","))
         print(build(args.dest, gpu=args.gpu, jobs=args.jobs, backends=chosen))
-    except BackendBuildError as exc:
+    except NativeBuildError as exc:
         print(f"[cxx-backends] error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     try:
         built = cxx_backends.build(dest_root=args.root / "build", jobs=args.jobs, backends=(cxx_backends.ONNXRUNTIME,))
         wrapper = install(args.root, built)
-    except (cxx_backends.BackendBuildError, ServerFailed) as exc:
+    except (cxx_backends.NativeBuildError, ServerFailed) as exc:
         print(f"[install] {exc}", file=sys.stderr)
         return 1
     shutil.rmtree(args.root / "build")

@@ -202,7 +202,7 @@ class LocalTritonServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             built = cxx_backends.find_built(self.gpu_backends)
-        except cxx_backends.BackendBuildError as exc:
+        except cxx_backends.NativeBuildError as exc:
             raise ServerFailed(str(exc)) from None
         backend_dir = self.state_dir / f"backends-{self.http_port}"
         library_path = prepare_backend_dir(backend_dir, built)

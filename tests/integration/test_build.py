@@ -43,8 +43,9 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
         "the working tree",
         cwd=clone,
     )
-    env = {**os.environ, "PYTHONPATH": str(clone / "build_scripts")}  # the clone's clip_triton_build, not ours
-    mirror = mirror_path()  # the clone has no ../shared beside it: the sources this checkout builds from
+    # the clone's clip_triton_build and contract, not ours
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(clone / "build_scripts"), str(clone / "client")])}
+    mirror = mirror_path()  # the sources this checkout builds from
     if mirror is not None:
         env[SOURCES_ENV] = str(mirror)
     build = subprocess.run(
@@ -59,5 +60,5 @@ def test_a_fresh_clone_builds_and_git_status_stays_empty(tmp_path):
     built = clone / BUILT_REPOSITORY.relative_to(REPO_ROOT)  # the clone's default output
     assert (built / ENCODER_MODEL / "1" / ONNX_FILE).is_file()
     assert (built / TOKENIZER_MODEL / "1" / TOKENIZER_FILE).is_file()
-    assert (built / TOKENIZER_MODEL / TOKENIZER_BACKEND_LIBRARY).is_file()  # compiled from the clone's csrc
+    assert (built / TOKENIZER_MODEL / TOKENIZER_BACKEND_LIBRARY).is_file()  # compiled from the clone's native/clip_bpe
     assert git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""

@@ -1,6 +1,6 @@
 """The op library the fp16 export calls (`libclip_cuda_ops.so`, beside `model_fp16.pt`): the
-CUDA-graph ops (csrc/cuda_graphs.cpp) and the fused residual add and layer norm
-(csrc/add_layer_norm.cpp, its kernel csrc/add_layer_norm.cu).
+CUDA-graph ops (native/cuda_ops/cuda_graphs.cpp) and the fused residual add and layer norm
+(add_layer_norm.cpp, its kernel add_layer_norm.cu).
 
 Built with the C++ compiler against the torch this build runs, which must be the torch whose
 libtorch the server's pytorch backend runs: the NGC PyTorch image of the tritonserver image's
@@ -19,21 +19,19 @@ from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).parent / "csrc"
+from ..native import CUDA_OPS_SOURCES, NativeBuildError
+
+CSRC = CUDA_OPS_SOURCES
 SOURCE = CSRC / "cuda_graphs.cpp"
 SOURCES = (SOURCE, CSRC / "add_layer_norm.cpp")
 KERNELS = CSRC / "add_layer_norm.cu"
-
-
-class CudaOpsBuildError(RuntimeError):
-    pass
 
 
 def _cuda_home() -> Path:
     from torch.utils.cpp_extension import CUDA_HOME
 
     if not CUDA_HOME:
-        raise CudaOpsBuildError("no CUDA toolkit found (set CUDA_HOME): the ops need its headers and nvcc")
+        raise NativeBuildError("no CUDA toolkit found (set CUDA_HOME): the ops need its headers and nvcc")
     return Path(CUDA_HOME)
 
 
@@ -100,9 +98,9 @@ def build(destination: Path) -> Path:
             try:
                 done = subprocess.run(command, capture_output=True, text=True)
             except FileNotFoundError:  # a CUDA toolkit of headers alone has no nvcc
-                raise CudaOpsBuildError(f"{step}: {command[0]} not found") from None
+                raise NativeBuildError(f"{step}: {command[0]} not found") from None
             if done.returncode != 0:
-                raise CudaOpsBuildError(f"{step} ({command[0]}) failed:\n{done.stderr[-4000:]}")
+                raise NativeBuildError(f"{step} ({command[0]}) failed:\n{done.stderr[-4000:]}")
         shutil.copyfile(output, destination)
     return destination
 

@@ -181,7 +181,7 @@ class _ScriptedGraphs(_ScriptedPack):
     host learns the token count first (one wait for the device, as `pack`'s). Each bucket is
     captured the first time a batch of its size reaches an instance (an eager run, then the
     capture: milliseconds, once) and replayed after. The clip_cuda_graphs ops
-    (csrc/cuda_graphs.cpp) keep the buffers and graphs, one set per Triton instance (its thread
+    (native/cuda_ops/cuda_graphs.cpp) keep the buffers and graphs, one set per Triton instance (its thread
     and stream). Bigger batches, and any on the CPU, run packed without a graph (a packed batch's
     shapes are its token count)."""
 

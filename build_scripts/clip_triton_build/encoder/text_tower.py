@@ -106,7 +106,7 @@ def _packed_causal_attention(
 
 
 def _add_norm(x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(x + delta, norm(x + delta)) as one op, clip_kernels::add_layer_norm (csrc/add_layer_norm.cu:
+    """(x + delta, norm(x + delta)) as one op, clip_kernels::add_layer_norm (native/cuda_ops/add_layer_norm.cu:
     the sum is written once instead of written and read back, and the norm runs near the card's
     bandwidth, where PyTorch's fp16 layer norm reaches about a third of it). The op must be
     registered where the tower is traced and loaded (`cuda_ops.load`); off a GPU it runs the two

@@ -1,13 +1,13 @@
-"""The tokenizer's C++ backend (csrc/), compiled into its model folder, and its core's unit tests.
+"""The tokenizer's C++ backend (native/clip_bpe/), compiled into its model folder, and its core's unit tests.
 
 Triton loads a model's backend from the model's own folder before its backend directory, as
-`libtriton_<backend>.so`. The backend is the tokenizer core (csrc/clip_bpe.h, clip_bpe.cc: no
-Triton symbols) and the glue (csrc/clip_bpe_backend.cc), plain C++ against Triton's backend API
+`libtriton_<backend>.so`. The backend is the tokenizer core (clip_bpe.h, clip_bpe.cc: no
+Triton symbols) and the glue (clip_bpe_backend.cc), plain C++ against Triton's backend API
 headers and RapidJSON (clip_triton_build.triton_sources: the r24.10 mirror, GitHub, or the
 system's RapidJSON). It links nothing: the TRITONBACKEND_* and TRITONSERVER_* calls it makes
 resolve in the server that loads it.
 
-The core's googletest suite (csrc/clip_bpe_test.cc) builds without Triton's headers, which proves
+The core's googletest suite (clip_bpe_test.cc) builds without Triton's headers, which proves
 the core needs none of them: `build_tests` compiles it with googletest's own sources.
 """
 
@@ -21,17 +21,14 @@ from pathlib import Path
 
 from clip_triton_contract.names import TOKENIZER_MODEL
 
+from ..native import CLIP_BPE_SOURCES, NativeBuildError
 from ..spec import TOKENIZER_BACKEND_LIBRARY
 from ..triton_sources import SourcesUnavailable, core_include, googletest_source, rapidjson_include
 
-CSRC = Path(__file__).parent / "csrc"
+CSRC = CLIP_BPE_SOURCES
 CORE = CSRC / "clip_bpe.cc"  # with its header, clip_bpe.h
 GLUE = CSRC / "clip_bpe_backend.cc"
 TESTS = CSRC / "clip_bpe_test.cc"
-
-
-class TokenizerBackendBuildError(RuntimeError):
-    pass
 
 
 def library_path(repository: Path) -> Path:
@@ -43,16 +40,16 @@ def _compile(command: list[str], what: str) -> None:
     try:
         done = subprocess.run(command, capture_output=True, text=True)
     except OSError as exc:
-        raise TokenizerBackendBuildError(f"no C++ compiler ({command[0]}): install g++ ({exc})") from None
+        raise NativeBuildError(f"no C++ compiler ({command[0]}): install g++ ({exc})") from None
     if done.returncode != 0:
-        raise TokenizerBackendBuildError(f"compiling {what} failed:\n{done.stderr[-4000:]}")
+        raise NativeBuildError(f"compiling {what} failed:\n{done.stderr[-4000:]}")
 
 
 def _rapidjson() -> Path:
     try:
         return rapidjson_include()
     except SourcesUnavailable as exc:
-        raise TokenizerBackendBuildError(str(exc)) from None
+        raise NativeBuildError(str(exc)) from None
 
 
 def build(destination: Path) -> Path:
@@ -62,7 +59,7 @@ def build(destination: Path) -> Path:
         try:
             core = core_include(Path(tmp))
         except SourcesUnavailable as exc:
-            raise TokenizerBackendBuildError(str(exc)) from None
+            raise NativeBuildError(str(exc)) from None
         output = Path(tmp) / destination.name
         cxx = os.environ.get("CXX", "c++")
         flags = ["-shared", "-fPIC", "-O2", "-std=c++17", f"-I{core}", f"-I{_rapidjson()}", f"-I{CSRC}"]
@@ -77,7 +74,7 @@ def build_tests(destination: Path) -> Path:
     source = googletest_source()
     gtest = source / "googletest" if source else None
     if gtest is None or not (gtest / "src" / "gtest-all.cc").is_file():
-        raise TokenizerBackendBuildError(
+        raise NativeBuildError(
             "googletest sources not found: apt-get install googletest (or set $CLIP_GOOGLETEST_SOURCE)"
         )
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """clip_tokenizer_python: TEXT (UTF-8 strings) -> input_ids (CLIP BPE ids, fixed length).
 
-The served tokenizer, clip_tokenizer, is C++ (clip_triton_build/tokenizer/csrc/): it tokenizes
+The served tokenizer, clip_tokenizer, is C++ (native/clip_bpe/): it tokenizes
 plain texts itself and sends every other text here. This model tokenizes any text and can be
 called directly; the `python_tokenizer` config variant makes it the ensemble's first step.
 

@@ -1,4 +1,4 @@
-"""The C++ tokenizer core (clip_triton_build/tokenizer/csrc/clip_bpe.h) on its own: its googletest
+"""The C++ tokenizer core (native/clip_bpe/clip_bpe.h) on its own: its googletest
 suite, built without any Triton header, on the hard strings and on texts whose first unclean
 character sits at every distance from the 75th token, each with open_clip's ids.
 

@@ -1,5 +1,5 @@
 // Unit tests of the tokenizer core (clip_bpe.h), no Triton in sight. Built and run by
-// tests/unit/tokenizer/test_clip_bpe_core.py, which hands over through the environment:
+// tests/unit/build_scripts/test_tokenizer_core.py, which hands over through the environment:
 //   CLIP_BPE_TOKENIZER  the build's tokenizer.json
 //   CLIP_BPE_SYMBOLS    the config's plain_symbols
 //   CLIP_BPE_CASES      texts with open_clip's ids: one a line, "<text as hex>\t<plain 0|1>\t<ids>"
