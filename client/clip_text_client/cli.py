@@ -19,6 +19,7 @@ import argparse
 import io
 import os
 import sys
+import warnings
 from typing import cast
 
 from clip_triton_contract.access import header_arguments
@@ -165,8 +166,15 @@ def list_models(args, headers: dict[str, str]) -> int:
     return 0
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: its class and message on one line, without the source line
+    Python's default echoes (which lands in the middle of the progress bar)."""
+    return f"{category.__name__}: {message}\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    warnings.formatwarning = one_line_warning
     try:
         headers = header_arguments(args.header)
     except ValueError as exc:

@@ -4,7 +4,7 @@
     curl http://127.0.0.1:9000/v1/embeddings -H 'Content-Type: application/json' \\
         -d '{"model": "clip_text", "input": ["a photo of a cat"]}'
 
-Every field of clip_openai.settings.Settings is an option here (--max-pending, --max-in-flight,
+Every field of clip_openai.settings.Settings is an option here (--max-pending, --calls-in-flight,
 ...); the workers read them from the environment this process hands them.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 from .settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, Settings, default_workers
 
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clip_openai", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,6 +55,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
         else:
             parser.add_argument(flag, dest=f.name, type=type(default), default=default, help="default: %(default)s")
+    return parser
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
+    parser = build_parser()
+    defaults = Settings()
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "api_key"}
     values["models"] = tuple(values["models"] or defaults.models)

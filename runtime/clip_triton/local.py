@@ -30,7 +30,7 @@ from clip_triton_contract.access import ADMIN_APIS, CLIENT_APIS, key_headers, re
 from clip_triton_ops.deploy import deploy
 
 from . import cxx_backends, supervisor
-from .paths import BUILT_REPOSITORY, STATE_DIR, pytriton_paths
+from .paths import BUILT_REPOSITORY, LOGS_KEPT, STATE_DIR, pytriton_paths
 
 
 class ServerFailed(RuntimeError):
@@ -57,6 +57,15 @@ def prepare_backend_dir(dest: Path, built: Path) -> list[str]:
             shutil.copy2(item, python_dir / item.name)
     shutil.copy2(stub, python_dir / stub.name)
     return cxx_backends.install_into(dest, built)
+
+
+def open_log(path: Path):
+    """`path` opened for appending a process's output, after deleting all but the LOGS_KEPT - 1
+    newest other logs beside it (a server's log outlives it, for a look after it stopped)."""
+    others = sorted((p for p in path.parent.glob("*.log") if p != path), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[LOGS_KEPT - 1 :]:
+        old.unlink(missing_ok=True)
+    return open(path, "ab")
 
 
 def log_tail(path: Path, lines: int) -> str:
@@ -204,11 +213,10 @@ class LocalTritonServer:
             built = cxx_backends.find_built(self.gpu_backends)
         except cxx_backends.NativeBuildError as exc:
             raise ServerFailed(str(exc)) from None
-        backend_dir = self.state_dir / f"backends-{self.http_port}"
-        library_path = prepare_backend_dir(backend_dir, built)
-        log = open(self.log_path, "ab")
+        library_path = prepare_backend_dir(self.backend_dir, built)
+        log = open_log(self.log_path)
         self.process = subprocess.Popen(
-            self.command(backend_dir),
+            self.command(self.backend_dir),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.environment(library_path),
@@ -258,6 +266,11 @@ class LocalTritonServer:
             time.sleep(0.25)
         raise ServerFailed(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
+    @property
+    def backend_dir(self) -> Path:
+        """The server's --backend-directory while it runs (the supervisor finds its stubs by it)."""
+        return self.state_dir / f"backends-{self.http_port}"
+
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
 
@@ -267,7 +280,10 @@ class LocalTritonServer:
             and threading.current_thread().name != supervisor.THREAD_NAME
         ):
             self._stop_supervising.set()
-        return stop_process(self.process, signal.SIGINT, timeout)  # tritonserver unloads models, stops its stubs
+        code = stop_process(self.process, signal.SIGINT, timeout)  # tritonserver unloads models, stops its stubs
+        if self.process is not None and self.process.poll() is not None:
+            shutil.rmtree(self.backend_dir, ignore_errors=True)
+        return code
 
     def __enter__(self):
         return self if self.process else self.start()

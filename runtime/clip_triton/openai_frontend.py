@@ -17,7 +17,7 @@ from pathlib import Path
 from clip_openai.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from clip_triton_build.repository import read_config
 
-from .local import ServerFailed, free_port, log_tail, stop_process
+from .local import ServerFailed, free_port, log_tail, open_log, stop_process
 from .paths import STATE_DIR
 
 KEY_VARIABLE = "CLIP_OPENAI_FRONTEND_KEY"  # how the key reaches the frontend: never its command line
@@ -70,7 +70,7 @@ class LocalOpenAIFrontend:
         env = dict(os.environ)
         if self.api_key:
             env[KEY_VARIABLE] = self.api_key
-        with open(self.log_path, "ab") as log:
+        with open_log(self.log_path) as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from clip_triton_build.repository import BUILT_REPOSITORY, REPO_ROOT
 
-__all__ = ["BUILT_REPOSITORY", "REPO_ROOT", "STATE_DIR", "pytriton_paths"]
+__all__ = ["BUILT_REPOSITORY", "LOGS_KEPT", "REPO_ROOT", "STATE_DIR", "pytriton_paths"]
 
-STATE_DIR = REPO_ROOT / ".local"  # backend directories, server logs, the C++ backend builds
+# the running servers' backend directories, the processes' logs, the C++ backend builds
+STATE_DIR = REPO_ROOT / ".local"
+LOGS_KEPT = 20  # the newest logs STATE_DIR keeps: a process that starts deletes older ones
 
 
 def pytriton_paths() -> tuple[Path, Path]:

@@ -85,3 +85,14 @@ def test_every_setting_is_an_option_and_the_key_comes_from_the_environment(monke
     monkeypatch.delenv("UNSET_KEY", raising=False)
     with pytest.raises(SystemExit):
         parse_args(["--api-key-env", "UNSET_KEY"])
+
+
+def test_every_option_the_help_names_exists():
+    import re
+
+    import clip_openai.__main__ as main
+
+    named = set(re.findall(r"(--[a-z][a-z-]+)", main.__doc__ or ""))
+    assert named, "the help names its options"
+    parser_flags = {flag for action in main.build_parser()._actions for flag in action.option_strings}
+    assert named <= parser_flags, named - parser_flags
