@@ -359,11 +359,18 @@ def main(argv=None) -> int:
         help="only write the sources the build reads to DIR, as a mirror for an offline host",
     )
     args = parser.parse_args(argv)
+    asked = [name for name in args.backends.split(",") if name]
+    unknown = [name for name in asked if name not in {b.name for b in BACKENDS}]
+    if unknown or not asked:  # refused before anything is built or written
+        parser.error(
+            f"--backends {args.backends!r}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+            f"choose from {', '.join(b.name for b in BACKENDS)}"
+        )
     try:
         if args.export_sources:
             print(export_sources(args.export_sources))
             return 0
-        chosen = tuple(b for b in BACKENDS if b.name in args.backends.split(","))
+        chosen = tuple(b for b in BACKENDS if b.name in asked)
         print(build(args.dest, gpu=args.gpu, jobs=args.jobs, backends=chosen))
     except NativeBuildError as exc:
         print(f"[cxx-backends] error: {exc}", file=sys.stderr)
