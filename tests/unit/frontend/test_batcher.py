@@ -94,64 +94,48 @@ def expected(texts: list[bytes]) -> np.ndarray:
     return np.array([vector(t) for t in texts], dtype=np.float32)
 
 
-def test_requests_that_arrive_while_a_call_is_in_flight_share_the_next_call():
-
-    async def scenario(triton, fake):
-        model = await triton.model("clip_text")
-        fake.gate.clear()
-        first = asyncio.ensure_future(triton.embed(model, [b"one"]))
-        await asyncio.sleep(0.05)  # the first call is in flight: its one slot is taken
-        rest = [asyncio.ensure_future(triton.embed(model, [b"t%d" % i, b"u%d" % i])) for i in range(3)]
-        await asyncio.sleep(0.05)
-        fake.gate.set()
-        return await first, await asyncio.gather(*rest)
-
-    (first, rest), fake = run(scenario)
-    assert [texts for texts, _ in fake.calls] == [[b"one"], [b"t0", b"u0", b"t1", b"u1", b"t2", b"u2"]]
-    np.testing.assert_array_equal(first[0], expected([b"one"]))
-    assert first[1] == 5  # token counts: the fake's len + 2
-    for i, (vectors, tokens) in enumerate(rest):
-        np.testing.assert_array_equal(vectors, expected([b"t%d" % i, b"u%d" % i]))
-        assert tokens == 2 * 4
-
-
-def test_a_shared_call_never_carries_more_than_the_models_max_batch_size():
-
-    async def scenario(triton, fake):
-        model = await triton.model("clip_text")
-        fake.gate.clear()
-        first = asyncio.ensure_future(triton.embed(model, [b"x"]))
-        await asyncio.sleep(0.05)
-        waiting = [asyncio.ensure_future(triton.embed(model, [b"%d" % i] * 3)) for i in range(5)]  # 15 texts
-        await asyncio.sleep(0.05)
-        fake.gate.set()
-        await first
-        return await asyncio.gather(*waiting)
-
-    answers, fake = run(scenario)
-    sizes = [len(texts) for texts, _ in fake.calls]
-    assert sizes[0] == 1 and all(size <= MAX_BATCH for size in sizes) and sum(sizes) == 16
-    for i, (vectors, _) in enumerate(answers):
-        np.testing.assert_array_equal(vectors, expected([b"%d" % i] * 3))
-
-
-def test_a_refused_shared_call_fails_only_the_request_that_holds_the_bad_text():
+def behind_a_call(requests: list[list[bytes]], cancelled: tuple[int, ...] = ()):
+    """Sends [b"first"], then each of `requests` while that call holds the one slot, cancels the
+    requests at `cancelled` before the slot frees, then lets every call through. Returns (the first
+    request's answer, each request's answer or exception), and the fake."""
 
     async def scenario(triton, fake):
         model = await triton.model("clip_text")
         fake.gate.clear()
         first = asyncio.ensure_future(triton.embed(model, [b"first"]))
+        await asyncio.sleep(0.05)  # the first call is in flight: its one slot is taken
+        waiting = [asyncio.ensure_future(triton.embed(model, texts)) for texts in requests]
         await asyncio.sleep(0.05)
-        good = asyncio.ensure_future(triton.embed(model, [b"good", b"fine"]))
-        bad = asyncio.ensure_future(triton.embed(model, [b"ok", b"ok", b"a bad one", b"ok"]))
-        after = asyncio.ensure_future(triton.embed(model, [b"after"]))
-        await asyncio.sleep(0.05)
+        for index in cancelled:  # the caller went away while its request waited for a slot
+            waiting[index].cancel()
         fake.gate.set()
-        await first
-        results = await asyncio.gather(good, bad, after, return_exceptions=True)
-        return results
+        return await first, await asyncio.gather(*waiting, return_exceptions=True)
 
-    (good, bad, after), fake = run(scenario)
+    return run(scenario)
+
+
+def test_requests_that_arrive_while_a_call_is_in_flight_share_the_next_call():
+    requests = [[b"t%d" % i, b"u%d" % i] for i in range(3)]
+    (first, answers), fake = behind_a_call(requests)
+    assert [texts for texts, _ in fake.calls] == [[b"first"], [b"t0", b"u0", b"t1", b"u1", b"t2", b"u2"]]
+    np.testing.assert_array_equal(first[0], expected([b"first"]))
+    assert first[1] == 7  # token counts: the fake's len + 2
+    for texts, (vectors, tokens) in zip(requests, answers):
+        np.testing.assert_array_equal(vectors, expected(texts))
+        assert tokens == 2 * 4
+
+
+def test_a_shared_call_never_carries_more_than_the_models_max_batch_size():
+    requests = [[b"%d" % i] * 3 for i in range(5)]  # 15 texts behind the first
+    (_, answers), fake = behind_a_call(requests)
+    sizes = [len(texts) for texts, _ in fake.calls]
+    assert sizes[0] == 1 and all(size <= MAX_BATCH for size in sizes) and sum(sizes) == 16
+    for texts, (vectors, _) in zip(requests, answers):
+        np.testing.assert_array_equal(vectors, expected(texts))
+
+
+def test_a_refused_shared_call_fails_only_the_request_that_holds_the_bad_text():
+    (_, (good, bad, after)), _ = behind_a_call([[b"good", b"fine"], [b"ok", b"ok", b"a bad one", b"ok"], [b"after"]])
     np.testing.assert_array_equal(good[0], expected([b"good", b"fine"]))
     np.testing.assert_array_equal(after[0], expected([b"after"]))
     assert isinstance(bad, APIError) and bad.status == 400 and bad.param == "input"
@@ -159,21 +143,8 @@ def test_a_refused_shared_call_fails_only_the_request_that_holds_the_bad_text():
 
 
 def test_a_cancelled_request_is_never_sent_and_its_neighbours_are_answered():
-
-    async def scenario(triton, fake):
-        model = await triton.model("clip_text")
-        fake.gate.clear()
-        first = asyncio.ensure_future(triton.embed(model, [b"first"]))
-        await asyncio.sleep(0.05)
-        gone = asyncio.ensure_future(triton.embed(model, [b"gone"]))
-        kept = asyncio.ensure_future(triton.embed(model, [b"kept"]))
-        await asyncio.sleep(0.05)
-        gone.cancel()  # the caller went away while its request waited for a slot
-        fake.gate.set()
-        await first
-        return await kept
-
-    kept, fake = run(scenario)
+    (_, (gone, kept)), fake = behind_a_call([[b"gone"], [b"kept"]], cancelled=(0,))
+    assert isinstance(gone, asyncio.CancelledError)
     np.testing.assert_array_equal(kept[0], expected([b"kept"]))
     assert [texts for texts, _ in fake.calls] == [[b"first"], [b"kept"]]
 
