@@ -30,10 +30,19 @@ def run_cli(args, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedP
     )
 
 
+def default_signals() -> None:
+    """In the child before it runs: SIGINT as a terminal delivers it. A shell that starts the test
+    suite in the background hands its children SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args) -> subprocess.Popen:
     """clip-text-embed running in the background, to be interrupted (run_cli waits for it)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "clip_text_client.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "clip_text_client.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
 
 
