@@ -21,8 +21,9 @@ class QueueFullError(ServerUnavailableError):
 
 
 class DeadlineExceededError(CLIPClientError, TimeoutError):
-    """The request waited in the server's queue past the deadline it was given (`queue_timeout`)
-    and was dropped there, never run. Not retried: the deadline has passed."""
+    """The request passed a deadline inside the server and was dropped: it waited in the queue
+    past its `queue_timeout`, or a model it was handed to (the Python tokenizer) did not answer
+    by the hand-over's deadline. Not retried: the deadline has passed."""
 
 
 class AccessDeniedError(CLIPClientError, PermissionError):

@@ -27,6 +27,7 @@ _ERRORS: dict[Outcome, type[CLIPClientError]] = {
     Outcome.NOT_READY: ModelNotReadyError,
     Outcome.OVERLOADED: RetryableError,
     Outcome.QUEUE_DEADLINE: DeadlineExceededError,
+    Outcome.HANDOVER_DEADLINE: DeadlineExceededError,
     Outcome.BACKEND_DOWN: RetryableError,
     Outcome.TIMEOUT: RetryableError,
     Outcome.UNAVAILABLE: RetryableError,
@@ -127,7 +128,8 @@ class Transport:
         try:
             result = self._call(self.client.infer, model, [tensor], **options)
         except DeadlineExceededError as exc:
-            if queue_timeout_us is None:  # the server's own queue timeout, not ours: it is overloaded
+            if queue_timeout_us is None and getattr(exc, "outcome", None) is Outcome.QUEUE_DEADLINE:
+                # the server's own queue timeout, not ours: it is overloaded
                 raise RetryableError(f"{exc} (the server's queue timeout for its class)") from exc
             raise
         return result.as_numpy(output_name)

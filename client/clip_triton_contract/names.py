@@ -46,4 +46,5 @@ WEIGHTS = (PRETRAINED, RANDOM_INIT)
 
 # Parameters of the C++ tokenizer's config
 FALLBACK_PARAMETER = "fallback_model"  # the model it sends the texts it cannot prove plain to
+FALLBACK_TIMEOUT_PARAMETER = "fallback_timeout_ms"  # how long that hand-over may take
 PLAIN_SYMBOLS_PARAMETER = "plain_symbols"  # the non-ASCII characters it cleans itself

@@ -21,6 +21,9 @@ class Outcome(enum.Enum):
     NOT_READY = (503, True, "the model is not loaded or not ready")
     OVERLOADED = (429, True, "the server's queue for this class is full")
     QUEUE_DEADLINE = (504, False, "the request waited in the queue past its deadline and was dropped, never run")
+    # the tokenizer's hand-over to its Python fallback (native/clip_bpe/fallback.h): the same
+    # request again needs the same hand-over, which just failed to answer in time
+    HANDOVER_DEADLINE = (504, False, "a model inside the server the request was handed to did not answer in time")
     BACKEND_DOWN = (503, True, "a backend process died; a restart or another instance serves")
     TIMEOUT = (504, True, "no answer in time")
     UNAVAILABLE = (503, True, "the server is not reachable or not serving")
@@ -36,6 +39,7 @@ MESSAGES: tuple[tuple[str, Outcome], ...] = (
     ("not healthy", Outcome.BACKEND_DOWN),
     ("stub process", Outcome.BACKEND_DOWN),
     ("request timeout expired", Outcome.QUEUE_DEADLINE),
+    ("hand-over deadline", Outcome.HANDOVER_DEADLINE),
     ("exceeds maximum queue size", Outcome.OVERLOADED),
     ("unknown model", Outcome.NOT_READY),
     ("is not ready", Outcome.NOT_READY),

@@ -6,13 +6,13 @@ FROM ${BASE_IMAGE}
 # PyTorch's CPU wheels (the torch pinned in pyproject.toml); any index that has them
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
-# g++ and RapidJSON: the tokenizer's C++ backend is compiled by the build
+# cmake, g++ and RapidJSON: the build compiles the tokenizer's C++ backend (native/CMakeLists.txt)
 # hadolint ignore=DL3008
 RUN apt-get update \
  && if ! command -v python3 >/dev/null 2>&1; then \
       apt-get install -y --no-install-recommends python3 python3-venv; \
     fi \
- && apt-get install -y --no-install-recommends g++ rapidjson-dev \
+ && apt-get install -y --no-install-recommends cmake g++ make rapidjson-dev \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH

@@ -75,6 +75,8 @@ def from_grpc(exc: grpc.aio.AioRpcError, model: str) -> APIError:
         return unavailable(f"the inference server is not available: {details}")
     if meant is Outcome.QUEUE_DEADLINE:
         message = f"the request waited in the inference server's queue too long: {details}"
+    elif meant is Outcome.HANDOVER_DEADLINE:
+        message = f"the inference server dropped the request at a deadline: {details}"
     elif meant is Outcome.TIMEOUT:
         message = f"the inference server did not answer in time: {details}"
     elif meant is Outcome.DENIED:

@@ -24,6 +24,7 @@ from clip_triton_contract.names import (
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     FALLBACK_PARAMETER,
+    FALLBACK_TIMEOUT_PARAMETER,
     IDS_TENSOR,
     MODELS,
     PLAIN_SYMBOLS_PARAMETER,
@@ -115,14 +116,15 @@ def test_numbers_agree_with_spec():
 
 def test_the_two_tokenizers_are_one_tokenizer_to_their_callers():
     """clip_tokenizer (C++) hands what it cannot clean to clip_tokenizer_python: same tensors, same
-    limits and the same parameters, besides the fallback's name and the characters the C++ one
-    cleans itself."""
+    limits and the same parameters, besides the fallback's name and deadline and the characters
+    the C++ one cleans itself."""
     cfg = configs()
     cxx, python = cfg[TOKENIZER_MODEL], cfg[PYTHON_TOKENIZER_MODEL]
     assert (cxx.backend, python.backend) == (TOKENIZER_BACKEND, "python")
     assert cxx.parameters[FALLBACK_PARAMETER].string_value == PYTHON_TOKENIZER_MODEL
     assert (cxx.input, cxx.output, cxx.max_batch_size) == (python.input, python.output, python.max_batch_size)
     del cxx.parameters[FALLBACK_PARAMETER]
+    del cxx.parameters[FALLBACK_TIMEOUT_PARAMETER]
     del cxx.parameters[PLAIN_SYMBOLS_PARAMETER]
     assert cxx.parameters == python.parameters
 

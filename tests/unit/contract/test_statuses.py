@@ -28,6 +28,12 @@ TRITON_SAYS = [
     ("429", "Too Many Requests", Outcome.OVERLOADED),
     ("StatusCode.UNAVAILABLE", "Request timeout expired", Outcome.QUEUE_DEADLINE),
     (
+        "StatusCode.UNAVAILABLE",
+        "in ensemble 'clip_text', clip_tokenizer_python did not answer within the tokenizer hand-over deadline "
+        "of 60000 ms: this request is dropped (the model's other texts are still served)",
+        Outcome.HANDOVER_DEADLINE,
+    ),
+    (
         "StatusCode.INTERNAL",
         "Failed to process the request(s) for model 'x', message: Stub process is not healthy.",
         Outcome.BACKEND_DOWN,
