@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import secrets
 import shutil
 import sys
 import tempfile
 
-from .settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, Settings, default_workers
+from .settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, INSTANCE_VARIABLE, Settings, default_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
     # before prometheus_client is imported, here and in every worker: each writes its own samples
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ.update(settings.to_env())
+    os.environ.setdefault(INSTANCE_VARIABLE, secrets.token_hex(8))
     where = f"http://{args.metrics_host or args.host}:{args.metrics_port}/metrics" if args.metrics_port else "off"
     try:
         import uvicorn

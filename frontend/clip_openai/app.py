@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hmac
 import logging
+import os
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from . import metrics
 from .errors import APIError, bad_request, model_not_found, saturated
 from .request import parse
-from .settings import Settings
+from .settings import INSTANCE_VARIABLE, Settings
 from .triton import Model, Triton
 
 log = logging.getLogger("clip_openai")
@@ -87,6 +88,7 @@ class Frontend:
         self.settings = settings
         self.triton: Triton | None = None
         self.pending = 0
+        self.instance = os.environ.get(INSTANCE_VARIABLE, "")
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
@@ -177,14 +179,14 @@ class Frontend:
         return json_response(model_object(model))
 
     async def live(self, request: Request) -> Response:
-        return json_response({"status": "live"})
+        return json_response({"status": "live", "instance": self.instance})
 
     async def ready(self, request: Request) -> Response:
         assert self.triton is not None
         reason = await self.triton.not_ready()
         if reason:
-            return json_response({"status": "not ready", "reason": reason}, 503)
-        return json_response({"status": "ready"})
+            return json_response({"status": "not ready", "reason": reason, "instance": self.instance}, 503)
+        return json_response({"status": "ready", "instance": self.instance})
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:

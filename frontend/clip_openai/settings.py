@@ -85,6 +85,9 @@ class Settings:
 # files use the same): the API, and the metrics of all its workers.
 DEFAULT_PORT = 9000
 DEFAULT_METRICS_PORT = 9001
+# A token that names one frontend process (its workers share it), in its health answers: whoever
+# started it tells its answer from another frontend's on the same port. Random unless given.
+INSTANCE_VARIABLE = ENV_PREFIX + "INSTANCE"
 
 
 def default_workers() -> int:

@@ -17,9 +17,11 @@ import numpy as np
 
 from clip_triton_ops.deploy import add_instance_arguments
 
+from .errors import PortTaken
 from .local import LocalTritonServer, ServerFailed
 from .openai_frontend import LocalOpenAIFrontend, ensembles
 from .paths import BUILT_REPOSITORY
+from .ports import check_free
 
 DEMO_TEXTS = [
     "a photo of a cat",
@@ -143,6 +145,14 @@ def main(argv=None) -> int:
         gpus=args.gpus,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
+    ports = {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
+    if args.openai_port:
+        ports.update({"--openai-port": args.openai_port, "--openai-metrics-port": args.openai_metrics_port})
+    try:  # every port before anything starts; each process is checked as its own again as it starts
+        check_free(args.host, ports)
+    except PortTaken as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        return 1
     if args.admin_key_env:
         server.admin_key = os.environ[args.admin_key_env]
     else:  # for the operator's own repository/logging calls; readable by this user only

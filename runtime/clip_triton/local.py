@@ -12,6 +12,7 @@ What it takes to run that binary outside NGC's image:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -30,11 +31,9 @@ from clip_triton_contract.access import ADMIN_APIS, CLIENT_APIS, key_headers, re
 from clip_triton_ops.deploy import deploy
 
 from . import cxx_backends, supervisor
+from .errors import ServerFailed
 from .paths import BUILT_REPOSITORY, LOGS_KEPT, STATE_DIR, pytriton_paths
-
-
-class ServerFailed(RuntimeError):
-    pass
+from .ports import check_free
 
 
 def prepare_backend_dir(dest: Path, built: Path) -> list[str]:
@@ -124,6 +123,9 @@ class LocalTritonServer:
     env: dict[str, str] = field(default_factory=dict)
     # Which build of the C++ backends to serve with (None: the GPU build where one exists).
     gpu_backends: bool | None = None
+    # What the server calls itself (--id; its metadata's name): readiness is read from the answer
+    # that carries it, never from whatever answers on the port.
+    server_id: str = field(default_factory=lambda: f"clip-triton-{secrets.token_hex(8)}")
     process: subprocess.Popen | None = None
     restarts: int = 0  # how often the supervisor restarted the server
 
@@ -164,6 +166,7 @@ class LocalTritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             f"--log-verbose={self.log_verbose}",
+            f"--id={self.server_id}",
             "--exit-timeout-secs=5",
         ]
         if self.config_name:
@@ -209,6 +212,7 @@ class LocalTritonServer:
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_free(self.host, self.ports)
         try:
             built = cxx_backends.find_built(self.gpu_backends)
         except cxx_backends.NativeBuildError as exc:
@@ -242,12 +246,27 @@ class LocalTritonServer:
             raise
         return self
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """The ports it listens on, by role."""
+        return {"Triton HTTP": self.http_port, "Triton gRPC": self.grpc_port, "Triton metrics": self.metrics_port}
+
     def is_ready(self) -> bool:
+        """Ready, and answering as this server: its metadata carries our --id."""
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
+                if resp.status != 200:
+                    return False
+            request = urllib.request.Request(f"http://{self.http_url}/v2", headers=self.headers("http") or {})
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                name = json.loads(resp.read()).get("name")
+        except (OSError, ValueError):
             return False
+        if name != self.server_id:
+            raise ServerFailed(
+                f"http://{self.http_url} answers as another server ({name!r}), not the tritonserver started here"
+            )
+        return True
 
     @property
     def started_process(self) -> subprocess.Popen:

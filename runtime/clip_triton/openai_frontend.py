@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,11 +15,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_openai.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT
+from clip_openai.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, INSTANCE_VARIABLE
 from clip_triton_build.repository import read_config
 
 from .local import ServerFailed, free_port, log_tail, open_log, stop_process
 from .paths import STATE_DIR
+from .ports import check_free
 
 KEY_VARIABLE = "CLIP_OPENAI_FRONTEND_KEY"  # how the key reaches the frontend: never its command line
 
@@ -43,6 +45,9 @@ class LocalOpenAIFrontend:
     api_key: str | None = field(default=None, repr=False)
     options: list[str] = field(default_factory=list)  # more `python -m clip_openai` options
     state_dir: Path = STATE_DIR
+    # What the process it starts calls itself in its health answers: readiness is read from the
+    # answer that carries it, never from whatever answers on the port.
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
     process: subprocess.Popen | None = None
 
     @property
@@ -67,7 +72,8 @@ class LocalOpenAIFrontend:
 
     def start(self, timeout: float = 60.0) -> "LocalOpenAIFrontend":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        check_free(self.host, {"OpenAI API": self.port, "OpenAI metrics": self.metrics_port})
+        env = {**os.environ, INSTANCE_VARIABLE: self.instance}
         if self.api_key:
             env[KEY_VARIABLE] = self.api_key
         with open_log(self.log_path) as log:
@@ -87,7 +93,12 @@ class LocalOpenAIFrontend:
             with urllib.request.urlopen(f"http://{self.host}:{self.port}/health/{which}", timeout=10) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:  # not our frontend's JSON
+                return exc.code, {}
+        except ValueError:
+            return 200, {}
         except OSError:
             return 0, {}
 
@@ -100,6 +111,8 @@ class LocalOpenAIFrontend:
                 code = None if self.process is None else self.process.returncode
                 raise ServerFailed(f"clip_openai exited with {code}:\n{self.log_tail()}")
             status, body = self.health()
+            if status and body.get("instance") != self.instance:
+                raise ServerFailed(f"{self.url} answers as another frontend, not the one started here")
             if status == 200:
                 return
             time.sleep(0.25)
