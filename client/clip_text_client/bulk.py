@@ -2,10 +2,17 @@
 
 The job reads the input as bytes, one line at a time, so memory stays bounded by one chunk; each
 chunk is embedded through CLIPTextClient (length-sorted requests, several in flight) and written
-before the next is read. After a chunk is on disk (flushed and fsync'ed) the job records how far
-it got in a progress file next to the output; a job started again with the same command finds the
-progress file, cuts the output back to the last recorded chunk and goes on from that input
-offset, so every input line is written exactly once, in order, however the first run ended.
+before the next is read. A chunk is sized to take about CHECKPOINT_SECONDS at the rate the server
+keeps (at most `chunk_lines`, first one round of requests), so progress shows, and is saved, that
+often on a slow CPU server and a fast GPU alike. After a chunk is on disk (flushed and fsync'ed)
+the job records how far it got in a progress file next to the output; a job started again with the
+same command finds the progress file, cuts the output back to the last recorded chunk and goes on
+from that input offset, so every input line is written exactly once, in order, however the first
+run ended.
+
+Finished work is never thrown away: a finished job leaves a record (`<output>.done.json`, or
+`_done.json` in a parquet folder), and the same command run again says the job is done and writes
+nothing. An output that no job of this command is writing is replaced only with `restart`.
 
 The outputs (JSONL, .npy, Parquet) are `writers`.
 """
@@ -68,6 +75,42 @@ def progress_path(output: str, output_format: str) -> Path | None:
     return Path(output + ".progress.json")
 
 
+def done_path(output: str, output_format: str) -> Path | None:
+    """Where a finished job leaves its record (its Progress, whole)."""
+    if output == "-":
+        return None
+    if output_format == "parquet":
+        return Path(output) / "_done.json"
+    return Path(output + ".done.json")
+
+
+def output_exists(output: str, output_format: str) -> bool:
+    if output_format == "parquet":
+        return any(Path(output).glob("part-*.parquet*"))
+    return output != "-" and os.path.exists(output)
+
+
+def remove_output(output: str, output_format: str) -> None:
+    if output_format == "parquet":
+        for stale in Path(output).glob("part-*.parquet*"):
+            stale.unlink()
+    elif output_exists(output, output_format):
+        os.remove(output)
+
+
+class ChunkSizes:
+    """How many lines the next chunk reads: enough for about CHECKPOINT_SECONDS at the rate the
+    last chunk was embedded, never fewer than one round of requests, never more than `most`."""
+
+    def __init__(self, first: int, most: int):
+        self.least = self.next = max(1, min(first, most))
+        self.most = most
+
+    def finished(self, lines: int, seconds: float) -> None:
+        rate = lines / max(seconds, 1e-3)
+        self.next = int(min(self.most, max(self.least, rate * CHECKPOINT_SECONDS)))
+
+
 def job_identity(input_path: str, options: dict) -> dict:
     identity = {"input": os.path.abspath(input_path), **options}
     if input_path != "-":
@@ -78,16 +121,16 @@ def job_identity(input_path: str, options: dict) -> dict:
 
 # -- the job -----------------------------------------------------------------------------------
 def read_chunks(
-    stream: IO[bytes], start_line: int, start_offset: int, chunk_lines: int, jsonl: bool, text_field: str
+    stream: IO[bytes], start_line: int, start_offset: int, sizes: ChunkSizes, jsonl: bool, text_field: str
 ) -> Iterator[tuple[list[Record], int]]:
-    """(records, input offset after them) per chunk of `chunk_lines` lines (offsets are counted,
-    so a pipe works too)."""
+    """(records, input offset after them) per chunk of `sizes.next` lines, read as each chunk
+    starts (offsets are counted, so a pipe works too)."""
     records, number, offset = [], start_line, start_offset
     for raw in stream:
         number += 1
         offset += len(raw)
         records.append(parse_line(number, raw, jsonl, text_field))
-        if len(records) >= chunk_lines:
+        if len(records) >= sizes.next:
             yield records, offset
             records = []
     if records:
@@ -116,9 +159,12 @@ class JobResult:
     seconds: float  # this run's
     resumed_from_line: int
     problems: list[str]  # "line N: reason", at most MAX_PROBLEMS_KEPT of them
+    already_done: bool = False  # an earlier run finished this job: nothing was read or written
 
 
 MAX_PROBLEMS_KEPT = 1000
+# About how long one chunk takes: the progress bar and the resume point move at least this often.
+CHECKPOINT_SECONDS = 2.0
 # Two chunks in flight: the next chunk's requests start while this one's last ones finish, so the
 # server never idles at a chunk boundary; memory holds at most two chunks.
 CHUNKS_IN_FLIGHT = 2
@@ -147,22 +193,31 @@ def run_job(
     }
     # a job reading stdin cannot be re-read: it is not resumable, so it keeps no progress file
     state_path = progress_path(output, output_format) if input_path != "-" else None
+    record_path = done_path(output, output_format)
     identity = job_identity(input_path, options)
     state = None
+    if record_path is not None and record_path.exists() and not restart and output_exists(output, output_format):
+        done = Progress(**json.loads(record_path.read_text()))
+        if done.job == identity:  # this very job finished before: say so, touch nothing
+            return JobResult(Counts(**done.counts), 0, 0.0, done.lines, [], already_done=True)
     if state_path is not None and state_path.exists() and not restart:
         state = Progress(**json.loads(state_path.read_text()))
         if state.job != identity:
             raise JobError(
                 f"{state_path} belongs to another job (input or options changed); pass --restart to start over"
             )
-    else:  # a fresh job: nothing stale from an earlier one, finished or not
-        if state_path is not None:
-            state_path.unlink(missing_ok=True)
-        if output_format == "parquet" and Path(output).exists():
-            for stale in Path(output).glob("part-*.parquet*"):
-                stale.unlink()
-        elif output_format != "parquet" and output != "-" and os.path.exists(output):
-            os.remove(output)
+    else:  # a fresh job
+        if output_exists(output, output_format) and not restart:
+            raise JobError(
+                f"{output} already exists and no run of this job is in progress there: "
+                "pass --restart to replace it, or choose another output"
+            )
+        for stale in (state_path, record_path):
+            if stale is not None:
+                stale.unlink(missing_ok=True)
+        remove_output(output, output_format)
+    if record_path is not None:
+        record_path.unlink(missing_ok=True)  # written again when this run finishes
 
     dim = client.model_info().dim
     writer: Writer = {
@@ -180,10 +235,16 @@ def run_job(
     started = time.monotonic()
     stream = open(input_path, "rb") if input_path != "-" else sys.stdin.buffer
     pending: deque = deque()  # (records, input offset after them, their embedding future), in input order
+    sizes = ChunkSizes(client.batch_size * client.concurrency, chunk_lines)
+    last_finish = time.monotonic()
 
     def finish_oldest() -> None:
+        nonlocal last_finish
         records, offset, future = pending.popleft()
         future.result()
+        now = time.monotonic()
+        sizes.finished(len(records), now - last_finish)
+        last_finish = now
         writer.write(records)
         for r in records:
             counts.add(r.status)
@@ -202,7 +263,7 @@ def run_job(
     try:
         if state.input_offset:
             stream.seek(state.input_offset)
-        for records, offset in read_chunks(stream, state.lines, state.input_offset, chunk_lines, jsonl, text_field):
+        for records, offset in read_chunks(stream, state.lines, state.input_offset, sizes, jsonl, text_field):
             pending.append((records, offset, chunks.submit(embed_chunk, client, records)))
             if len(pending) >= CHUNKS_IN_FLIGHT:
                 finish_oldest()
@@ -215,6 +276,7 @@ def run_job(
         if stream is not sys.stdin.buffer:
             stream.close()
         writer.close()
-    if state_path is not None:
-        state_path.unlink(missing_ok=True)  # done: the same command now starts a new job
+    if state_path is not None and record_path is not None:  # done: the same command now says so
+        state.save(record_path)
+        state_path.unlink(missing_ok=True)
     return JobResult(counts, counts.embedded - embedded_before, time.monotonic() - started, resumed_from, problems)

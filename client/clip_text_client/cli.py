@@ -5,8 +5,10 @@
     clip-text-embed docs.jsonl -o index/ --format parquet        # parquet parts: ids + embeddings
     cat docs.jsonl | clip-text-embed - --protocol http --url localhost:8000 > out.jsonl
 
-Input is read, embedded and written a chunk at a time. An interrupted job (Ctrl-C, a server that
-went away, a machine that stopped) continues where it stopped when the same command runs again.
+Input is read, embedded and written a chunk at a time, each sized to take about two seconds, and
+progress is saved after each. An interrupted job (Ctrl-C, a server that went away, a machine that
+stopped) continues where it stopped when the same command runs again; a finished one says so and
+writes nothing. An existing output is replaced only with --restart.
 Lines that are not UTF-8 (or not JSON, for JSONL) are reported with their line number and
 skipped; records without text pass through without an embedding.
 Exit status: 0 all embedded; 1 some lines bad or not embedded (reported, the rest written);
@@ -83,9 +85,14 @@ def parse_args(argv=None):
         "--chunk-lines",
         type=int,
         default=8192,
-        help="lines read, embedded and written at a time (bounds memory; default 8192)",
+        help="the most lines read, embedded and written at a time (bounds memory; default 8192); "
+        "a chunk is sized to take about two seconds, so progress is saved at least that often",
     )
-    parser.add_argument("--restart", action="store_true", help="ignore an earlier run's progress and start over")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over: replace the output of an earlier run, finished or not, or any file at --output",
+    )
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument(
         "--header",
@@ -232,6 +239,13 @@ def main(argv=None) -> int:
         return 130
     close_bar()
     c = result.counts
+    if result.already_done:
+        say(
+            f"this job already finished: {c.total} lines, {c.embedded} embedded, {c.no_text} without text, "
+            f"{c.bad_line} bad, {c.failed} failed -> {args.output} ({output_format}); nothing to do "
+            "(--restart embeds it again)"
+        )
+        return 1 if c.bad_line or c.failed else 0
     resumed = f" (resumed after line {result.resumed_from_line})" if result.resumed_from_line else ""
     rate = (result.embedded_now / result.seconds) if result.seconds > 0 else 0.0
     say(

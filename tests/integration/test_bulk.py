@@ -1,5 +1,6 @@
 """clip-text-embed on big files: streaming, resumable, honest about bad lines; against a real server."""
 
+import io
 import itertools
 import json
 import re
@@ -184,7 +185,7 @@ def wait_for_progress(progress_file: Path, lines: int, process: subprocess.Popen
                 return
         except (OSError, ValueError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.02)
     pytest.fail(f"no progress past line {lines} in {timeout} s")
 
 
@@ -282,3 +283,57 @@ def test_a_server_that_goes_away_leaves_a_job_the_same_command_finishes(server, 
     rows = read_jsonl(out)
     assert [r["line"] for r in rows] == list(range(1, 3001))
     assert np.abs(np.array(rows[2999]["embedding"]) - embed_direct(server, ["item 2999"])[0]).max() <= 1e-5
+
+
+def test_a_finished_job_run_again_says_so_and_rewrites_nothing(server, tmp_path):
+    source = tmp_path / "captions.txt"
+    source.write_text("".join(f"caption {i}\n" for i in range(500)))
+    out = tmp_path / "out.npy"
+    args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress"]
+    assert run_cli(args).returncode == 0
+    finished = (out.read_bytes(), out.stat().st_mtime_ns)
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr
+    assert b"this job already finished: 500 lines, 500 embedded" in again.stderr
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == finished
+    restarted = run_cli([*args, "--restart"])
+    assert restarted.returncode == 0 and b"500 lines: 500 embedded" in restarted.stderr
+    assert out.stat().st_mtime_ns != finished[1] and np.array_equal(np.load(out), np.load(io.BytesIO(finished[0])))
+
+
+def test_an_output_no_run_of_the_job_is_writing_is_replaced_only_when_asked(server, tmp_path):
+    source = tmp_path / "captions.txt"
+    source.write_text("a photo of a cat\n")
+    out = tmp_path / "notes.jsonl"
+    out.write_text("someone's notes\n")
+    refused = run_cli([str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress"])
+    assert refused.returncode == 2 and b"already exists" in refused.stderr and b"--restart" in refused.stderr
+    assert out.read_text() == "someone's notes\n"
+    source.write_text("a photo of a cat\na dog\n")  # another job's output is not this one's either
+    args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress", "--restart"]
+    assert run_cli(args).returncode == 0 and len(read_jsonl(out)) == 2
+    source.write_text("a photo of a cat\n")
+    assert run_cli(args[:-1]).returncode == 2 and len(read_jsonl(out)) == 2
+
+
+def test_progress_is_saved_after_the_first_requests_not_after_a_big_chunk(server, tmp_path):
+    """On a CPU server a chunk of --chunk-lines (8192) takes minutes; chunks follow the server's
+    rate instead, so the first resume point comes after one round of requests, and a kill right
+    after it loses nothing."""
+    n = 12_000
+    texts = distinct_short_texts(n)
+    source = tmp_path / "captions.txt"
+    source.write_text("".join(f"{text}\n" for text in texts))
+    out = tmp_path / "out.jsonl"
+    args = [str(source), "-o", str(out), "--url", server.grpc_url, "--no-progress"]
+    first = start_cli(args)
+    progress = Path(str(out) + ".progress.json")
+    wait_for_progress(progress, 1, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    saved = json.loads(progress.read_text())["lines"]
+    assert 0 < saved < 8192
+    second = run_cli(args)
+    assert second.returncode == 0, second.stderr
+    assert f"{n} lines (resumed after line {saved}): {n} embedded".encode() in second.stderr
+    assert [r["line"] for r in read_jsonl(out)] == list(range(1, n + 1))
