@@ -136,7 +136,8 @@ def parse_args(argv=None):
     args.encoder_layouts = dict(args.encoder_layout)
     unknown = set(args.encoder_layouts) - {None, *names}
     if unknown:
-        parser.error(f"--encoder-layout names no --model: {', '.join(sorted(unknown))}")
+        valid = f"the --model names are {', '.join(names)}" if names else "no --model names one: give ROWSxINSTANCES"
+        parser.error(f"--encoder-layout names no --model: {', '.join(sorted(unknown))} ({valid})")
     ensemble_rows = read_config(args.source / ENSEMBLE_MODEL / "config.pbtxt").max_batch_size
     for name, (rows, instances) in args.encoder_layouts.items():
         if rows < ensemble_rows:

@@ -188,6 +188,40 @@ def read_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
+class UnknownName(ValueError):
+    """A name given to a command names nothing in the repository: the message lists what does."""
+
+
+def ensembles(repository: Path) -> list[str]:
+    """The CLIP ensembles a built repository serves (one per checkpoint), by folder name."""
+    names = []
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        if read_config(config).platform == "ensemble":
+            names.append(config.parent.name)
+    return names
+
+
+def config_variants(repository: Path) -> list[str]:
+    """The config variants a built repository holds (Triton's --model-config-name): every
+    configs/NAME.pbtxt of its models."""
+    return sorted({path.stem for path in Path(repository).glob("*/configs/*.pbtxt")})
+
+
+def check_variant(repository: Path, variant: str | None) -> None:
+    """Refuse a variant the repository lacks: Triton would serve config.pbtxt in its place, unsaid."""
+    if variant and variant not in (known := config_variants(repository)):
+        raise UnknownName(
+            f"unknown config variant {variant!r}: {repository} has {', '.join(known) or 'none'} "
+            "(or none: each model's config.pbtxt)"
+        )
+
+
+def check_ensemble(repository: Path, name: str) -> None:
+    """Refuse a checkpoint's ensemble the repository does not serve."""
+    if not (Path(repository) / name / "config.pbtxt").is_file():
+        raise UnknownName(f"unknown model {name!r}: {repository} serves {', '.join(ensembles(repository)) or 'none'}")
+
+
 def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
     """Set existing string parameters in place, keeping the file's comments and layout."""
     text = config_path.read_text()

@@ -23,7 +23,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clip_triton_build.repository import BUILT_REPOSITORY
+from clip_triton_build.repository import BUILT_REPOSITORY, UnknownName, check_ensemble, check_variant
 from clip_triton_contract.access import header_arguments
 from clip_triton_contract.names import MODELS, model_names
 
@@ -95,6 +95,8 @@ def deploy(
     `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
     `encoder_queue_delay_us` is how long that batcher waits for more."""
     names = model_names(model)
+    check_variant(repository, variant)  # before anything loads
+    check_ensemble(repository, prefix + names[ENSEMBLE])
     client = _client(url)
     counts = {
         PYTHON_TOKENIZER: (None, None),
@@ -164,6 +166,11 @@ def main(argv=None) -> int:
     try:
         headers = header_arguments(args.header) or None
     except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        check_variant(args.repository, args.variant)
+        check_ensemble(args.repository, args.prefix + model_names(args.model)[ENSEMBLE])
+    except UnknownName as exc:
         parser.error(str(exc))
     if args.unload:
         unload(args.url, headers, args.prefix, args.model)

@@ -116,14 +116,20 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the comparison here")
     args = parser.parse_args(argv)
 
+    from clip_text_client import CLIPClientError
+
     texts = check_texts(args.texts)
-    test = embed(args.url, texts, args.model)
-    if args.against_onnx is not None:
-        label = f"{args.against_onnx} (CPU, in-process)"
-        ref = onnx_embeddings(args.against_onnx, tokenize(args.url, texts, args.tokenizer_model))
-    else:
-        label = f"{args.against}/{args.against_model}"
-        ref = embed(args.against, texts, args.against_model)
+    try:  # an unknown model, or a server away: one line, before anything is written
+        test = embed(args.url, texts, args.model)
+        if args.against_onnx is not None:
+            label = f"{args.against_onnx} (CPU, in-process)"
+            ref = onnx_embeddings(args.against_onnx, tokenize(args.url, texts, args.tokenizer_model))
+        else:
+            label = f"{args.against}/{args.against_model}"
+            ref = embed(args.against, texts, args.against_model)
+    except CLIPClientError as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
     result = compare(test, ref)
     ok = result.passes(args.min_cosine, args.max_abs_diff)
     bars = f"min cosine {args.min_cosine}" + (f", max abs diff {args.max_abs_diff}" if args.max_abs_diff else "")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_triton_build.repository import UnknownName, check_variant, ensembles
 from clip_triton_ops.deploy import add_instance_arguments
 
 from .errors import PortTaken
 from .local import LocalTritonServer, ServerFailed
-from .openai_frontend import LocalOpenAIFrontend, ensembles
+from .openai_frontend import LocalOpenAIFrontend
 from .paths import BUILT_REPOSITORY
 from .ports import check_free
 
@@ -131,6 +132,10 @@ def main(argv=None) -> int:
     parser.add_argument("--exit-after-demo", action="store_true")
     parser.add_argument("--log-verbose", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        check_variant(args.repository, args.config_name)
+    except UnknownName as exc:
+        parser.error(str(exc))
 
     server = LocalTritonServer(
         repository=args.repository,

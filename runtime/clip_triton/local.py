@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_triton_build.repository import cuda_ops_library
+from clip_triton_build.repository import UnknownName, check_variant, cuda_ops_library
 from clip_triton_contract.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
 from clip_triton_ops.deploy import deploy
 
@@ -212,6 +212,10 @@ class LocalTritonServer:
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            check_variant(Path(self.repository), self.config_name)
+        except UnknownName as exc:
+            raise ServerFailed(str(exc)) from None
         check_free(self.host, self.ports)
         try:
             built = cxx_backends.find_built(self.gpu_backends)

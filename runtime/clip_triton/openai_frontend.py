@@ -16,22 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_openai.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, INSTANCE_VARIABLE
-from clip_triton_build.repository import read_config
 
 from .local import ServerFailed, free_port, log_tail, open_log, stop_process
 from .paths import STATE_DIR
 from .ports import check_free
 
 KEY_VARIABLE = "CLIP_OPENAI_FRONTEND_KEY"  # how the key reaches the frontend: never its command line
-
-
-def ensembles(repository: Path) -> list[str]:
-    """The CLIP ensembles a built repository serves (one per checkpoint), by folder name."""
-    names = []
-    for config in sorted(Path(repository).glob("*/config.pbtxt")):
-        if read_config(config).platform == "ensemble":
-            names.append(config.parent.name)
-    return names
 
 
 @dataclass

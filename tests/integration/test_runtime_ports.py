@@ -15,8 +15,9 @@ from clip_triton import local as local_module
 from clip_triton import openai_frontend as frontend_module
 from clip_triton.errors import PortTaken
 from clip_triton.local import free_port
-from clip_triton.openai_frontend import LocalOpenAIFrontend, ensembles
+from clip_triton.openai_frontend import LocalOpenAIFrontend
 from clip_triton.paths import BUILT_REPOSITORY
+from clip_triton_build.repository import ensembles
 
 HOLD_A_PORT = (
     "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); "
