@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -54,7 +53,6 @@ def test_a_taken_port_fails_the_server_s_start_at_once_and_names_its_holder(held
 
 def test_a_second_runtime_on_the_first_one_s_openai_port_refuses_to_serve(first_frontend):
     ports = [str(free_port()) for _ in range(4)]
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "clip_triton", "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port",
          ports[2], "--openai-port", str(first_frontend.port), "--openai-metrics-port", ports[3], "--exit-after-demo"],
@@ -63,8 +61,8 @@ def test_a_second_runtime_on_the_first_one_s_openai_port_refuses_to_serve(first_
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"port {first_frontend.port} (--openai-port) is already in use" in done.stderr
     assert "-m clip_openai" in done.stderr  # the holder, by its program
-    assert "ready" not in done.stdout and "starting tritonserver" not in done.stdout
-    assert time.monotonic() - started < 60  # refused before any server started, not after one failed
+    assert "ready" not in done.stdout
+    assert "starting tritonserver" not in done.stdout  # refused before any server started
 
 
 def test_a_frontend_never_takes_another_frontend_s_answer_for_its_own(first_frontend, server, monkeypatch):
