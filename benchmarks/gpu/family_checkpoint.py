@@ -3,7 +3,7 @@
 measurements on a machine without the hub. Speed and fp16 parity depend on the shape, not on
 what the weights learned.
 
-    python -m benchmarks.family_checkpoint --family l14 --out /tmp/ckpt-l14
+    python -m benchmarks.gpu.family_checkpoint --family l14 --out /tmp/ckpt-l14
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Make .gpu/ for benchmarks/gpu_run.sh: what a GPU machine without a package registry needs,
+# Make .gpu/ for benchmarks/gpu/run.sh: what a GPU machine without a package registry needs,
 # in ~60 MB to copy there. Run on a machine with one, after scripts/setup_venv.sh (with pip and
 # network to the registry). The Triton r24.10 sources come from $CLIP_TRITON_SOURCES when set,
 # else from GitHub; googletest from Debian's package (the C++ backends' build needs both).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rm -rf .gpu && mkdir -p .gpu/wheels
 dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_39_x86_64 --platform manylinux_2_38_x86_64 --platform manylinux_2_35_x86_64 \

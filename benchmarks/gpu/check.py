@@ -1,10 +1,10 @@
 """GPU run: KIND_GPU instances through the local runtime, parity with the CPU build, fp16 vs fp32,
 the raw encoder in-process on the same texts, the load points of docs/performance.md next to it,
 a latency breakdown of one text at concurrency 1 from Triton's trace API, and (--sweep) other
-serving settings on the same server. Run by benchmarks/gpu_run.sh on a GPU machine; writes
+serving settings on the same server. Run by benchmarks/gpu/run.sh on a GPU machine; writes
 gpu_report.json and a plot into --out.
 
-    python -m benchmarks.gpu_check --out results/ [--quick] [--gpus 0] [--sweep 2:8:256:500,4:8:1024:0]
+    python -m benchmarks.gpu.check --out results/ [--quick] [--gpus 0] [--sweep 2:8:256:500,4:8:1024:0]
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import gpu_parity, trace_breakdown
+from benchmarks.gpu import parity as gpu_parity
+from benchmarks.gpu import trace_breakdown
 from benchmarks.load import format_row, measure
 from clip_text_client.transport import Transport
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
@@ -415,12 +416,12 @@ def main(argv=None) -> int:
         (args.out / "tritonserver.log").write_text(server.log_path.read_text(errors="replace")[-200_000:])
         (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
         try:
-            from benchmarks.plot_gpu import plot
+            from benchmarks.gpu.plot import plot
 
             plot(report, str(args.out / "gpu_report.png"))
         except ImportError:  # a GPU machine without matplotlib: plot the JSON elsewhere
             print(
-                f"no matplotlib here: python -m benchmarks.plot_gpu {args.out / 'gpu_report.json'} OUT.png", flush=True
+                f"no matplotlib here: python -m benchmarks.gpu.plot {args.out / 'gpu_report.json'} OUT.png", flush=True
             )
 
 

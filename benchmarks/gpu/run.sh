@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # GPU run (docs/performance.md): on a machine with an NVIDIA GPU, the python3 that holds a CUDA
-# torch, and no package registry. Carried in .gpu/ (built here by benchmarks/gpu_bundle.sh): the
+# torch, and no package registry. Carried in .gpu/ (built here by benchmarks/gpu/bundle.sh): the
 # tritonserver of nvidia-pytriton 0.7.0 (slimmed: Python 3.12 stub only), wheels (numpy 1.26 for
 # the stub, ftfy, tritonclient, open-clip-torch for the vocabulary, perf_analyzer), the Triton
 # r24.10 sources and googletest. Builds Triton's C++ libtorch backend there with CUDA (the
 # onnxruntime one needs onnxruntime-gpu to serve a GPU, which no wheel here carries under the
 # size limit; the CPU reference runs model.onnx in-process), builds the repository,
 # then serves the TorchScript variants with KIND_GPU instances and checks and measures them.
-#   bash benchmarks/gpu_run.sh [--quick]     results in $OUT (or ./gpu-results)
+#   bash benchmarks/gpu/run.sh [--quick]     results in $OUT (or ./gpu-results)
 # With two or more GPUs visible, a second server spreads the encoder over GPUs 0 and 1.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-results}
 SITE=/tmp/clip-gpu-site          # carried wheels except numpy, and the tritonserver
 STUB_NUMPY=/tmp/clip-gpu-numpy1  # numpy 1.26, for the Python-backend stub only
 VENV=/tmp/clip-gpu-venv
 mkdir -p "$SITE" "$STUB_NUMPY" "$OUT"
 # everything printed goes to $OUT/gpu_run.log as it comes: a run cut off by a time limit still
-# leaves what it measured so far (gpu_check writes its report on SIGTERM too)
+# leaves what it measured so far (check.py writes its report on SIGTERM too)
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 [ -x "$SITE/pytriton/tritonserver/bin/tritonserver" ] || tar xJf .gpu/pytriton.tar.xz -C "$SITE"
 pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$@" 2>&1 | grep -v "already exists" || true; }
@@ -65,36 +65,36 @@ export CLIP_STUB_BIN="$VENV/bin"
 #             layer, seeded random weights)
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
-    check) python3 -m benchmarks.gpu_check --out "$OUT/one-gpu" "$@" ;;
+    check) python3 -m benchmarks.gpu.check --out "$OUT/one-gpu" "$@" ;;
     two-gpus)
       if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-        python3 -m benchmarks.gpu_check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
+        python3 -m benchmarks.gpu.check --out "$OUT/two-gpus" --gpus 0,1 --parity-only "$@"
       fi ;;
     bulk) python3 -m benchmarks.bulk_embed --lines 10000,100000,1000000 --config-name torchscript_fp16 --output npy \
             --gpus 0 --json "$OUT/bulk.json" ;;
     models)
       for family in ${GPU_FAMILIES:-b32 l14 h14}; do
-        python3 -m benchmarks.family_checkpoint --family "$family" --out "/tmp/ckpt-$family"
+        python3 -m benchmarks.gpu.family_checkpoint --family "$family" --out "/tmp/ckpt-$family"
         build --checkpoint "/tmp/ckpt-$family" --require-weights --output "/tmp/repo-$family"
-        python3 -m benchmarks.gpu_check --repository "/tmp/repo-$family" --out "$OUT/$family" "$@" || true
+        python3 -m benchmarks.gpu.check --repository "/tmp/repo-$family" --out "$OUT/$family" "$@" || true
         rm -rf "/tmp/ckpt-$family"
       done
-      python3 -m benchmarks.gpu_models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
+      python3 -m benchmarks.gpu.models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
         --json "$OUT/models.json" ;;
     openai) python3 -m benchmarks.openai_frontend --gpu --workers "${OPENAI_WORKERS:-6}" \
               --processes "${OPENAI_LOAD_PROCESSES:-6}" --json "$OUT/openai.json" --plot "$OUT/openai.png" ;;
     several)
       for family in b32 l14; do
-        python3 -m benchmarks.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"
+        python3 -m benchmarks.gpu.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"
       done
       build --model b32=/tmp/small-b32 --model l14=/tmp/small-l14 --require-weights --output /tmp/several
-      python3 -m benchmarks.gpu_several --repository /tmp/several --json "$OUT/several.json" ;;
+      python3 -m benchmarks.gpu.several --repository /tmp/several --json "$OUT/several.json" ;;
     traffic) python3 -m benchmarks.traffic --gpu --bulk-processes "${BULK_PROCESSES:-4}" \
                --layouts "${TRAFFIC_LAYOUTS:-default}" --duration "${TRAFFIC_SECONDS:-20}" \
                --json "$OUT/traffic.json" --plot "$OUT/traffic.png" ;;
     traffic-two)
       for family in b32 l14; do
-        python3 -m benchmarks.family_checkpoint --family "$family" --out "/tmp/full-$family"
+        python3 -m benchmarks.gpu.family_checkpoint --family "$family" --out "/tmp/full-$family"
       done
       build --model b32=/tmp/full-b32 --model l14=/tmp/full-l14 --require-weights --output /tmp/two
       python3 -m benchmarks.traffic --gpu --repository /tmp/two --models b32,l14 --bulk-processes "${BULK_PROCESSES:-4}" \

@@ -1,9 +1,9 @@
-"""The GPU run's per-model table: one gpu_check report per CLIP family shape (gpu_run.sh's `models`
+"""The GPU run's per-model table: one check report per CLIP family shape (run.sh's `models`
 step writes OUT/<family>/gpu_report.json), side by side, with each raw encoder against its
 GEMM-bound limit: the matrix-multiply work of the texts it ran (their real tokens: the fp16 file
 packs them) at the card's dense fp16 tensor-core peak.
 
-    python -m benchmarks.gpu_models OUT [--families b32,l14,h14] [--json models.json] [--plot models.png]
+    python -m benchmarks.gpu.models OUT [--families b32,l14,h14] [--json models.json] [--plot models.png]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="gpu_run.sh's output folder")
+    parser.add_argument("out", type=Path, help="run.sh's output folder")
     parser.add_argument("--families", default="b32,l14,h14")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense fp16 peak (default: by name)")
     parser.add_argument("--json", type=Path)

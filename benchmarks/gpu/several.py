@@ -3,7 +3,7 @@ for each and `--fp16` (one op library at its root for every model_fp16.pt), serv
 default variant; each model's fp16 embeddings against its own model.onnx on the CPU, on the ids
 of its own tokenizer, over the varied texts and 2,048 captions.
 
-    python -m benchmarks.gpu_several --repository /tmp/several --json several.json
+    python -m benchmarks.gpu.several --repository /tmp/several --json several.json
 """
 
 from __future__ import annotations

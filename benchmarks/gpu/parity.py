@@ -1,7 +1,7 @@
 """The GPU run's gate: the served GPU variants against the CPU build's ONNX file, before anything
 is measured. fp32 TorchScript on the GPU within 1e-3 of the CPU ONNX model, fp16 within cosine
 0.999, over the varied texts and 2,048 captions, and the fp16 file's CUDA-graph replays alone.
-Used by benchmarks/gpu_check.py; its numbers go into the same report."""
+Used by benchmarks/gpu/check.py; its numbers go into the same report."""
 
 from __future__ import annotations
 
