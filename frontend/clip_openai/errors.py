@@ -47,7 +47,7 @@ def model_not_found(model: str) -> APIError:
 
 def saturated(what: str) -> APIError:
     return APIError(
-        429,
+        Outcome.OVERLOADED.http_status,
         f"the server is saturated ({what}); retry after a short wait",
         "rate_limit_error",
         code="server_saturated",
@@ -56,7 +56,9 @@ def saturated(what: str) -> APIError:
 
 
 def unavailable(message: str) -> APIError:
-    return APIError(503, message, SERVER_ERROR, code="triton_unavailable", headers={"retry-after": "1"})
+    return APIError(
+        Outcome.UNAVAILABLE.http_status, message, SERVER_ERROR, code="triton_unavailable", headers={"retry-after": "1"}
+    )
 
 
 def from_grpc(exc: grpc.aio.AioRpcError, model: str) -> APIError:
