@@ -3,7 +3,8 @@ unit tests: the CMake targets `triton_clip_bpe` and `clip_bpe_test` (native/CMak
 
 Triton loads a model's backend from the model's own folder before its backend directory, as
 `libtriton_<backend>.so`. The backend is plain C++ against Triton's backend API headers and
-RapidJSON (clip_triton_build.triton_sources: a mirror, GitHub, or the system's RapidJSON).
+RapidJSON (clip_triton_build.triton_sources: a mirror, GitHub, or the system's RapidJSON; what
+is found nowhere raises its SourcesUnavailable, a NativeBuildError).
 
 The core's googletest suite builds without Triton's headers, which proves the core needs none
 of them.
@@ -19,7 +20,7 @@ from clip_triton_contract.names import TOKENIZER_MODEL
 from .. import native
 from ..native import CLIP_BPE_SOURCES, NativeBuildError
 from ..spec import TOKENIZER_BACKEND_LIBRARY
-from ..triton_sources import SourcesUnavailable, core_include, googletest_source, rapidjson_include
+from ..triton_sources import core_include, googletest_source, rapidjson_include
 
 CSRC = CLIP_BPE_SOURCES
 CORE = CSRC / "clip_bpe.cc"  # with its header, clip_bpe.h
@@ -34,13 +35,7 @@ def library_path(repository: Path) -> Path:
 def build(destination: Path) -> Path:
     """Compile the backend to `destination` (a file path) and return it."""
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            options = {
-                "TRITON_CORE_INCLUDE": str(core_include(Path(tmp))),
-                "RAPIDJSON_INCLUDE": str(rapidjson_include()),
-            }
-        except SourcesUnavailable as exc:
-            raise NativeBuildError(str(exc)) from None
+        options = {"TRITON_CORE_INCLUDE": str(core_include(Path(tmp))), "RAPIDJSON_INCLUDE": str(rapidjson_include())}
         return native.build("triton_clip_bpe", options, Path(tmp) / "build", destination)
 
 
@@ -52,9 +47,6 @@ def build_tests(destination: Path) -> Path:
         raise NativeBuildError(
             "googletest sources not found: apt-get install googletest (or set $CLIP_GOOGLETEST_SOURCE)"
         )
-    try:
-        options = {"GOOGLETEST_SOURCE": str(source), "RAPIDJSON_INCLUDE": str(rapidjson_include())}
-    except SourcesUnavailable as exc:
-        raise NativeBuildError(str(exc)) from None
+    options = {"GOOGLETEST_SOURCE": str(source), "RAPIDJSON_INCLUDE": str(rapidjson_include())}
     with tempfile.TemporaryDirectory() as tmp:
         return native.build("clip_bpe_test", options, Path(tmp), destination)
