@@ -212,9 +212,8 @@ def run_job(
                 f"{output} already exists and no run of this job is in progress there: "
                 "pass --restart to replace it, or choose another output"
             )
-        for stale in (state_path, record_path):
-            if stale is not None:
-                stale.unlink(missing_ok=True)
+        if state_path is not None:
+            state_path.unlink(missing_ok=True)
         remove_output(output, output_format)
     if record_path is not None:
         record_path.unlink(missing_ok=True)  # written again when this run finishes

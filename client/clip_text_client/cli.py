@@ -5,8 +5,8 @@
     clip-text-embed docs.jsonl -o index/ --format parquet        # parquet parts: ids + embeddings
     cat docs.jsonl | clip-text-embed - --protocol http --url localhost:8000 > out.jsonl
 
-Input is read, embedded and written a chunk at a time, each sized to take about two seconds, and
-progress is saved after each. An interrupted job (Ctrl-C, a server that went away, a machine that
+Input is read, embedded and written a chunk at a time, each sized to take a few seconds at the
+server's pace, and progress is saved after each. An interrupted job (Ctrl-C, a server that went away, a machine that
 stopped) continues where it stopped when the same command runs again; a finished one says so and
 writes nothing. An existing output is replaced only with --restart.
 Lines that are not UTF-8 (or not JSON, for JSONL) are reported with their line number and
@@ -27,7 +27,7 @@ from typing import cast
 from clip_triton_contract.access import header_arguments
 from clip_triton_contract.traffic import BULK, PRIORITY_LEVELS
 
-from .bulk import run_job
+from .bulk import CHECKPOINT_SECONDS, run_job
 from .client import DEFAULT_MODEL, CLIPTextClient
 from .errors import CLIPClientError
 from .records import JobError
@@ -86,7 +86,7 @@ def parse_args(argv=None):
         type=int,
         default=8192,
         help="the most lines read, embedded and written at a time (bounds memory; default 8192); "
-        "a chunk is sized to take about two seconds, so progress is saved at least that often",
+        f"a chunk is sized to take about {CHECKPOINT_SECONDS:g} s, so progress is saved at least that often",
     )
     parser.add_argument(
         "--restart",

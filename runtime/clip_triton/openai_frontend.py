@@ -81,16 +81,15 @@ class LocalOpenAIFrontend:
         """(HTTP status, body) of /health/live or /health/ready; (0, {}) when nothing answers."""
         try:
             with urllib.request.urlopen(f"http://{self.host}:{self.port}/health/{which}", timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
+                status, body = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, json.loads(exc.read() or b"{}")
-            except ValueError:  # not our frontend's JSON
-                return exc.code, {}
-        except ValueError:
-            return 200, {}
+            status, body = exc.code, exc.read()
         except OSError:
             return 0, {}
+        try:
+            return status, json.loads(body or b"{}")
+        except ValueError:  # not a frontend's JSON
+            return status, {}
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
