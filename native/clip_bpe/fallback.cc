@@ -55,9 +55,12 @@ FallbackCall::~FallbackCall()
 }
 
 bool
-FallbackCall::Done(bool* which)
+FallbackCall::Done(bool* which, TRITONSERVER_InferenceResponse* response)
 {
   std::lock_guard<std::mutex> lock(mu_);
+  if (response != nullptr) {
+    response_ = response;
+  }
   *which = true;
   cv_.notify_all();
   return abandoned_ && responded_ && released_;
@@ -67,11 +70,8 @@ void
 FallbackCall::Responded(TRITONSERVER_InferenceResponse* response, const uint32_t, void* userp)
 {
   auto* call = static_cast<FallbackCall*>(userp);
-  {
-    std::lock_guard<std::mutex> lock(call->mu_);
-    call->response_ = response;  // null only if Triton had nothing to say: Finish reports it
-  }
-  if (call->Done(&call->responded_)) {
+  // a null response only if Triton had nothing to say: Finish reports it
+  if (call->Done(&call->responded_, response)) {
     delete call;
   }
 }

@@ -52,8 +52,9 @@ class FallbackCall {
   FallbackCall() = default;
   static void Responded(TRITONSERVER_InferenceResponse* response, const uint32_t flags, void* userp);
   static void Released(TRITONSERVER_InferenceRequest* request, const uint32_t flags, void* userp);
-  // Marks one of Triton's callbacks done; true when the call was abandoned and this was the last.
-  bool Done(bool* which);
+  // Marks one of Triton's callbacks done (keeping its response, if any); true when the call was
+  // abandoned and this was the last.
+  bool Done(bool* which, TRITONSERVER_InferenceResponse* response = nullptr);
 
   std::string input_;  // the texts sent, as a BYTES tensor (the request reads it until released)
   Clock::time_point deadline_;
