@@ -1,4 +1,4 @@
-"""clip-text-embed on files of growing size, next to the client library's encode on the same texts
+"""clip-triton-embed on files of growing size, next to the client library's encode on the same texts
 and the same server, one run: docs/s of each and the CLI process's peak resident memory.
 
     python -m benchmarks.bulk_embed --lines 10000,100000 [--url host:8001]
@@ -40,7 +40,7 @@ def run_cli(
     cmd = [
         sys.executable,
         "-m",
-        "clip_text_client.cli",
+        "clip_triton_client.cli",
         str(source),
         "-o",
         str(out),
@@ -63,12 +63,12 @@ def run_cli(
     watcher.join()
     seconds = time.perf_counter() - t0
     if process.returncode != 0:
-        raise RuntimeError(f"clip-text-embed failed ({process.returncode}): {err.decode()[-2000:]}")
+        raise RuntimeError(f"clip-triton-embed failed ({process.returncode}): {err.decode()[-2000:]}")
     return seconds, peak["mb"], err.decode().strip().splitlines()[-1]
 
 
 def main(argv=None) -> int:
-    from clip_text_client import CLIPTextClient
+    from clip_triton_client import CLIPClient
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", default="10000,100000")
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                 texts = captions(n, seed=11)
                 source = Path(tmp) / f"captions-{n}.txt"
                 source.write_text("".join(t.replace("\n", " ") + "\n" for t in texts))
-                with CLIPTextClient(url, batch_size=args.batch_size, concurrency=args.concurrency) as client:
+                with CLIPClient(url, batch_size=args.batch_size, concurrency=args.concurrency) as client:
                     t0 = time.perf_counter()
                     client.encode(texts)
                     encode_s = time.perf_counter() - t0
@@ -129,9 +129,9 @@ def main(argv=None) -> int:
                 }
                 report["points"].append(point)
                 print(
-                    f"{n:>9} lines: encode {point['encode_docs_per_s']:8.0f} docs/s | clip-text-embed "
+                    f"{n:>9} lines: encode {point['encode_docs_per_s']:8.0f} docs/s | clip-triton-embed "
                     f"{point['cli_docs_per_s']:8.0f} docs/s (x{point['cli_vs_encode']:.2f}), peak RSS {rss:6.0f} MB"
-                    f"   [{summary.removeprefix('clip-text-embed: ')}]",
+                    f"   [{summary.removeprefix('clip-triton-embed: ')}]",
                     flush=True,
                 )
                 shutil.rmtree(out) if out.is_dir() else out.unlink()

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from clip_text_client.transport import text_tensor
+from clip_triton_client.transport import text_tensor
 from clip_triton_contract.names import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, IDS_TENSOR, TEXT_INPUT, TOKENIZER_MODEL
 from clip_triton_ops.sample_texts import KINDS, texts
 

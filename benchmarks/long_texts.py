@@ -14,7 +14,7 @@ import statistics
 import time
 
 from benchmarks.soak import rss_mb
-from clip_text_client.transport import text_tensor
+from clip_triton_client.transport import text_tensor
 from clip_triton_contract.names import TEXT_INPUT, TOKENIZER_MODEL
 from clip_triton_ops.sample_texts import captions
 

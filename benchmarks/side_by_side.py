@@ -2,7 +2,7 @@
 
   (1) the Jina executor's way: HF transformers in-process, `CLIPModel.get_text_features`,
       batches of 32 in input order, padded to the longest text of each batch (fast Rust tokenizer);
-  (2) this project: the clip_text ensemble end to end over gRPC through CLIPTextClient
+  (2) this project: the clip_text ensemble end to end over gRPC through CLIPClient
       (batch_size 32, `--concurrency` requests in flight), with and without the client's
       length-sorted requests.
 
@@ -60,9 +60,9 @@ def hf_baseline(texts: list[str], batch_size: int = 32):
 
 
 def server_run(url: str, texts: list[str], concurrency: int, sort_by_length: bool):
-    from clip_text_client import CLIPTextClient
+    from clip_triton_client import CLIPClient
 
-    with CLIPTextClient(url, batch_size=32, concurrency=concurrency, sort_by_length=sort_by_length) as client:
+    with CLIPClient(url, batch_size=32, concurrency=concurrency, sort_by_length=sort_by_length) as client:
         client.encode(texts[:64])  # connections, model info
         start = time.perf_counter()
         vectors = client.encode(texts)

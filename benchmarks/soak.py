@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_text_client.transport import text_tensor
 from clip_triton_build.spec import EMBED_DIM
+from clip_triton_client.transport import text_tensor
 from clip_triton_contract.names import EMBEDDING_OUTPUT, ENSEMBLE_MODEL, TEXT_INPUT
 from clip_triton_ops.sample_texts import captions
 

@@ -1,11 +1,11 @@
 """Queries while bulk jobs share the encoder (clip_triton_contract.traffic), side by side in one run:
 
 - `idle`: one-text queries alone (QUERY_CLIENTS closed loops, one request in flight each);
-- `bulk alone`: the bulk job alone (BULK_PROCESSES processes of CLIPTextClient.encode, 256-text
+- `bulk alone`: the bulk job alone (BULK_PROCESSES processes of CLIPClient.encode, 256-text
   requests, CONCURRENCY in flight each): its throughput is what the others are compared with;
 - `priorities off`: the bulk job and the queries at once, the bulk job marked interactive (one
   class, first come first served: what a server without classes does);
-- `priorities on`: the same, the bulk job marked bulk (what clip-text-embed sends).
+- `priorities on`: the same, the bulk job marked bulk (what clip-triton-embed sends).
 
 For each: query p50/p99 and the bulk job's texts/s, the ratios the goal is stated in (query
 p99 under bulk over idle p99; bulk texts/s with queries over alone), and, from Triton's
@@ -56,11 +56,11 @@ def caption(i: int) -> str:
 
 
 def bulk_process(url, model, traffic, batch, concurrency, duration, queue):
-    from clip_text_client import CLIPTextClient
+    from clip_triton_client import CLIPClient
 
     texts = [caption(i) for i in range(batch * concurrency * 4)]
     done, started = 0, time.monotonic()
-    with CLIPTextClient(url, model=model, traffic=traffic, batch_size=batch, concurrency=concurrency) as client:
+    with CLIPClient(url, model=model, traffic=traffic, batch_size=batch, concurrency=concurrency) as client:
         client.encode(texts[:batch])  # connected and warm
         started = time.monotonic()
         while time.monotonic() - started < duration:
@@ -72,7 +72,7 @@ def queries(url: str, model: str, clients: int, duration: float) -> list[float]:
     """Seconds of each one-text query: `clients` closed loops, interactive (the default class)."""
     from tritonclient import grpc
 
-    from clip_text_client.transport import text_tensor
+    from clip_triton_client.transport import text_tensor
 
     latencies: list[float] = []
     lock = threading.Lock()

@@ -11,6 +11,7 @@ if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -r requirements/jina.txt
-"$VENV/bin/python" -m pip install -q --no-deps "tritonclient==2.73.0" -e ./client
+# PYTHONWARNINGS: quiet setuptools' editable-install notice (scripts/setup_venv.sh says why)
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q --no-deps "tritonclient==2.73.0" -e ./client
 rm -f "$VENV"/.installed-*
 touch "$stamp"

@@ -9,7 +9,9 @@ stamp="$VENV/.installed-$(cat pyproject.toml client/pyproject.toml scripts/setup
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ./client -e ".[serve,build,openai,dataset,dev]"
+# PYTHONWARNINGS: setuptools warns on every editable install that a folder named like a package
+# could shadow it; ours are the packages themselves, so a first run stays quiet.
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q -e ./client -e ".[serve,build,openai,dataset,dev]"
 # Only the BPE vocabulary file of open_clip is used (build + tokenizer parity tests).
 "$VENV/bin/python" -m pip install -q --no-deps "open-clip-torch==3.3.0"
 rm -f "$VENV"/.installed-*

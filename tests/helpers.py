@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_text_client.transport import text_tensor
 from clip_triton import LocalTritonServer
 from clip_triton.paths import REPO_ROOT
 from clip_triton_build.repository import BUILT_REPOSITORY, read_build_info
+from clip_triton_client.transport import text_tensor
 
 __all__ = [
     "REPO_ROOT",

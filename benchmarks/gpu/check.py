@@ -23,9 +23,9 @@ import numpy as np
 from benchmarks.gpu import parity as gpu_parity
 from benchmarks.gpu import trace_breakdown
 from benchmarks.load import format_row, measure
-from clip_text_client.transport import Transport
 from clip_triton.paths import BUILT_REPOSITORY, REPO_ROOT
 from clip_triton_build.spec import TORCHSCRIPT_FP16_FILE
+from clip_triton_client.transport import Transport
 from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
     ENCODER_MODEL,

@@ -53,7 +53,7 @@ export CLIP_STUB_BIN="$VENV/bin"
 # GPU_RUN_STEPS picks what runs (default: check two-gpus):
 #   check     parity + every load point + the raw encoder, the shipped GPU default on GPU 0
 #   two-gpus  parity + a bulk point on GPUs 0 and 1 (skipped with one GPU)
-#   bulk      clip-text-embed on 10k / 100k / 1M lines next to CLIPTextClient.encode (fp16)
+#   bulk      clip-triton-embed on 10k / 100k / 1M lines next to CLIPClient.encode (fp16)
 #   models    per CLIP family shape of GPU_FAMILIES (default b32 l14 h14: tests/checkpoints.py,
 #             seeded random weights, every layer): its own repository, `check` on it, then the table
 #   openai    the OpenAI frontend against Triton's HTTP endpoint (benchmarks.openai_frontend), GPU 0

@@ -15,7 +15,7 @@ GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 # Never open to anonymous callers: loading models, registering shared memory (the CVE-2025-23319
 # chain), tracing and logging settings. When the operator gives no admin key, one is generated.
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
-# Behind the client key (`CLIPTextClient(api_key=...)`) when the operator sets one.
+# Behind the client key (`CLIPClient(api_key=...)`) when the operator sets one.
 CLIENT_APIS = ("inference", "metadata", "model-config", "statistics")
 
 

@@ -2,7 +2,7 @@
 the C++ tokenizer's configs spell the levels; the unit tests check that they agree).
 
 - `interactive`: a user is waiting (one text, a few). Served first.
-- `bulk`: a job over many texts (`clip-text-embed`). Served in the room interactive requests leave.
+- `bulk`: a job over many texts (`clip-triton-embed`). Served in the room interactive requests leave.
 
 They are Triton's request priorities (1 is served first) in the dynamic batchers of the encoder and
 the C++ tokenizer: the ensemble hands a request's priority and deadline to its steps. The Python

@@ -16,7 +16,7 @@ RUN apt-get update \
 ENV PATH=/opt/venv/bin:$PATH
 COPY docker/server/requirements.txt docker/server/cpu-requirements.txt /tmp/
 RUN pip install --no-cache-dir -r /tmp/cpu-requirements.txt
-COPY client/clip_text_client/ /src/client/clip_text_client/
+COPY client/clip_triton_client/ /src/client/clip_triton_client/
 COPY client/clip_triton_contract/ /src/client/clip_triton_contract/
 COPY build_scripts/clip_triton_build/ /src/build_scripts/clip_triton_build/
 COPY runtime/clip_triton/ /src/runtime/clip_triton/

@@ -66,17 +66,17 @@ def embed(
 ) -> np.ndarray:
     """Through the project client over gRPC: requests of `batch_size` texts, `concurrency` in
     flight, so every encoder instance of a deployment takes batches."""
-    from clip_text_client import CLIPTextClient, RandomWeightsWarning
+    from clip_triton_client import CLIPClient, RandomWeightsWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        with CLIPTextClient(url, model=model, concurrency=concurrency, batch_size=batch_size) as client:
+        with CLIPClient(url, model=model, concurrency=concurrency, batch_size=batch_size) as client:
             return client.encode(texts)
 
 
 def tokenize(url: str, texts: list[str], model: str = TOKENIZER_MODEL, batch: int = 256) -> np.ndarray:
     """The deployment's own token ids for `texts` (its tokenizer model, called directly)."""
-    from clip_text_client.transport import Transport
+    from clip_triton_client.transport import Transport
 
     transport = Transport(url, "grpc", timeout=REQUEST_TIMEOUT_S, headers=None)
     try:
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the comparison here")
     args = parser.parse_args(argv)
 
-    from clip_text_client import CLIPClientError
+    from clip_triton_client import CLIPClientError
 
     texts = check_texts(args.texts)
     try:  # an unknown model, or a server away: one line, before anything is written

@@ -33,10 +33,10 @@ DEMO_TEXTS = [
 
 
 def demo(server: LocalTritonServer, frontend: LocalOpenAIFrontend | None) -> None:
-    from clip_text_client import CLIPTextClient
+    from clip_triton_client import CLIPClient
 
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-        with CLIPTextClient(url, protocol=protocol, api_key=server.api_key) as client:
+        with CLIPClient(url, protocol=protocol, api_key=server.api_key) as client:
             vectors = client.encode(DEMO_TEXTS)
             info = client.model_info()
         print(

@@ -13,7 +13,7 @@ def main(url: str, out: str) -> None:
     from docarray.documents import TextDoc
     from jina import Deployment
 
-    from clip_text_client.jina_executor import CLIPTextEncoder
+    from clip_triton_client.jina_executor import CLIPTextEncoder
 
     docs = DocList[TextDoc]([TextDoc(text=t) for t in TEXTS])
     with Deployment(uses=CLIPTextEncoder, uses_with={"url": url, "protocol": "http", "batch_size": 4}) as dep:

@@ -1,4 +1,4 @@
-"""clip-text-embed on big files: streaming, resumable, honest about bad lines; against a real server."""
+"""clip-triton-embed on big files: streaming, resumable, honest about bad lines; against a real server."""
 
 import io
 import itertools
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_text_client import cli
 from clip_triton import LocalTritonServer
+from clip_triton_client import cli
 from helpers import text_array, triton_infer
 
 
@@ -27,7 +27,11 @@ def embed_direct(server, texts) -> np.ndarray:
 
 def run_cli(args, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "clip_text_client.cli", *args], input=stdin, capture_output=True, timeout=1800, **kwargs
+        [sys.executable, "-m", "clip_triton_client.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=1800,
+        **kwargs,
     )
 
 
@@ -38,9 +42,9 @@ def default_signals() -> None:
 
 
 def start_cli(args) -> subprocess.Popen:
-    """clip-text-embed running in the background, to be interrupted (run_cli waits for it)."""
+    """clip-triton-embed running in the background, to be interrupted (run_cli waits for it)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "clip_text_client.cli", *args],
+        [sys.executable, "-m", "clip_triton_client.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=default_signals,

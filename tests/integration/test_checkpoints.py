@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from checkpoints import FAMILIES, save_checkpoint
 
-from clip_text_client import CLIPTextClient
-from clip_text_client.errors import CLIPClientError
 from clip_triton import LocalTritonServer
 from clip_triton_build.repository import read_build_info, read_config
 from clip_triton_build.weights import reference_clip_model
+from clip_triton_client import CLIPClient
+from clip_triton_client.errors import CLIPClientError
 from clip_triton_contract.names import CONTEXT_LENGTH, ENCODER_MODEL, model_names
 from clip_triton_ops.sample_texts import VARIED_64
 from helpers import get_text_features, inference_count, url_of
@@ -72,7 +72,7 @@ def test_the_l14_shape_builds_from_its_folder_and_serves_768_d_vectors_equal_to_
     assert read_build_info(tmp_path)["dim"] == 768
     assert list(read_config(tmp_path / ENCODER_MODEL / "configs" / "cpu.pbtxt").output[0].dims) == [768]
     with LocalTritonServer.on_free_ports(repository=tmp_path, config_name="cpu") as srv:
-        with CLIPTextClient(srv.grpc_url) as client:
+        with CLIPClient(srv.grpc_url) as client:
             assert client.model_info().dim == 768
             assert client.model_info().checkpoint == str(checkpoints["l14"])
             out = client.encode(VARIED_64)
@@ -82,14 +82,14 @@ def test_the_l14_shape_builds_from_its_folder_and_serves_768_d_vectors_equal_to_
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("name", SERVED)
 def test_each_checkpoint_is_served_by_its_name_equal_to_its_own_hf_model(several, references, ids, name, protocol):
-    with CLIPTextClient(url_of(several, protocol), protocol=protocol, model=name) as client:
+    with CLIPClient(url_of(several, protocol), protocol=protocol, model=name) as client:
         out = client.encode(VARIED_64)
     assert out.shape == (len(VARIED_64), FAMILIES[name].projection_dim)
     assert np.abs(out - get_text_features(references[name], ids)).max() <= 1e-4
 
 
 def test_a_client_that_knows_one_model_finds_every_model_with_its_dim_and_checkpoint(several, checkpoints):
-    with CLIPTextClient(several.grpc_url, model="l14") as client:
+    with CLIPClient(several.grpc_url, model="l14") as client:
         found = {info.name: (info.dim, info.weights, info.checkpoint) for info in client.models()}
     assert found == {name: (FAMILIES[name].projection_dim, "pretrained", str(checkpoints[name])) for name in SERVED}
 
@@ -97,7 +97,7 @@ def test_a_client_that_knows_one_model_finds_every_model_with_its_dim_and_checkp
 def test_the_cli_lists_the_models_and_embeds_with_the_one_it_is_given(
     several, references, tmp_path, open_clip_tokenizer
 ):
-    cli = [sys.executable, "-m", "clip_text_client.cli", "--url", several.grpc_url]
+    cli = [sys.executable, "-m", "clip_triton_client.cli", "--url", several.grpc_url]
     listed = subprocess.run([*cli, "--model", "h14", "--list-models"], capture_output=True, text=True, check=True)
     assert [line.split("\t")[:2] for line in listed.stdout.splitlines()] == [
         ["b32", "512"],
@@ -114,7 +114,7 @@ def test_each_model_batches_on_its_own_encoder(several):
     """A request to one model runs on that model's encoder only (Triton's statistics)."""
     encoders = {name: model_names(name)[ENCODER_MODEL] for name in SERVED}
     before = {name: inference_count(several, encoder) for name, encoder in encoders.items()}
-    with CLIPTextClient(several.grpc_url, model="l14", batch_size=8) as client:
+    with CLIPClient(several.grpc_url, model="l14", batch_size=8) as client:
         client.encode([f"text {i}" for i in range(40)])
     # a backend's statistics are recorded when its execution ends, which may be just after the response
     for _ in range(50):
@@ -134,9 +134,9 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(checkpoints, refer
         repository=repository, config_name="cpu", extra_args=("--exit-on-error=false", "--strict-readiness=false")
     )
     with server as srv:
-        with CLIPTextClient(srv.grpc_url, model="b32") as client:
+        with CLIPClient(srv.grpc_url, model="b32") as client:
             assert np.abs(client.encode(VARIED_64) - get_text_features(references["b32"], ids)).max() <= 1e-4
-        with CLIPTextClient(srv.grpc_url, model="l14", retries=0) as client:
+        with CLIPClient(srv.grpc_url, model="l14", retries=0) as client:
             with pytest.raises(CLIPClientError, match="l14"):
                 client.encode(["a cat"])
     shutil.rmtree(repository)
@@ -194,12 +194,12 @@ def test_deploy_gives_one_checkpoint_its_own_encoder_layout_on_a_server_shared_w
             }
             assert not client.is_model_ready("h14", headers=headers)
             for name in ("b32", "l14"):
-                with CLIPTextClient(srv.grpc_url, model=name) as clip:
+                with CLIPClient(srv.grpc_url, model=name) as clip:
                     expected = get_text_features(references[name], ids)
                     assert np.abs(clip.encode(VARIED_64) - expected).max() <= 1e-4, name
             unload(srv.grpc_url, headers, model="l14")
             assert not any(client.is_model_ready(m, headers=headers) for m in model_names("l14").values())
-            with CLIPTextClient(srv.grpc_url, model="b32") as clip:
+            with CLIPClient(srv.grpc_url, model="b32") as clip:
                 assert clip.encode(["a photo of a cat"]).shape == (1, FAMILIES["b32"].projection_dim)
         finally:
             client.close()

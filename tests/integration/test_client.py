@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from clip_text_client import CLIPTextClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError
 from clip_triton import LocalTritonServer
 from clip_triton.local import free_port
+from clip_triton_client import CLIPClient, InvalidItemError, RandomWeightsWarning, ServerUnavailableError
 from helpers import build_info, text_array, triton_infer, url_of
 
 
@@ -24,7 +24,7 @@ def raw_embed(server, texts):
 def client(request, server):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        with CLIPTextClient(url_of(server, request.param), protocol=request.param) as c:
+        with CLIPClient(url_of(server, request.param), protocol=request.param) as c:
             c.model_info()
             yield c
 
@@ -91,7 +91,7 @@ def test_server_rejected_item_is_isolated_and_neighbours_embedded(server):
     huge = "x" * 1_000_001  # over the tokenizer's max_text_bytes: the server refuses this request
     texts = [f"neighbour {i}" for i in range(20)]
     texts.insert(13, huge)
-    with CLIPTextClient(server.grpc_url, batch_size=8) as c:
+    with CLIPClient(server.grpc_url, batch_size=8) as c:
         with pytest.raises(InvalidItemError) as info:
             c.encode(texts)
     assert list(info.value.errors) == [13]
@@ -108,7 +108,7 @@ def test_normalize(client):
 
 def test_async(server):
     async def main():
-        with CLIPTextClient(server.grpc_url) as c:
+        with CLIPClient(server.grpc_url) as c:
             return await asyncio.gather(c.aencode(["one", "two"]), c.aencode(["three"]))
 
     a, b = asyncio.run(main())
@@ -117,7 +117,7 @@ def test_async(server):
 
 def test_model_info_and_random_weights_warning(server):
     weights = build_info()["weights"]
-    with CLIPTextClient(server.http_url, protocol="http") as c:
+    with CLIPClient(server.http_url, protocol="http") as c:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             info = c.model_info()
@@ -129,12 +129,12 @@ def test_model_info_and_random_weights_warning(server):
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_ten_thousand_texts_concurrently_each_gets_its_own_embedding(server, protocol):
     texts = [f"{['red', 'blue', 'green', 'tiny'][i % 4]} {i}" for i in range(10_000)]  # short: 3-5 tokens
-    with CLIPTextClient(url_of(server, protocol), protocol=protocol, batch_size=32, concurrency=8) as c:
+    with CLIPClient(url_of(server, protocol), protocol=protocol, batch_size=32, concurrency=8) as c:
         bulk = c.encode(texts)
     assert bulk.shape == (10_000, 512) and np.isfinite(bulk).all()
     # single-text requests: the reference for each text, independent of any batch it was in
     sample = list(range(0, 10_000, 97)) + [9_999]
-    with CLIPTextClient(server.grpc_url, batch_size=1, concurrency=16) as c:
+    with CLIPClient(server.grpc_url, batch_size=1, concurrency=16) as c:
         single = c.encode([texts[i] for i in sample])
     assert np.abs(bulk[sample] - single).max() <= 1e-5
     # and no row is a copy of another (no mix-ups, nothing duplicated or dropped)
@@ -147,7 +147,7 @@ def test_retry_succeeds_when_the_server_becomes_ready_late():
     starter.start()
     try:
         t0 = time.monotonic()
-        with CLIPTextClient(srv.grpc_url, retries=10, backoff=0.5, wait_ready=0) as c:
+        with CLIPClient(srv.grpc_url, retries=10, backoff=0.5, wait_ready=0) as c:
             out = c.encode(["late but fine"])
         assert out.shape == (1, 512)
         assert time.monotonic() - t0 >= 2.0
@@ -159,14 +159,14 @@ def test_retry_succeeds_when_the_server_becomes_ready_late():
 def test_wait_ready_times_out_clearly_when_no_server():
     url = f"127.0.0.1:{free_port()}"
     with pytest.raises(ServerUnavailableError, match="no Triton server"):
-        CLIPTextClient(url, wait_ready=1.0)
+        CLIPClient(url, wait_ready=1.0)
 
 
 def test_clear_error_when_no_server():
     url = f"127.0.0.1:{free_port()}"
     for protocol in ("grpc", "http"):
         t0 = time.monotonic()
-        with CLIPTextClient(url, protocol=protocol, retries=1, backoff=0.1, timeout=5) as c:
+        with CLIPClient(url, protocol=protocol, retries=1, backoff=0.1, timeout=5) as c:
             with pytest.raises(ServerUnavailableError, match=url):
                 c.encode(["nobody home"])
         assert time.monotonic() - t0 < 30
@@ -194,15 +194,15 @@ def test_clear_error_when_no_server():
 def test_server_answers_are_classified_by_status(status, message, expected):
     from tritonclient.utils import InferenceServerException
 
-    from clip_text_client.transport import classify
+    from clip_triton_client.transport import classify
 
     assert type(classify(InferenceServerException(message, status=status))).__name__ == expected
 
 
 def test_an_unknown_model_is_model_not_ready_over_both_protocols(server):
-    from clip_text_client import ModelNotReadyError
+    from clip_triton_client import ModelNotReadyError
 
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
-        with CLIPTextClient(url, protocol=protocol, model="no_such_model", retries=0) as client:
+        with CLIPClient(url, protocol=protocol, model="no_such_model", retries=0) as client:
             with pytest.raises(ModelNotReadyError):
                 client.encode(["x"])

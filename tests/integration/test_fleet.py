@@ -7,9 +7,9 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import AccessDeniedError, CLIPTextClient
 from clip_triton import LocalTritonServer
 from clip_triton_build.namespace import namespaced
+from clip_triton_client import AccessDeniedError, CLIPClient
 from clip_triton_ops.deploy import deploy, unload
 from helpers import REPOSITORY, text_array, triton_infer, url_of
 
@@ -82,7 +82,7 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
             admin.get_model_config("search_clip_tokenizer", as_json=True)["config"]["instance_group"][0]["count"] == 3
         )
         texts = ["a photo of a cat", "fleet", "café crème"]  # the last through the namespaced fallback
-        with CLIPTextClient(srv.grpc_url, model="search_clip_text") as c:
+        with CLIPClient(srv.grpc_url, model="search_clip_text") as c:
             got = c.encode(texts)
             assert c.model_info().weights in ("random-init", "pretrained")  # found through the namespaced steps
         (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"])
@@ -136,15 +136,15 @@ def test_restricted_apis_need_the_key_and_it_never_reaches_the_log(tmp_path):
         for protocol, url, module in (("http", srv.http_url, http), ("grpc", srv.grpc_url, grpc)):
             with pytest.raises(InferenceServerException):
                 triton_infer(protocol, url, "clip_text", {"TEXT": text_array(["no key"])}, ["EMBEDDING"])
-            with CLIPTextClient(url, protocol=protocol) as anonymous:
+            with CLIPClient(url, protocol=protocol) as anonymous:
                 with pytest.raises(AccessDeniedError, match="api_key"):
                     anonymous.encode(["no key"])
-            with CLIPTextClient(url, protocol=protocol, api_key="wrong") as wrong:
+            with CLIPClient(url, protocol=protocol, api_key="wrong") as wrong:
                 with pytest.raises(AccessDeniedError):
                     wrong.encode(["wrong key"])
-            with CLIPTextClient(url, protocol=protocol, api_key=key) as client:
+            with CLIPClient(url, protocol=protocol, api_key=key) as client:
                 assert client.encode(["with the key"]).shape == (1, 512)
-            with CLIPTextClient(url, protocol=protocol, api_key=key, wait_ready=10) as client:
+            with CLIPClient(url, protocol=protocol, api_key=key, wait_ready=10) as client:
                 assert client.model_info().dim == 512
             health = module.InferenceServerClient(url)
             assert health.is_server_ready()  # probes need no key

@@ -192,8 +192,8 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
     """Triton 2.51 aborts on these (bad_alloc, JSON parser recursion, batch-size overflow). The
     local runner's supervisor restarts it; clients retry; every document is embedded once, in order.
     Production: the orchestrator restarts it (compose `restart`, k8s), docs/reliability.md."""
-    from clip_text_client import CLIPTextClient
     from clip_triton import LocalTritonServer
+    from clip_triton_client import CLIPClient
 
     model, body = ABORTING_REQUESTS[name]
     texts = [f"document {i} next to a poisoned request" for i in range(600)]
@@ -214,7 +214,7 @@ def test_a_request_that_aborts_triton_costs_the_requests_around_it_nothing(serve
 
         thread = threading.Thread(target=attack)
         thread.start()
-        with CLIPTextClient(srv.grpc_url, batch_size=16, concurrency=4, retries=20, backoff=0.5) as client:
+        with CLIPClient(srv.grpc_url, batch_size=16, concurrency=4, retries=20, backoff=0.5) as client:
             out = client.encode(texts)
         thread.join()
         assert srv.restarts >= 1  # it did abort (Triton 2.51), and came back

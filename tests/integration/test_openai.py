@@ -17,9 +17,9 @@ import numpy as np
 import openai
 import pytest
 
-from clip_text_client import CLIPTextClient
 from clip_triton import LocalTritonServer
 from clip_triton.openai_frontend import LocalOpenAIFrontend
+from clip_triton_client import CLIPClient
 from clip_triton_contract.names import CONTEXT_LENGTH, ENSEMBLE_MODEL
 
 KEY = "openai-test-key"
@@ -56,7 +56,7 @@ def sdk(frontend):
 
 
 def triton_path(srv: LocalTritonServer, texts, normalize: bool) -> np.ndarray:
-    with CLIPTextClient(srv.grpc_url, api_key=KEY, sort_by_length=False) as client:
+    with CLIPClient(srv.grpc_url, api_key=KEY, sort_by_length=False) as client:
         return client.encode(texts, normalize=normalize)
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import CLIPTextClient, InvalidItemError, ServerUnavailableError
 from clip_triton import LocalTritonServer
 from clip_triton_build.spec import PAD_ID, VIT_B32_TEXT_CONFIG
+from clip_triton_client import CLIPClient, InvalidItemError, ServerUnavailableError
 from helpers import text_array, triton_infer, url_of
 
 VOCAB_SIZE = VIT_B32_TEXT_CONFIG["vocab_size"]
@@ -185,7 +185,7 @@ def encode_during(srv, texts, fault, **client_options):
     thread = threading.Thread(target=fault)
     thread.start()
     t0 = time.monotonic()
-    with CLIPTextClient(srv.grpc_url, batch_size=32, backoff=0.5, **client_options) as c:
+    with CLIPClient(srv.grpc_url, batch_size=32, backoff=0.5, **client_options) as c:
         out = c.encode(texts)
     thread.join()
     return out, time.monotonic() - t0
@@ -239,7 +239,7 @@ def test_server_restart_mid_run_every_document_once_in_order(private_server, ser
 
 def test_client_timeouts_fail_clearly_and_leave_nothing_hanging(server):
     before = threading.active_count()
-    with CLIPTextClient(server.grpc_url, timeout=0.001, retries=1, backoff=0.01) as c:
+    with CLIPClient(server.grpc_url, timeout=0.001, retries=1, backoff=0.01) as c:
         with pytest.raises(ServerUnavailableError, match=r"(?i)deadline|timed? ?out"):
             c.encode(["word " * 60] * 64)
     time.sleep(0.5)
@@ -251,7 +251,7 @@ def test_cancelled_async_encode_leaves_nothing_hanging(server):
     before = threading.active_count()
 
     async def main():
-        c = CLIPTextClient(server.grpc_url, batch_size=8, concurrency=2)
+        c = CLIPClient(server.grpc_url, batch_size=8, concurrency=2)
         task = asyncio.create_task(c.aencode([f"cancel me {i}" for i in range(2000)]))
         await asyncio.sleep(0.5)
         task.cancel()
@@ -267,7 +267,7 @@ def test_cancelled_async_encode_leaves_nothing_hanging(server):
 
 def test_invalid_items_through_the_client_keep_order(server):
     texts = ["one", "\ud800", "three", None, "five"]
-    with CLIPTextClient(server.http_url, protocol="http") as c:
+    with CLIPClient(server.http_url, protocol="http") as c:
         with pytest.raises(InvalidItemError) as info:
             c.encode(texts)
     assert sorted(info.value.errors) == [1, 3]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import CLIPTextClient, DeadlineExceededError
 from clip_triton import LocalTritonServer
 from clip_triton.paths import BUILT_REPOSITORY
+from clip_triton_client import CLIPClient, DeadlineExceededError
 from clip_triton_contract.names import (
     ENSEMBLE_MODEL,
     FALLBACK_PARAMETER,
@@ -102,7 +102,7 @@ def test_plain_texts_beside_a_stuck_hand_over_are_served(hanging_fallback):
 
 
 def test_the_client_raises_a_deadline_error_and_does_not_resend(hanging_fallback):
-    with CLIPTextClient(hanging_fallback.grpc_url, model=ENSEMBLE_MODEL, retries=3) as client:
+    with CLIPClient(hanging_fallback.grpc_url, model=ENSEMBLE_MODEL, retries=3) as client:
         assert client.encode([PLAIN]).shape[0] == 1
         with pytest.raises(DeadlineExceededError, match="hand-over deadline"):
             client.encode([NEEDS_FTFY])

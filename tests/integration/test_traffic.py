@@ -17,8 +17,8 @@ from google.protobuf import json_format
 from tritonclient import grpc
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import CLIPTextClient, DeadlineExceededError
 from clip_triton import LocalTritonServer
+from clip_triton_client import CLIPClient, DeadlineExceededError
 from clip_triton_contract.names import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 from clip_triton_contract.traffic import BULK, INTERACTIVE, PRIORITY_LEVELS
 from clip_triton_ops.deploy import model_config
@@ -116,7 +116,7 @@ def test_an_interactive_request_is_answered_ahead_of_queued_bulk_ones(one_instan
     # the encoder runs one bulk batch while the query arrives (and may have formed the next):
     # every other queued bulk request finishes after it
     assert overtaken >= BULK_REQUESTS - 2
-    with CLIPTextClient(server.grpc_url) as reference:
+    with CLIPClient(server.grpc_url) as reference:
         assert np.abs(results["query"] - reference.encode(["a query"])).max() <= 1e-5
         for i in (0, BULK_REQUESTS - 1):  # bulk was answered too, and right
             assert np.abs(results[f"bulk{i}"][:4] - reference.encode(bulk_texts(i)[:4])).max() <= 1e-5
@@ -147,13 +147,13 @@ def test_a_full_bulk_queue_refuses_each_extra_request_and_a_retrying_client_lose
         for name in refused:  # each its own error, saying why
             assert "Exceeds maximum queue size" in str(results[name])
         texts = [t for i in range(BULK_REQUESTS) for t in bulk_texts(i)]
-        with CLIPTextClient(
+        with CLIPClient(
             one_instance.grpc_url, traffic=BULK, batch_size=ROWS, concurrency=BULK_REQUESTS, retries=30, backoff=0.2
         ) as client:
             out = client.encode(texts)
         assert out.shape == (len(texts), 512) and np.isfinite(out).all()
         sample = list(range(0, len(texts), 301))
-        with CLIPTextClient(server.grpc_url) as reference:
+        with CLIPClient(server.grpc_url) as reference:
             assert np.abs(out[sample] - reference.encode([texts[i] for i in sample])).max() <= 1e-5
     finally:
         config.dynamic_batching.priority_queue_policy[PRIORITY_LEVELS[BULK]].max_queue_size = bound
@@ -166,7 +166,7 @@ def test_a_request_past_its_queue_deadline_fails_alone_and_is_not_retried(one_in
     before = rows_tokenized(one_instance)
     requests.send_bulk(4)
     wait_tokenized(one_instance, before + 4 * ROWS)
-    with CLIPTextClient(one_instance.grpc_url, traffic=BULK, queue_timeout=0.001, retries=5) as client:
+    with CLIPClient(one_instance.grpc_url, traffic=BULK, queue_timeout=0.001, retries=5) as client:
         with pytest.raises(DeadlineExceededError, match="Request timeout expired"):
             client.encode(["too late"])
     requests.join()

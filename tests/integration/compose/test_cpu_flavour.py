@@ -28,9 +28,9 @@ import pytest
 from tritonclient import grpc, http
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import CLIPTextClient
 from clip_triton.local import free_port
 from clip_triton_build.triton_sources import mirror_path
+from clip_triton_client import CLIPClient
 from clip_triton_contract.access import key_headers
 from docker_engine import CPU_COMPOSE, EngineError, Project, build_images, reachable, torch_index
 from helpers import REPO_ROOT
@@ -129,7 +129,7 @@ def test_only_ports_on_127_0_0_1_are_published(deployment):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_embeddings_through_the_proxy_equal_the_local_runtime_s(deployment, server, protocol):
     address = url(deployment, "CLIP_HTTP_PORT" if protocol == "http" else "CLIP_GRPC_PORT")
-    with CLIPTextClient(address, protocol) as deployed, CLIPTextClient(server.grpc_url) as local:
+    with CLIPClient(address, protocol) as deployed, CLIPClient(server.grpc_url) as local:
         assert (deployed.model_info().weights, deployed.model_info().checkpoint) == (
             local.model_info().weights,
             local.model_info().checkpoint,
@@ -148,7 +148,7 @@ def test_openai_api_through_the_proxy_answers_with_the_same_vectors(deployment, 
     with urllib.request.urlopen(request, timeout=60) as resp:
         answer = json.load(resp)
     got = np.array([item["embedding"] for item in sorted(answer["data"], key=lambda d: d["index"])])
-    with CLIPTextClient(server.grpc_url, normalize=True) as local:
+    with CLIPClient(server.grpc_url, normalize=True) as local:
         want = local.encode(TEXTS)
     assert np.abs(got - want).max() <= TOLERANCE
     assert answer["usage"]["prompt_tokens"] > len(TEXTS)
@@ -181,7 +181,7 @@ def test_a_killed_tritonserver_comes_back_and_a_retrying_client_loses_nothing(de
     thread = threading.Thread(target=kill_soon)
     thread.start()
     t0 = time.monotonic()
-    with CLIPTextClient(url(deployment, "CLIP_GRPC_PORT"), batch_size=32, retries=15, backoff=0.5) as client:
+    with CLIPClient(url(deployment, "CLIP_GRPC_PORT"), batch_size=32, retries=15, backoff=0.5) as client:
         out = client.encode(texts)
     seconds = time.monotonic() - t0
     thread.join()
@@ -191,7 +191,7 @@ def test_a_killed_tritonserver_comes_back_and_a_retrying_client_loses_nothing(de
     print(f"\n[figure] tritonserver killed mid-run: {len(texts)} docs in {seconds:.1f}s through the restart")
     assert out.shape[0] == len(texts) and np.isfinite(out).all()
     sample = list(range(0, len(texts), 97))
-    with CLIPTextClient(server.grpc_url) as local:
+    with CLIPClient(server.grpc_url) as local:
         assert np.abs(out[sample] - local.encode([texts[i] for i in sample])).max() <= TOLERANCE
 
 

@@ -93,8 +93,8 @@ def test_names_agree_with_spec():
 
 
 def test_the_clients_copies_of_the_service_facts_agree():
-    from clip_text_client.client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH
-    from clip_text_client.client import EMBEDDING_OUTPUT as CLIENT_EMBEDDING
+    from clip_triton_client.client import DEFAULT_MODEL, SERVER_CONTEXT_LENGTH
+    from clip_triton_client.client import EMBEDDING_OUTPUT as CLIENT_EMBEDDING
 
     assert (DEFAULT_MODEL, SERVER_CONTEXT_LENGTH, CLIENT_EMBEDDING) == (
         ENSEMBLE_MODEL,

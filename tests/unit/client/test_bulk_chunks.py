@@ -1,7 +1,7 @@
-"""How the bulk job sizes its chunks (clip_text_client.bulk.ChunkSizes): about CHECKPOINT_SECONDS
+"""How the bulk job sizes its chunks (clip_triton_client.bulk.ChunkSizes): about CHECKPOINT_SECONDS
 of work at the rate the last chunk was embedded, between one round of requests and --chunk-lines."""
 
-from clip_text_client.bulk import CHECKPOINT_SECONDS, ChunkSizes
+from clip_triton_client.bulk import CHECKPOINT_SECONDS, ChunkSizes
 
 
 def test_the_first_chunk_is_one_round_of_requests():

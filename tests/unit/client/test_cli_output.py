@@ -1,4 +1,4 @@
-"""What clip-text-embed prints besides its progress bar."""
+"""What clip-triton-embed prints besides its progress bar."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 
 def test_a_warning_is_one_line_with_no_source_line_echoed():
     code = (
-        "import warnings; from clip_text_client import cli, RandomWeightsWarning;"
+        "import warnings; from clip_triton_client import cli, RandomWeightsWarning;"
         "warnings.formatwarning = cli.one_line_warning;"
         "warnings.warn('built with RANDOM weights', RandomWeightsWarning)"
     )

@@ -1,4 +1,4 @@
-"""The client's own logic around its transport (clip_text_client.client): what it retries, what
+"""The client's own logic around its transport (clip_triton_client.client): what it retries, what
 it raises once the retries are spent, and how a refused request is split to find the bad item.
 The transport here is a stand-in that fails as scripted; tests/integration/test_client.py runs
 the same paths against tritonserver."""
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clip_text_client import CLIPTextClient, InvalidItemError, QueueFullError, ServerError, ServerUnavailableError
-from clip_text_client.client import ModelInfo
-from clip_text_client.transport import classify
+from clip_triton_client import CLIPClient, InvalidItemError, QueueFullError, ServerError, ServerUnavailableError
+from clip_triton_client.client import ModelInfo
+from clip_triton_client.transport import classify
 
 
 class ScriptedTransport:
@@ -31,8 +31,8 @@ class ScriptedTransport:
         return np.array([[len(t), 0.0] for t in texts], dtype=np.float32)
 
 
-def client_with(transport: ScriptedTransport, **options) -> CLIPTextClient:
-    client = CLIPTextClient("127.0.0.1:1", backoff=0.001, **options)
+def client_with(transport: ScriptedTransport, **options) -> CLIPClient:
+    client = CLIPClient("127.0.0.1:1", backoff=0.001, **options)
     client._info = ModelInfo("TEXT", "EMBEDDING", dim=2, max_batch_size=8, weights="pretrained")
     client._transport = lambda: transport  # type: ignore[method-assign]
     return client

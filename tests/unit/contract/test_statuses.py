@@ -8,8 +8,8 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from clip_openai.errors import from_grpc
-from clip_text_client import errors
-from clip_text_client.transport import _ERRORS, classify
+from clip_triton_client import errors
+from clip_triton_client.transport import _ERRORS, classify
 from clip_triton_contract.statuses import Outcome, outcome
 
 # What Triton 2.51 says, over gRPC and HTTP, and what it means.

@@ -9,7 +9,7 @@ it got (`position`, what the progress file records) and cuts its output back to 
 - parquet: a folder of `part-NNNNN.parquet` files, one per chunk: `line`, `status`, `error`,
   `text`, `record` (the JSONL record, as JSON) and `embedding` (list of float32, null where
   none). One file type holds ids and vectors row-aligned, and pandas, polars, DuckDB, Arrow
-  and Hugging Face datasets read it part by part (pyarrow: `pip install 'clip-text-client[dataset]'`).
+  and Hugging Face datasets read it part by part (pyarrow: `pip install 'clip-triton-client[dataset]'`).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class ParquetWriter(Writer):
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise JobError("parquet output needs pyarrow: pip install 'clip-text-client[dataset]'") from None
+            raise JobError("parquet output needs pyarrow: pip install 'clip-triton-client[dataset]'") from None
         if path == "-":
             raise JobError("parquet output needs a folder (-o out/ --format parquet)")
         self.folder, self.dim, self.parts = Path(path), dim, 0

@@ -1,6 +1,6 @@
-"""CLIPTextClient: documents or strings in, CLIP text embeddings out, from a Triton server.
+"""CLIPClient: documents or strings in, CLIP text embeddings out, from a Triton server.
 
-    client = CLIPTextClient("localhost:8001")              # gRPC; protocol="http" for port 8000
+    client = CLIPClient("localhost:8001")              # gRPC; protocol="http" for port 8000
     vectors = client.encode(["a photo of a cat", "a dog"])  # np.ndarray [2, 512] float32
     docs = client.encode(DocList[TextDoc](...))             # fills doc.embedding in place
 
@@ -52,7 +52,7 @@ from .errors import (
 )
 from .transport import Transport
 
-log = logging.getLogger("clip_text_client")
+log = logging.getLogger("clip_triton_client")
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 DEFAULT_MODEL = ENSEMBLE_MODEL  # tensor names and dims come from its served config
@@ -74,7 +74,7 @@ class ModelInfo:
     checkpoint: str = ""  # the hub id or folder its repository was built from ("" if not stamped)
 
 
-class CLIPTextClient:
+class CLIPClient:
     def __init__(
         self,
         url: str | None = None,
@@ -117,7 +117,7 @@ class CLIPTextClient:
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clip-text-client")
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clip-triton-client")
         if wait_ready:
             self.wait_until_ready(wait_ready)
 

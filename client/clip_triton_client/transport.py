@@ -34,7 +34,7 @@ _ERRORS: dict[Outcome, type[CLIPClientError]] = {
     Outcome.SERVER_ERROR: ServerError,
 }
 _HINTS = {
-    Outcome.DENIED: " (pass api_key=... to CLIPTextClient)",
+    Outcome.DENIED: " (pass api_key=... to CLIPClient)",
     Outcome.QUEUE_DEADLINE: " (the request's queue_timeout passed before it ran)",
 }
 

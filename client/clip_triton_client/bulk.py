@@ -1,7 +1,7 @@
 """Embed a file of any size: read, embed and write in chunks, resumable, honest about bad lines.
 
 The job reads the input as bytes, one line at a time, so memory stays bounded by one chunk; each
-chunk is embedded through CLIPTextClient (length-sorted requests, several in flight) and written
+chunk is embedded through CLIPClient (length-sorted requests, several in flight) and written
 before the next is read. A chunk is sized to take about CHECKPOINT_SECONDS at the rate the server
 keeps (at most `chunk_lines`, first one round of requests), so progress shows, and is saved, that
 often on a slow CPU server and a fast GPU alike. After a chunk is on disk (flushed and fsync'ed)
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from .client import CLIPTextClient
+from .client import CLIPClient
 from .errors import InvalidItemError
 from .records import BAD_LINE, EMBEDDED, FAILED, JobError, Record, parse_line
 from .writers import JsonlWriter, NpyWriter, ParquetWriter, Writer
@@ -137,7 +137,7 @@ def read_chunks(
         yield records, offset
 
 
-def embed_chunk(client: CLIPTextClient, records: list[Record]) -> None:
+def embed_chunk(client: CLIPClient, records: list[Record]) -> None:
     todo = [r for r in records if r.status == EMBEDDED]
     if not todo:
         return
@@ -171,7 +171,7 @@ CHUNKS_IN_FLIGHT = 2
 
 
 def run_job(
-    client: CLIPTextClient,
+    client: CLIPClient,
     input_path: str,
     output: str,
     output_format: str,
@@ -258,7 +258,7 @@ def run_job(
             state.save(state_path)
         progress(offset, counts.embedded - embedded_before)
 
-    chunks = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="clip-text-embed-chunk")
+    chunks = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="clip-triton-embed-chunk")
     try:
         if state.input_offset:
             stream.seek(state.input_offset)
