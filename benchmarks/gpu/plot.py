@@ -1,7 +1,7 @@
 """Plot a report of benchmarks.gpu.check: each load point next to the raw encoder (same run, same
 GPU, same texts), the settings sweep, and where one text's time goes at concurrency 1.
 
-    python -m benchmarks.gpu.plot benchmarks/results/gpu_h200.json gpu_h200.png
+    python -m benchmarks.gpu.plot benchmarks/results/gpu_h100.json gpu_h100.png
 """
 
 import json
