@@ -41,6 +41,25 @@ FAMILIES = {
 }
 
 
+# Published vision towers (HF CLIPVisionConfig fields): what the image side's tests and benchmarks
+# build, with few layers in the tests
+VISION_SHAPES = {
+    "b32": dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, patch_size=32, image_size=224),
+    "b16": dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, patch_size=16, image_size=224),
+    "l14": dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, patch_size=14, image_size=224),
+    "l14-336": dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, patch_size=14, image_size=336),
+    "h14": dict(
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        hidden_act="gelu",
+    ),
+}
+TINY_VISION = dict(hidden_size=64, intermediate_size=64, num_attention_heads=1, image_size=32, patch_size=16)
+
+
 def text_config(family: Family, layers: int | None = None, **overrides) -> dict:
     config = dict(
         vocab_size=VOCAB_SIZE,
@@ -70,22 +89,36 @@ def randomize_norms_and_biases(model: torch.nn.Module, generator: torch.Generato
 
 
 def save_checkpoint(
-    family: Family, folder: Path, layers: int | None = None, seed: int = 0, full_clip: bool | None = None, **overrides
+    family: Family,
+    folder: Path,
+    layers: int | None = None,
+    seed: int = 0,
+    full_clip: bool | None = None,
+    vision: str | None = None,
+    vision_layers: int = 1,
+    **overrides,
 ) -> Path:
     """A checkpoint of `family`'s shape (with `layers` layers, default all) in `folder`: config,
-    weights and the tokenizer files the family ships, CLIP's BPE."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
+    weights and the tokenizer files the family ships, CLIP's BPE. A full CLIP's vision tower is
+    VISION_SHAPES[vision] with `vision_layers` layers and its preprocessor_config.json (CLIP's
+    preprocessing at its image size), or without `vision` a tiny one and no preprocessor file."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     text = text_config(family, layers, **overrides)
-    if family.full_clip if full_clip is None else full_clip:
-        vision = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1)
+    if vision is not None or (family.full_clip if full_clip is None else full_clip):
+        shape = VISION_SHAPES[vision] if vision else TINY_VISION
         config = CLIPConfig(
             text_config=text,
-            vision_config={**vision, "image_size": 32, "patch_size": 16},
+            vision_config={**shape, "num_hidden_layers": vision_layers},
             projection_dim=text["projection_dim"],
         )
         model: torch.nn.Module = CLIPModel(config)
+        if vision is not None:
+            side = shape["image_size"]
+            CLIPImageProcessorPil(
+                size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+            ).save_pretrained(folder)
     else:
         model = CLIPTextModelWithProjection(CLIPTextConfig(**text))
     randomize_norms_and_biases(model, torch.Generator().manual_seed(seed + 1))

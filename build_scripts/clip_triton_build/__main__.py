@@ -34,11 +34,18 @@ from clip_triton_contract.names import (
     EMBEDS_TENSOR,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
+    IMAGE_EMBEDS_TENSOR,
+    IMAGE_ENCODER_MODEL,
+    IMAGE_ENSEMBLE_MODEL,
+    IMAGE_MODELS,
+    IMAGE_PREPROCESS_MODEL,
     MODEL_NAME_PATTERN,
+    PIXELS_TENSOR,
     PYTHON_TOKENIZER_MODEL,
     SIBLINGS_PARAMETER,
     TOKENIZER_MODEL,
     WEIGHTS_PARAMETER,
+    image_model_names,
     model_names,
 )
 
@@ -51,12 +58,12 @@ from .repository import (
     build_info_path,
     cuda_ops_library,
     read_config,
-    stamp_output_dims,
+    stamp_dims,
     stamp_parameters,
     start_repository,
     write_variants,
 )
-from .spec import DEFAULT_CHECKPOINT, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
+from .spec import DEFAULT_CHECKPOINT, ONNX_FILE, PREPROCESSOR_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
 from .tokenizer import backend as tokenizer_backend
 
 log = logging.getLogger("clip_triton_build")
@@ -193,7 +200,8 @@ def main(argv=None) -> int:
                 staging = repo / f".staging-{name}"  # the same filesystem: the copies are hard links
                 try:
                     build_checkpoint(args, checkpoint, staging, args.reference_dir / name, shared, siblings, layout)
-                    renamed(staging, repo, model_names(name), f"{name!r}: named copy")
+                    names = {**model_names(name), **image_model_names(name)}
+                    renamed(staging, repo, names, f"{name!r}: named copy")
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
     except (NotABuiltRepository, NativeBuildError, WeightsUnavailable) as exc:
@@ -233,13 +241,14 @@ def build_checkpoint(
     siblings: str,
     layout: tuple[int, int] | None = None,
 ) -> None:
-    """One checkpoint's four models into `repo`, under their default names: the source's files, the
+    """One checkpoint's models into `repo`, under their default names: the source's files, the
     shared tokenizer artifacts, the encoder's exports, its stamps and the config variants (the GPU
-    ones' encoder in `layout`, when given)."""
+    ones' encoder in `layout`, when given); and its image side when it has a vision tower."""
     from .encoder.export import export_onnx, export_packed, export_torchscript
-    from .weights import RANDOM_INIT, load_encoder
+    from .weights import RANDOM_INIT, load_encoder, load_vision_tower
 
     loaded = load_encoder(checkpoint, require_weights=args.require_weights)  # refuses before anything is written
+    vision = None if loaded.weights == RANDOM_INIT else load_vision_tower(checkpoint)
     if repo != args.output.resolve():
         start_repository(args.source, repo)
     for model in (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL):
@@ -257,7 +266,13 @@ def build_checkpoint(
         log.info("torchscript fp16: %s", path)
 
     dim = int(loaded.model.text_projection.out_features)
-    info: dict = {"weights": loaded.weights, "checkpoint": loaded.source, "dim": dim}
+    # image_size: the vision tower's input side, None when the checkpoint has none (texts only)
+    info: dict = {
+        "weights": loaded.weights,
+        "checkpoint": loaded.source,
+        "dim": dim,
+        "image_size": vision.image_size if vision else None,
+    }
     if loaded.weights == RANDOM_INIT:
         loaded.model.save_pretrained(reference_dir)
         info["reference_checkpoint"] = str(reference_dir.resolve())
@@ -267,13 +282,37 @@ def build_checkpoint(
     stamps = {WEIGHTS_PARAMETER: loaded.weights, CHECKPOINT_PARAMETER: loaded.source}
     stamp_parameters(repo / ENCODER_MODEL / "config.pbtxt", stamps)
     stamp_parameters(repo / ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
-    stamp_output_dims(repo / ENCODER_MODEL / "config.pbtxt", EMBEDS_TENSOR, [dim])
-    stamp_output_dims(repo / ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [dim])
+    stamp_dims(repo / ENCODER_MODEL / "config.pbtxt", EMBEDS_TENSOR, [dim])
+    stamp_dims(repo / ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [dim])
     variants = write_variants(args.source.resolve(), repo, layout)
+    if vision is None:
+        for model in IMAGE_MODELS:
+            shutil.rmtree(repo / model, ignore_errors=True)
+        log.info("%s has no vision tower: texts only (no %s)", checkpoint, IMAGE_ENSEMBLE_MODEL)
+    else:
+        write_image_side(repo, vision, {**stamps, SIBLINGS_PARAMETER: siblings}, args.opset)
+        log.info("%s: images at %d pixels, %d-d embeddings", checkpoint, vision.image_size, vision.dim)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)
     if loaded.weights == RANDOM_INIT:
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
+
+
+def write_image_side(repo: Path, vision, stamps: dict[str, str], opset: int) -> None:
+    """The image models' artifacts and stamps: the vision tower's model.onnx, the checkpoint's
+    preprocessing beside the preprocess model, and the dims the checkpoint decides."""
+    from .encoder.image_tower import export_onnx
+
+    log.info("image onnx: %s", export_onnx(vision, repo / IMAGE_ENCODER_MODEL / "1" / ONNX_FILE, opset=opset))
+    (repo / IMAGE_PREPROCESS_MODEL / "1" / PREPROCESSOR_FILE).write_text(json.dumps(vision.preprocessor, indent=2))
+    pixels = [3, vision.image_size, vision.image_size]
+    stamp_dims(repo / IMAGE_PREPROCESS_MODEL / "config.pbtxt", PIXELS_TENSOR, pixels)
+    stamp_dims(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", PIXELS_TENSOR, pixels)
+    stamp_dims(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", IMAGE_EMBEDS_TENSOR, [vision.dim])
+    stamp_dims(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [vision.dim])
+    encoder_stamps = {k: v for k, v in stamps.items() if k != SIBLINGS_PARAMETER}
+    stamp_parameters(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", encoder_stamps)
+    stamp_parameters(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", stamps)
 
 
 if __name__ == "__main__":

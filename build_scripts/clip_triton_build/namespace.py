@@ -19,9 +19,19 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from clip_triton_contract.names import FALLBACK_PARAMETER, MODEL_NAME_PATTERN, MODELS, SIBLINGS_PARAMETER
+from clip_triton_contract.names import (
+    FALLBACK_PARAMETER,
+    IMAGE_MODELS,
+    MODEL_NAME_PATTERN,
+    MODELS,
+    SIBLINGS_PARAMETER,
+)
 
 from .repository import BUILT_REPOSITORY, cuda_ops_library, read_config
+
+# every model a checkpoint may have, in load order: the text ensemble (a checkpoint's bare name)
+# after all the others
+LOAD_ORDER = (*MODELS[:-1], *IMAGE_MODELS, MODELS[-1])
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -37,7 +47,8 @@ def model_folders(repository: Path) -> list[str]:
     folders = [p for p in Path(repository).iterdir() if (p / "config.pbtxt").is_file()]
 
     def role(folder: Path) -> int:
-        return next((i for i, m in enumerate(MODELS) if folder.name.endswith(m)), len(MODELS) - 1)
+        found = (i for i, m in enumerate(LOAD_ORDER) if folder.name.endswith(m))
+        return next(found, len(LOAD_ORDER) - 1)
 
     return [p.name for p in sorted(folders, key=lambda p: (role(p), p.name))]
 
@@ -45,9 +56,14 @@ def model_folders(repository: Path) -> list[str]:
 def renamed(source: Path, dest: Path, names: dict[str, str], note: str) -> list[str]:
     """Copy each model folder `m` of `names` from `source` to `dest / names[m]`, renaming it in
     every config (its `name`, ensemble steps, the tokenizer's fallback model, the ensemble's list of
-    models; configs/*.pbtxt variants included). Returns the new names."""
+    models; configs/*.pbtxt variants included); a model `source` lacks is skipped. Returns the new
+    names of those copied."""
+    copied = []
     for model, new_name in names.items():
         src_dir, dst_dir = source / model, dest / new_name
+        if not src_dir.is_dir():
+            continue
+        copied.append(new_name)
         if dst_dir.exists():
             shutil.rmtree(dst_dir)
         for path in src_dir.rglob("*"):
@@ -71,7 +87,7 @@ def renamed(source: Path, dest: Path, names: dict[str, str], note: str) -> list[
                 target.write_text(f"# {note} of {path.relative_to(source)}\n" + text_format.MessageToString(config))
             else:
                 _copy(path, target)
-    return list(names.values())
+    return copied
 
 
 def namespaced(source: Path, dest: Path, prefix: str) -> list[str]:

@@ -32,6 +32,7 @@ from .spec import (
     BUILD_INFO_FILE,
     CUDA_OPS_LIBRARY,
     ONNX_FILE,
+    PREPROCESSOR_FILE,
     TOKENIZER_BACKEND_LIBRARY,
     TOKENIZER_FILE,
     TORCHSCRIPT_FILE,
@@ -49,6 +50,7 @@ BUILT_FILES = (
     TORCHSCRIPT_FP16_FILE,
     BUILD_INFO_FILE,
     TOKENIZER_BACKEND_LIBRARY,
+    PREPROCESSOR_FILE,
 )
 
 # name -> (backend, default_model_filename, instance kind or None to keep the source's)
@@ -236,18 +238,20 @@ def stamp_parameters(config_path: Path, values: dict[str, str]) -> None:
     read_config(config_path)  # still valid protobuf text
 
 
-def stamp_output_dims(config_path: Path, name: str, dims: list[int]) -> None:
-    """Set the dims of the config's output `name` in place, keeping the file's comments and layout:
-    the checkpoint's projection_dim, which the hand-written configs cannot know."""
+def stamp_dims(config_path: Path, name: str, dims: list[int]) -> None:
+    """Set the dims of the config's input or output `name` in place, keeping the file's comments and
+    layout: what the hand-written configs cannot know (the checkpoint's projection_dim, its image size)."""
     text = config_path.read_text()
-    if [o.name for o in read_config(config_path).output].count(name) != 1:
-        raise ValueError(f"{config_path} must declare output {name!r} exactly once")
+    config = read_config(config_path)
+    if [t.name for t in (*config.input, *config.output)].count(name) != 1:
+        raise ValueError(f"{config_path} must declare tensor {name!r} exactly once")
     pattern = re.compile(r'(name:\s*"' + re.escape(name) + r'"[^}]*?dims:\s*\[)[^\]]*(\])', re.S)
     text, count = pattern.subn(lambda m: m.group(1) + " " + ", ".join(map(str, dims)) + " " + m.group(2), text)
     config_path.write_text(text)
-    stamped = {o.name: list(o.dims) for o in read_config(config_path).output}
+    config = read_config(config_path)
+    stamped = {t.name: list(t.dims) for t in (*config.input, *config.output)}
     if count != 1 or stamped[name] != list(dims):
-        raise ValueError(f"{config_path}: could not set output {name!r}'s dims to {dims}")
+        raise ValueError(f"{config_path}: could not set {name!r}'s dims to {dims}")
 
 
 def _write_variant(path: Path, config: mc.ModelConfig, how: str) -> Path:

@@ -49,6 +49,8 @@ RANDOM_INIT_SEED = 0
 # parameters) live in clip_triton_contract.names; the build writes them into the configs.
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
+# the checkpoint's image preprocessing (HF's file name), copied beside clip_image_preprocess's model.py
+PREPROCESSOR_FILE = "preprocessor_config.json"
 TORCHSCRIPT_FILE = "model.pt"
 BUILD_INFO_FILE = "build_info.json"  # what the build loaded: weights, checkpoint, reference_checkpoint
 TORCHSCRIPT_FP16_FILE = "model_fp16.pt"  # GPU only: half-precision compute, fp32 output

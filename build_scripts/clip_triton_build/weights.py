@@ -100,6 +100,23 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
     )
 
 
+def load_vision_tower(checkpoint: str):
+    """The vision tower of `checkpoint` with its preprocessing (encoder.image_tower.LoadedVision),
+    found where its text tower was, or None when it has none."""
+    from .encoder.image_tower import load_vision
+
+    attempts, _ = _attempts(checkpoint)
+    for number, kwargs in enumerate(attempts, 1):
+        try:
+            return load_vision(checkpoint, **kwargs)
+        except servable.UnservableCheckpoint:
+            raise
+        except Exception:  # not in the local cache: the next attempt asks the hub
+            if number == len(attempts):
+                raise
+    return None
+
+
 def _attempts(checkpoint: str) -> tuple[list[dict[str, Any]], str]:
     """from_pretrained's keyword arguments to try, in order, and why the hub is not among them:
     the local folder or HF cache first; the hub only when it answers (an unreachable hub otherwise

@@ -10,6 +10,11 @@ PYTHON_TOKENIZER_MODEL = "clip_tokenizer_python"  # any text, with ftfy: the C++
 ENCODER_MODEL = "clip_text_encoder"
 # the load order: what a model calls before it (the ensemble's steps; the tokenizer's fallback)
 MODELS = (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL)
+# The image side, built for a checkpoint with a vision tower: clients call IMAGE_ENSEMBLE_MODEL
+IMAGE_ENSEMBLE_MODEL = "clip_image"  # IMAGE in, EMBEDDING out (the text side's space)
+IMAGE_PREPROCESS_MODEL = "clip_image_preprocess"  # the checkpoint's preprocessing (Python, Pillow)
+IMAGE_ENCODER_MODEL = "clip_image_encoder"  # the vision tower and its projection
+IMAGE_MODELS = (IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL, IMAGE_ENSEMBLE_MODEL)  # load order
 # A repository may hold several checkpoints, each under a name: its ensemble is called NAME, its
 # other models NAME + "_" + their name above.
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -23,6 +28,14 @@ def model_names(name: str | None = None) -> dict[str, str]:
     return {model: name if model == ENSEMBLE_MODEL else f"{name}_{model}" for model in MODELS}
 
 
+def image_model_names(name: str | None = None) -> dict[str, str]:
+    """Each model of IMAGE_MODELS -> its name where the checkpoint is called `name`: NAME + "_" +
+    its name above (None or ENSEMBLE_MODEL: the names above)."""
+    if name is None or name == ENSEMBLE_MODEL:
+        return {model: model for model in IMAGE_MODELS}
+    return {model: f"{name}_{model}" for model in IMAGE_MODELS}
+
+
 # Tensors
 TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizers' input: [B, 1] BYTES (UTF-8)
 EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, projection_dim] FP32
@@ -32,6 +45,9 @@ TOKEN_COUNT_OUTPUT = "TOKEN_COUNT"
 TOKEN_COUNT_TENSOR = "token_count"  # the same, as the tokenizers' second output
 IDS_TENSOR = "input_ids"  # the tokenizers' output and the encoder's input: [B, CONTEXT_LENGTH] INT64
 EMBEDS_TENSOR = "text_embeds"  # the encoder's output: [B, projection_dim] FP32
+IMAGE_INPUT = "IMAGE"  # the image ensemble's input: [B, 1] BYTES, one encoded image file a row
+PIXELS_TENSOR = "pixel_values"  # preprocessed images: [B, 3, image_size, image_size] FP32
+IMAGE_EMBEDS_TENSOR = "image_embeds"  # the vision encoder's output: [B, projection_dim] FP32
 
 CONTEXT_LENGTH = 77  # tokens the served tokenizer keeps: longer texts are truncated there
 

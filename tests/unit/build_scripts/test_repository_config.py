@@ -26,7 +26,14 @@ from clip_triton_contract.names import (
     FALLBACK_PARAMETER,
     FALLBACK_TIMEOUT_PARAMETER,
     IDS_TENSOR,
+    IMAGE_EMBEDS_TENSOR,
+    IMAGE_ENCODER_MODEL,
+    IMAGE_ENSEMBLE_MODEL,
+    IMAGE_INPUT,
+    IMAGE_MODELS,
+    IMAGE_PREPROCESS_MODEL,
     MODELS,
+    PIXELS_TENSOR,
     PLAIN_SYMBOLS_PARAMETER,
     PYTHON_TOKENIZER_MODEL,
     TEXT_INPUT,
@@ -60,9 +67,10 @@ def test_config_parses_and_names_its_folder(path):
     assert config.name == model_dir.name
 
 
-def test_ensemble_wiring_agrees():
+@pytest.mark.parametrize("name", [ENSEMBLE_MODEL, IMAGE_ENSEMBLE_MODEL])
+def test_ensemble_wiring_agrees(name):
     cfg = configs()
-    ensemble = cfg[ENSEMBLE_MODEL]
+    ensemble = cfg[name]
     tensors = {t.name: t for t in ensemble.input}  # name -> declaration, as data flows
     for step in ensemble.ensemble_scheduling.step:
         model = cfg[step.model_name]
@@ -82,7 +90,7 @@ def test_ensemble_wiring_agrees():
 
 def test_names_agree_with_spec():
     cfg = configs()
-    assert set(cfg) == set(MODELS) and all(cfg[name].name == name for name in MODELS)
+    assert set(cfg) == {*MODELS, *IMAGE_MODELS} and all(cfg[name].name == name for name in cfg)
     tokenizer, encoder, ensemble = cfg[TOKENIZER_MODEL], cfg[ENCODER_MODEL], cfg[ENSEMBLE_MODEL]
     assert [t.name for t in ensemble.input] == [t.name for t in tokenizer.input] == [TEXT_INPUT]
     assert [t.name for t in ensemble.output] == [EMBEDDING_OUTPUT, TOKEN_COUNT_OUTPUT]
@@ -90,6 +98,15 @@ def test_names_agree_with_spec():
     assert [t.name for t in encoder.input] == [IDS_TENSOR]
     assert [t.name for t in encoder.output] == [EMBEDS_TENSOR]
     assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [TOKENIZER_MODEL, ENCODER_MODEL]
+    images, preprocess, vision = cfg[IMAGE_ENSEMBLE_MODEL], cfg[IMAGE_PREPROCESS_MODEL], cfg[IMAGE_ENCODER_MODEL]
+    assert [t.name for t in images.input] == [t.name for t in preprocess.input] == [IMAGE_INPUT]
+    assert [t.name for t in images.output] == [EMBEDDING_OUTPUT]
+    assert [t.name for t in preprocess.output] == [t.name for t in vision.input] == [PIXELS_TENSOR]
+    assert [t.name for t in vision.output] == [IMAGE_EMBEDS_TENSOR]
+    assert [step.model_name for step in images.ensemble_scheduling.step] == [
+        IMAGE_PREPROCESS_MODEL,
+        IMAGE_ENCODER_MODEL,
+    ]
 
 
 def test_the_clients_copies_of_the_service_facts_agree():
@@ -253,6 +270,11 @@ def test_the_built_configs_are_the_source_with_what_the_build_loaded_stamped_in(
     stamps = {"weights": info["weights"], "checkpoint": info["checkpoint"]}
     for source_path in sorted(SOURCE_REPOSITORY.glob("*/config.pbtxt")):
         expected = read_config(source_path)
+        if expected.name in IMAGE_MODELS and info.get("image_size") is None:  # a checkpoint without a vision tower
+            assert not (BUILT_REPOSITORY / expected.name).exists()
+            continue
+        if expected.name in IMAGE_MODELS:
+            continue  # the image side's stamps: tests/integration/test_images.py
         if expected.name in (ENCODER_MODEL, ENSEMBLE_MODEL):
             assert expected.parameters["weights"].string_value == ""  # the source is never served
             for key, value in {

@@ -1,0 +1,192 @@
+"""clip_image_preprocess: IMAGE (encoded image files) -> pixel_values, the checkpoint's own
+preprocessing as HF's PIL-based CLIP image processor (`CLIPImageProcessorPil`) applies its
+preprocessor_config.json, step by step:
+
+1. open the file with Pillow (its first frame; no EXIF rotation, as HF does none);
+2. to RGB: an image with alpha (or a transparent palette colour) is composited onto white, any
+   other mode converted with `Image.convert("RGB")`;
+3. resize the shortest side to `size["shortest_edge"]` (the other side `int(size * long / short)`)
+   with the configured resample filter (3: bicubic), in Pillow, on uint8 pixels;
+4. center crop to `crop_size` (top and left rounded down; zero padding where the image is smaller);
+5. rescale (`rescale_factor`, 1/255, computed in float64 then cast to float32) and normalize with
+   `image_mean` / `image_std` in float32;
+6. channels first.
+
+Every request Triton hands to execute() gets its own response, in order; a bad image fails its own
+request with an INVALID_ARG error naming its index and what is wrong, and leaves the other
+requests untouched. Limits are checked before any pixel is decoded: the file's bytes, then the
+pixels its header declares.
+"""
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from PIL import Image
+
+# Pillow's own guard against decompression bombs is replaced by this model's limit, checked on the
+# header before decoding (max_image_pixels); Pillow would only warn below twice its default.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class InvalidImage(ValueError):
+    pass
+
+
+class Preprocessing:
+    """One checkpoint's preprocessor_config.json, as the CLIP image processor reads it."""
+
+    def __init__(self, config: dict, max_pixels: int):
+        self.max_pixels = max_pixels  # of the resized image too: an extreme aspect ratio grows there
+        size = config.get("size", {"shortest_edge": 224})
+        if isinstance(size, int):
+            size = {"shortest_edge": size}
+        crop = config.get("crop_size", {"height": 224, "width": 224})
+        if isinstance(crop, int):
+            crop = {"height": crop, "width": crop}
+        if config.get("do_resize", True) and set(size) != {"shortest_edge"}:
+            raise ValueError(f"size {size}: only CLIP's shortest_edge resize is served")
+        self.do_resize = bool(config.get("do_resize", True))
+        self.shortest_edge = int(size.get("shortest_edge", 0))
+        self.resample = Image.Resampling(int(config.get("resample", 3)))
+        self.do_center_crop = bool(config.get("do_center_crop", True))
+        self.crop = (int(crop["height"]), int(crop["width"]))
+        self.do_rescale = bool(config.get("do_rescale", True))
+        self.rescale_factor = float(config.get("rescale_factor", 1 / 255))
+        self.do_normalize = bool(config.get("do_normalize", True))
+        self.mean = np.array(config.get("image_mean", [0.48145466, 0.4578275, 0.40821073]), dtype=np.float32)
+        self.std = np.array(config.get("image_std", [0.26862954, 0.26130258, 0.27577711]), dtype=np.float32)
+        self.do_convert_rgb = bool(config.get("do_convert_rgb", True))
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """A decoded image -> [3, crop height, crop width] float32."""
+        if self.do_convert_rgb:
+            image = to_rgb(image)
+        pixels = np.array(image)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if self.do_resize:
+            height, width = pixels.shape[:2]
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            new_height, new_width = (new_long, new_short) if width <= height else (new_short, new_long)
+            if new_height * new_width > self.max_pixels:
+                raise InvalidImage(
+                    f"its {width}x{height} pixels would resize to {new_width}x{new_height}, past the limit of "
+                    f"{self.max_pixels} pixels (an aspect ratio of {long / short:.0f}:1)"
+                )
+            resized = Image.fromarray(pixels.squeeze(-1) if pixels.shape[2] == 1 else pixels)
+            pixels = np.array(resized.resize((new_width, new_height), resample=self.resample))
+            if pixels.ndim == 2:
+                pixels = pixels[:, :, None]
+        pixels = np.moveaxis(pixels, -1, 0)  # channels first, as HF works
+        if self.do_center_crop:
+            pixels = center_crop(pixels, *self.crop)
+        if self.do_rescale:
+            pixels = (pixels.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        elif not np.issubdtype(pixels.dtype, np.floating):
+            pixels = pixels.astype(np.float32)
+        if self.do_normalize:
+            pixels = ((pixels.T - self.mean) / self.std).T
+        return pixels.astype(np.float32, copy=False)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """HF's convert_to_rgb: transparency composited onto white, every other mode converted."""
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[C, H, W] -> [C, height, width]: HF's center_crop (zero padding where the image is smaller)."""
+    orig_height, orig_width = pixels.shape[-2:]
+    top, left = (orig_height - height) // 2, (orig_width - width) // 2
+    if top >= 0 and left >= 0:
+        return pixels[:, top : top + height, left : left + width]
+    new_height, new_width = max(height, orig_height), max(width, orig_width)
+    padded = np.zeros_like(pixels, shape=(pixels.shape[0], new_height, new_width))
+    top_pad, left_pad = -(-(new_height - orig_height) // 2), -(-(new_width - orig_width) // 2)
+    padded[:, top_pad : top_pad + orig_height, left_pad : left_pad + orig_width] = pixels
+    top, left = top + top_pad, left + left_pad
+    return padded[:, max(0, top) : min(new_height, top + height), max(0, left) : min(new_width, left + width)]
+
+
+def open_image(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The file's first frame, decoded, or InvalidImage saying why not."""
+    if len(data) == 0:
+        raise InvalidImage(f"{name} is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise InvalidImage(f"{name} has {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise InvalidImage(f"{name} is not an image Pillow can open: {exc}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidImage(f"{name} declares {width}x{height} pixels; the limit is {max_pixels} pixels")
+    if width < 1 or height < 1:
+        raise InvalidImage(f"{name} declares no pixels ({width}x{height})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a palette image with transparency bytes
+            image.load()
+    except Exception as exc:  # truncated or corrupt data
+        raise InvalidImage(f"{name} cannot be decoded: {exc}") from None
+    return image
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        path = Path(args["model_repository"]) / args["model_version"] / params["preprocessor_file"]
+        if not path.is_file():
+            raise pb_utils.TritonModelException(
+                f"{path} is missing: run `python -m clip_triton_build` with a checkpoint that has a vision tower"
+            )
+        self.max_bytes = int(params["max_image_bytes"])
+        self.max_pixels = int(params["max_image_pixels"])
+        self.preprocess = Preprocessing(json.loads(path.read_text()), self.max_pixels)
+        # tensor names and dtype: this model's config.pbtxt is their home here
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        output = pb_utils.get_output_config_by_name(config, self.output_name)
+        self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
+        self.output_dims = tuple(output["dims"])
+
+    def _pixels(self, request) -> np.ndarray:
+        try:
+            files = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        except Exception as exc:  # e.g. a BYTES length prefix past the data: this request's fault alone
+            raise InvalidImage(f"{self.input_name} is not a well-formed BYTES tensor: {exc}") from None
+        if files.ndim != 2 or files.shape[1] != 1:
+            raise InvalidImage(f"{self.input_name} must have shape [batch, 1], got {list(files.shape)}")
+        out = np.empty((len(files), *self.output_dims), dtype=self.output_dtype)
+        for index, data in enumerate(files[:, 0]):
+            name = f"{self.input_name}[{index}]"
+            data = data.encode() if isinstance(data, str) else bytes(data)
+            image = open_image(data, name, self.max_bytes, self.max_pixels)
+            try:
+                out[index] = self.preprocess(image)
+            except Exception as exc:
+                what = f"{name} ({image.format or 'image'}, mode {image.mode}, {image.width}x{image.height})"
+                raise InvalidImage(f"{what} cannot be preprocessed: {exc}") from None
+        return out
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                pixels = self._pixels(request)
+            except InvalidImage as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, pixels)]))
+        return responses
