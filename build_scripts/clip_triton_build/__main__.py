@@ -288,7 +288,8 @@ def build_checkpoint(
     if vision is None:
         for model in IMAGE_MODELS:
             shutil.rmtree(repo / model, ignore_errors=True)
-        log.info("%s has no vision tower: texts only (no %s)", checkpoint, IMAGE_ENSEMBLE_MODEL)
+        why = "the random-init fallback is a text tower" if loaded.weights == RANDOM_INIT else "it has no vision tower"
+        log.info("%s: texts only, no %s (%s)", checkpoint, IMAGE_ENSEMBLE_MODEL, why)
     else:
         write_image_side(repo, vision, {**stamps, SIBLINGS_PARAMETER: siblings}, args.opset)
         log.info("%s: images at %d pixels, %d-d embeddings", checkpoint, vision.image_size, vision.dim)
