@@ -67,21 +67,14 @@ class Progress:
         os.replace(partial, path)
 
 
-def progress_path(output: str, output_format: str) -> Path | None:
+def job_record_path(output: str, output_format: str, kind: str) -> Path | None:
+    """Where a job keeps its `kind` record beside its output: "progress" while it runs (what is
+    written so far), "done" once it finished (its Progress, whole); None for stdout."""
     if output == "-":
         return None
     if output_format == "parquet":
-        return Path(output) / "_progress.json"
-    return Path(output + ".progress.json")
-
-
-def done_path(output: str, output_format: str) -> Path | None:
-    """Where a finished job leaves its record (its Progress, whole)."""
-    if output == "-":
-        return None
-    if output_format == "parquet":
-        return Path(output) / "_done.json"
-    return Path(output + ".done.json")
+        return Path(output) / f"_{kind}.json"
+    return Path(f"{output}.{kind}.json")
 
 
 def output_exists(output: str, output_format: str) -> bool:
@@ -192,8 +185,8 @@ def run_job(
         "normalize": client.normalize,
     }
     # a job reading stdin cannot be re-read: it is not resumable, so it keeps no progress file
-    state_path = progress_path(output, output_format) if input_path != "-" else None
-    record_path = done_path(output, output_format)
+    state_path = job_record_path(output, output_format, "progress") if input_path != "-" else None
+    record_path = job_record_path(output, output_format, "done")
     identity = job_identity(input_path, options)
     state = None
     if record_path is not None and record_path.exists() and not restart and output_exists(output, output_format):
