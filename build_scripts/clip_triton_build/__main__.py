@@ -291,7 +291,7 @@ def build_checkpoint(
         why = "the random-init fallback is a text tower" if loaded.weights == RANDOM_INIT else "it has no vision tower"
         log.info("%s: texts only, no %s (%s)", checkpoint, IMAGE_ENSEMBLE_MODEL, why)
     else:
-        write_image_side(repo, vision, {**stamps, SIBLINGS_PARAMETER: siblings}, args.opset)
+        write_image_side(repo, vision, stamps, siblings, args.opset)
         log.info("%s: images at %d pixels, %d-d embeddings", checkpoint, vision.image_size, vision.dim)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)
@@ -299,7 +299,7 @@ def build_checkpoint(
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
 
 
-def write_image_side(repo: Path, vision, stamps: dict[str, str], opset: int) -> None:
+def write_image_side(repo: Path, vision, stamps: dict[str, str], siblings: str, opset: int) -> None:
     """The image models' artifacts and stamps: the vision tower's model.onnx, the checkpoint's
     preprocessing beside the preprocess model, and the dims the checkpoint decides."""
     from .encoder.image_tower import export_onnx
@@ -311,9 +311,8 @@ def write_image_side(repo: Path, vision, stamps: dict[str, str], opset: int) -> 
     stamp_dims(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", PIXELS_TENSOR, pixels)
     stamp_dims(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", IMAGE_EMBEDS_TENSOR, [vision.dim])
     stamp_dims(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [vision.dim])
-    encoder_stamps = {k: v for k, v in stamps.items() if k != SIBLINGS_PARAMETER}
-    stamp_parameters(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", encoder_stamps)
-    stamp_parameters(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", stamps)
+    stamp_parameters(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", stamps)
+    stamp_parameters(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
 
 
 if __name__ == "__main__":

@@ -65,21 +65,28 @@ def example_input_ids(batch: int = 2) -> torch.Tensor:
     return ids
 
 
-def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
+def export_batched_onnx(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int
+) -> Path:
+    """`module` (one tensor in, one out) as an ONNX file whose first axis, the batch, is dynamic:
+    how each tower's model.onnx is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = TrimmedTextEncoder(model).eval()
     with torch.no_grad():
         torch.onnx.export(
-            wrapper,
-            (example_input_ids(),),
+            module.eval(),
+            (example,),
             str(path),
-            input_names=[IDS_TENSOR],
-            output_names=[EMBEDS_TENSOR],
-            dynamic_axes={IDS_TENSOR: {0: "batch"}, EMBEDS_TENSOR: {0: "batch"}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
     return path
+
+
+def export_onnx(model: torch.nn.Module, path: Path, opset: int = 17) -> Path:
+    return export_batched_onnx(TrimmedTextEncoder(model), example_input_ids(), path, IDS_TENSOR, EMBEDS_TENSOR, opset)
 
 
 def export_torchscript(model: torch.nn.Module, path: Path, device: str = "cpu") -> Path:

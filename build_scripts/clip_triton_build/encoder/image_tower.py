@@ -20,18 +20,20 @@ from clip_triton_contract.names import IMAGE_EMBEDS_TENSOR, PIXELS_TENSOR
 
 from ..servable import UnservableCheckpoint
 from ..spec import PREPROCESSOR_FILE
+from .export import export_batched_onnx
 
 if TYPE_CHECKING:
     from transformers import CLIPVisionModelWithProjection
 
 log = logging.getLogger("clip_triton_build")
 
-# CLIPImageProcessor's defaults, for a checkpoint that ships no preprocessor_config.json: OpenAI
-# CLIP's preprocessing at the vision tower's own image size
-DEFAULT_PREPROCESSOR: dict[str, Any] = {
+# CLIPImageProcessor's defaults: what a preprocessor_config.json that leaves a field out means
+CLIP_PREPROCESSING: dict[str, Any] = {
     "do_resize": True,
+    "size": {"shortest_edge": 224},
     "resample": 3,
     "do_center_crop": True,
+    "crop_size": {"height": 224, "width": 224},
     "do_rescale": True,
     "rescale_factor": 1 / 255,
     "do_normalize": True,
@@ -41,10 +43,21 @@ DEFAULT_PREPROCESSOR: dict[str, Any] = {
 }
 
 
+def complete(preprocessor: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's preprocessor_config.json with every field clip_image_preprocess reads: CLIP's
+    defaults where it is silent, sizes in their dict forms (older files give ints)."""
+    merged = {**CLIP_PREPROCESSING, **preprocessor}
+    if isinstance(merged["size"], int):
+        merged["size"] = {"shortest_edge": merged["size"]}
+    if isinstance(merged["crop_size"], int):
+        merged["crop_size"] = {"height": merged["crop_size"], "width": merged["crop_size"]}
+    return merged
+
+
 @dataclass
 class LoadedVision:
     model: CLIPVisionModelWithProjection  # eval mode, fp32
-    preprocessor: dict[str, Any]  # what clip_image_preprocess reads
+    preprocessor: dict[str, Any]  # what clip_image_preprocess reads: every field (`complete`)
     image_size: int  # pixel_values' side
 
     @property
@@ -70,29 +83,22 @@ def load_vision(checkpoint: str, **kwargs: Any) -> LoadedVision | None:
     ).eval()
     image_size = int(model.config.image_size)
     path = cached_file(checkpoint, PREPROCESSOR_FILE, _raise_exceptions_for_missing_entries=False, **kwargs)
-    if path is None:
-        preprocessor = {
-            **DEFAULT_PREPROCESSOR,
-            "size": {"shortest_edge": image_size},
-            "crop_size": {"height": image_size, "width": image_size},
-        }
+    if path is None:  # CLIP's preprocessing at the vision tower's own image size
+        preprocessor = complete({"size": image_size, "crop_size": image_size})
         log.info("%s ships no %s: CLIP's preprocessing at %d pixels", checkpoint, PREPROCESSOR_FILE, image_size)
     else:
-        preprocessor = json.loads(Path(path).read_text())
+        preprocessor = complete(json.loads(Path(path).read_text()))
     check_preprocessor(checkpoint, preprocessor, image_size)
     return LoadedVision(model, preprocessor, image_size)
 
 
 def check_preprocessor(checkpoint: str, preprocessor: dict[str, Any], image_size: int) -> None:
     """UnservableCheckpoint unless the preprocessing is CLIP's: a shortest-edge resize and a center
-    crop to the vision tower's image size."""
-    size = preprocessor.get("size", {"shortest_edge": 224})
-    size = {"shortest_edge": size} if isinstance(size, int) else size
-    crop = preprocessor.get("crop_size", {"height": 224, "width": 224})
-    crop = {"height": crop, "width": crop} if isinstance(crop, int) else crop
-    if preprocessor.get("do_resize", True) and set(size) != {"shortest_edge"}:
+    crop to the vision tower's image size. `preprocessor` is `complete`."""
+    size, crop = preprocessor["size"], preprocessor["crop_size"]
+    if preprocessor["do_resize"] and set(size) != {"shortest_edge"}:
         raise UnservableCheckpoint(checkpoint, "size", f"{size}: the image side serves CLIP's shortest_edge resize")
-    if not preprocessor.get("do_center_crop", True) or (crop.get("height"), crop.get("width")) != (
+    if not preprocessor["do_center_crop"] or (crop.get("height"), crop.get("width")) != (
         image_size,
         image_size,
     ):
@@ -113,19 +119,10 @@ class ImageFeatures(torch.nn.Module):
 
 
 def export_onnx(vision: LoadedVision, path: Path, opset: int = 17) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, vision.image_size, vision.image_size)
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # HF's check of the input size becomes a constant: the size is fixed by the config anyway
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            ImageFeatures(vision.model).eval(),
-            (example,),
-            str(path),
-            input_names=[PIXELS_TENSOR],
-            output_names=[IMAGE_EMBEDS_TENSOR],
-            dynamic_axes={PIXELS_TENSOR: {0: "batch"}, IMAGE_EMBEDS_TENSOR: {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
+        return export_batched_onnx(
+            ImageFeatures(vision.model), example, path, PIXELS_TENSOR, IMAGE_EMBEDS_TENSOR, opset
         )
-    return path
