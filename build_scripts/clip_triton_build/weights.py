@@ -105,16 +105,15 @@ def load_vision_tower(checkpoint: str):
     found where its text tower was, or None when it has none."""
     from .encoder.image_tower import load_vision
 
-    attempts, _ = _attempts(checkpoint)
-    for number, kwargs in enumerate(attempts, 1):
+    *first, last = _attempts(checkpoint)[0]
+    for kwargs in first:
         try:
             return load_vision(checkpoint, **kwargs)
         except servable.UnservableCheckpoint:
             raise
         except Exception:  # not in the local cache: the next attempt asks the hub
-            if number == len(attempts):
-                raise
-    return None
+            continue
+    return load_vision(checkpoint, **last)
 
 
 def _attempts(checkpoint: str) -> tuple[list[dict[str, Any]], str]:

@@ -37,29 +37,23 @@ class InvalidImage(ValueError):
 
 
 class Preprocessing:
-    """One checkpoint's preprocessor_config.json, as the CLIP image processor reads it."""
+    """One checkpoint's preprocessor_config.json, as the CLIP image processor reads it. The build
+    writes every field (CLIP's defaults where the checkpoint's file is silent, sizes as dicts) and
+    refuses what is not CLIP's preprocessing (clip_triton_build.encoder.image_tower)."""
 
     def __init__(self, config: dict, max_pixels: int):
         self.max_pixels = max_pixels  # of the resized image too: an extreme aspect ratio grows there
-        size = config.get("size", {"shortest_edge": 224})
-        if isinstance(size, int):
-            size = {"shortest_edge": size}
-        crop = config.get("crop_size", {"height": 224, "width": 224})
-        if isinstance(crop, int):
-            crop = {"height": crop, "width": crop}
-        if config.get("do_resize", True) and set(size) != {"shortest_edge"}:
-            raise ValueError(f"size {size}: only CLIP's shortest_edge resize is served")
-        self.do_resize = bool(config.get("do_resize", True))
-        self.shortest_edge = int(size.get("shortest_edge", 0))
-        self.resample = Image.Resampling(int(config.get("resample", 3)))
-        self.do_center_crop = bool(config.get("do_center_crop", True))
-        self.crop = (int(crop["height"]), int(crop["width"]))
-        self.do_rescale = bool(config.get("do_rescale", True))
-        self.rescale_factor = float(config.get("rescale_factor", 1 / 255))
-        self.do_normalize = bool(config.get("do_normalize", True))
-        self.mean = np.array(config.get("image_mean", [0.48145466, 0.4578275, 0.40821073]), dtype=np.float32)
-        self.std = np.array(config.get("image_std", [0.26862954, 0.26130258, 0.27577711]), dtype=np.float32)
-        self.do_convert_rgb = bool(config.get("do_convert_rgb", True))
+        self.do_resize = bool(config["do_resize"])
+        self.shortest_edge = int(config["size"]["shortest_edge"])
+        self.resample = Image.Resampling(int(config["resample"]))
+        self.do_center_crop = bool(config["do_center_crop"])
+        self.crop = (int(config["crop_size"]["height"]), int(config["crop_size"]["width"]))
+        self.do_rescale = bool(config["do_rescale"])
+        self.rescale_factor = float(config["rescale_factor"])
+        self.do_normalize = bool(config["do_normalize"])
+        self.mean = np.array(config["image_mean"], dtype=np.float32)
+        self.std = np.array(config["image_std"], dtype=np.float32)
+        self.do_convert_rgb = bool(config["do_convert_rgb"])
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """A decoded image -> [3, crop height, crop width] float32."""
