@@ -94,3 +94,18 @@ def url_of(srv: LocalTritonServer, protocol: str) -> str:
 
 def text_array(texts) -> np.ndarray:
     return text_tensor(texts)
+
+
+def hf_image_features(reference, files: list[bytes]) -> np.ndarray:
+    """HF `CLIPModel.get_image_features` of encoded files through the checkpoint's PIL image
+    processor: what Jina's CLIPImageEncoder computed. `reference`: (model, processor)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    model, processor = reference
+    pixels = processor(images=[Image.open(io.BytesIO(f)) for f in files], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = model.get_image_features(pixel_values=pixels)
+    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()

@@ -1,15 +1,17 @@
-"""CLIPClient: documents or strings in, CLIP text embeddings out, from a Triton server.
+"""CLIPClient: texts, images or documents in, CLIP embeddings out, from a Triton server.
 
     client = CLIPClient("localhost:8001")              # gRPC; protocol="http" for port 8000
     vectors = client.encode(["a photo of a cat", "a dog"])  # np.ndarray [2, 512] float32
     docs = client.encode(DocList[TextDoc](...))             # fills doc.embedding in place
+    images = client.encode_images(["cat.jpg", png_bytes, pil_image])  # the same space as the texts
 
-Items are sent in requests of `batch_size` texts, `concurrency` requests in flight, so the
+Items are sent in requests of `batch_size` items, `concurrency` requests in flight, so the
 server's dynamic batcher always has work; texts of similar length share requests (the encoder's
 cost follows the longest text of a batch); results come back in input order. A request the
 server rejects is split until the bad item is found: only that item fails, its neighbours
 are embedded. `traffic="bulk"` marks a job's requests so the server serves queries first
 (clip_triton_contract.traffic); `queue_timeout` gives each request a deadline in the server's queue.
+What an image item may be: clip_triton_client.images.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import threading
 import time
@@ -36,6 +39,7 @@ from clip_triton_contract.names import (
     RANDOM_INIT,
     SIBLINGS_PARAMETER,
     WEIGHTS_PARAMETER,
+    image_ensemble_of,
 )
 from clip_triton_contract.statuses import Outcome
 from clip_triton_contract.traffic import DEFAULT_CLASS, priority_level
@@ -50,6 +54,7 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
 )
+from .images import REQUEST_BYTES, ImageItemError, document_image, image_bytes, is_document
 from .transport import Transport
 
 log = logging.getLogger("clip_triton_client")
@@ -94,6 +99,7 @@ class CLIPClient:
         ssl: bool = False,
         traffic: str = DEFAULT_CLASS,
         queue_timeout: float | None = None,
+        image_model: str | None = None,
     ):
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -101,6 +107,8 @@ class CLIPClient:
             raise ValueError("batch_size and concurrency must be >= 1, retries >= 0")
         self.url = url or f"localhost:{DEFAULT_PORTS[protocol]}"
         self.protocol, self.model = protocol, model
+        # the same checkpoint's image side: IMAGE in, EMBEDDING out, in the text model's space
+        self.image_model = image_model or image_ensemble_of(model)
         self.batch_size, self.concurrency = batch_size, concurrency
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.headers, self.normalize, self.ssl = dict(headers or {}), normalize, ssl
@@ -117,6 +125,7 @@ class CLIPClient:
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
+        self._image_info: ModelInfo | None = None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clip-triton-client")
         if wait_ready:
             self.wait_until_ready(wait_ready)
@@ -192,6 +201,12 @@ class CLIPClient:
             self._info = info
         return self._info
 
+    def image_model_info(self) -> ModelInfo:
+        """The image model's tensor names and embedding size (its `dim` is the text model's)."""
+        if self._image_info is None:
+            self._image_info = self._describe(self.image_model)
+        return self._image_info
+
     def models(self) -> list[ModelInfo]:
         """Every CLIP model built into the same repository as this client's model (its config's
         `models` stamp), this one included, each described as `model_info` describes it; only the
@@ -243,7 +258,7 @@ class CLIPClient:
         on_error: str = "raise",
         _cancel: threading.Event | None = None,
     ):
-        """Embed `items`.
+        """Embed texts.
 
         - a list/iterable of str -> np.ndarray [N, dim] float32, row i for item i;
         - documents (docarray DocList[TextDoc], or any objects with `.text`) -> the same sequence,
@@ -252,16 +267,83 @@ class CLIPClient:
         on_error="raise" (default) raises InvalidItemError after embedding everything else;
         "skip" returns the partial result (NaN rows / untouched documents) and logs the errors.
         """
-        if on_error not in ("raise", "skip"):
-            raise ValueError("on_error must be 'raise' or 'skip'")
         if isinstance(items, (str, bytes)):
             raise TypeError(
                 "encode() takes a list of texts or documents, not a single string: use encode([text]) to embed one text"
             )
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
         docs_mode, positions, payloads, errors = collect_texts(items)
-        info = self.model_info() if payloads or not docs_mode else None
-        embeddings, failed = self._embed_all(payloads, show_progress, _cancel) if payloads else (None, {})
+        return self._encode(
+            self.model_info,
+            items,
+            docs_mode,
+            positions,
+            payloads,
+            errors,
+            None,
+            normalize,
+            show_progress,
+            on_error,
+            _cancel,
+        )
+
+    def encode_images(
+        self,
+        items: Iterable[Any],
+        *,
+        normalize: bool | None = None,
+        show_progress: bool = False,
+        on_error: str = "raise",
+        _cancel: threading.Event | None = None,
+    ):
+        """Embed images, into the same space as encode()'s texts of this checkpoint.
+
+        - a list/iterable of images (paths, URLs, data URIs, encoded bytes, PIL images, HWC uint8
+          arrays: clip_triton_client.images) -> np.ndarray [N, dim] float32, row i for item i;
+        - documents (docarray DocList[ImageDoc] with `url`, `tensor` or `bytes_`; Jina Documents
+          with `uri`, `tensor` or `blob`) -> the same sequence, `.embedding` filled in place;
+          documents without an image are skipped.
+
+        on_error as for encode(): a file that cannot be read or decoded fails alone.
+        """
+        if isinstance(items, (str, bytes, os.PathLike)) or (isinstance(items, np.ndarray) and items.ndim < 4):
+            raise TypeError("encode_images() takes a list of images or documents: use encode_images([image]) for one")
+        items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
+        if isinstance(items, np.ndarray):
+            items = list(items)  # [N, H, W, C]: N images
+        docs_mode, positions, sources, errors = collect_images(items)
+        return self._encode(
+            self.image_model_info,
+            items,
+            docs_mode,
+            positions,
+            sources,
+            errors,
+            image_bytes,
+            normalize,
+            show_progress,
+            on_error,
+            _cancel,
+        )
+
+    def _encode(
+        self,
+        describe,
+        items,
+        docs_mode,
+        positions,
+        payloads,
+        errors,
+        prepare,
+        normalize,
+        show_progress,
+        on_error,
+        cancel,
+    ):
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        info = describe() if payloads or not docs_mode else None
+        embeddings, failed = self._embed_all(info, payloads, show_progress, cancel, prepare) if payloads else (None, {})
         for local, message in failed.items():
             errors[positions[local]] = message
         if embeddings is not None and (self.normalize if normalize is None else normalize):
@@ -278,24 +360,34 @@ class CLIPClient:
     async def aencode(self, items: Iterable[Any], **kwargs):
         """encode() for asyncio: runs off the event loop, same arguments and results. Cancelling
         the awaiting task stops sending further requests (those in flight finish)."""
+        return await self._off_loop(self.encode, items, kwargs)
+
+    async def aencode_images(self, items: Iterable[Any], **kwargs):
+        """encode_images() for asyncio, as aencode() is for encode()."""
+        return await self._off_loop(self.encode_images, items, kwargs)
+
+    async def _off_loop(self, method, items, kwargs):
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
-        future = loop.run_in_executor(None, functools.partial(self.encode, items, _cancel=cancel, **kwargs))
+        future = loop.run_in_executor(None, functools.partial(method, items, _cancel=cancel, **kwargs))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             cancel.set()
             raise
 
-    def _embed_all(self, payloads: list[bytes], show_progress: bool, cancel: threading.Event | None = None):
-        info = self.model_info()
+    def _embed_all(self, info: ModelInfo, payloads: list, show_progress: bool, cancel=None, prepare=None):
+        """Every payload's vector and {index: error}. `prepare` (images) turns a payload into the
+        bytes to send, in the worker that sends it; without it payloads are texts' bytes."""
         size = min(self.batch_size, info.max_batch_size) if info.max_batch_size > 0 else 1
         # Length-sorted requests: a batch costs as much as its longest text times its size (the
         # encoder trims to the longest), so texts of similar length travel together. Byte length
         # is a cheap proxy for token length. Results are put back in input order below.
-        order = (
-            np.argsort([len(p) for p in payloads], kind="stable") if self.sort_by_length else np.arange(len(payloads))
-        )
+        # Images cost the same whatever their file's size: they keep their order.
+        if self.sort_by_length and prepare is None:
+            order = np.argsort([len(p) for p in payloads], kind="stable")
+        else:
+            order = np.arange(len(payloads))
         ordered = [payloads[i] for i in order]
         chunks = [(start, ordered[start : start + size]) for start in range(0, len(ordered), size)]
         embeddings = np.empty((len(payloads), info.dim), dtype=np.float32)
@@ -304,7 +396,9 @@ class CLIPClient:
         if show_progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=len(payloads), unit="text", desc=f"embedding ({self.model})")
+            unit = "text" if prepare is None else "image"
+            progress = tqdm(total=len(payloads), unit=unit, desc=f"embedding ({info.name})")
+        work = self._embed_chunk if prepare is None else functools.partial(self._embed_images, prepare=prepare)
         try:
             # bounded in flight: at most `concurrency` chunks are submitted ahead of the results
             futures = {}
@@ -313,14 +407,14 @@ class CLIPClient:
                 if cancel is not None and cancel.is_set():
                     raise CLIPClientError("encode cancelled")
                 while next_chunk < len(chunks) and next_chunk < done_index + self.concurrency:
-                    futures[next_chunk] = self._pool.submit(self._embed_chunk, chunks[next_chunk][1])
+                    futures[next_chunk] = self._pool.submit(work, info, chunks[next_chunk][1])
                     next_chunk += 1
-                start, texts = chunks[done_index]
+                start, chunk = chunks[done_index]
                 vectors, chunk_failed = futures.pop(done_index).result()
-                embeddings[order[start : start + len(texts)]] = vectors
+                embeddings[order[start : start + len(chunk)]] = vectors
                 failed.update({int(order[start + i]): msg for i, msg in chunk_failed.items()})
                 if progress is not None:
-                    progress.update(len(texts))
+                    progress.update(len(chunk))
         except BaseException:
             for future in futures.values():
                 future.cancel()
@@ -330,31 +424,57 @@ class CLIPClient:
                 progress.close()
         return embeddings, failed
 
-    def _embed_chunk(self, texts: list[bytes]):
+    def _embed_images(self, info: ModelInfo, sources: list, prepare):
+        """_embed_chunk for image sources: each read or encoded here (one that cannot be fails
+        alone), sent in requests of at most REQUEST_BYTES."""
+        vectors = np.full((len(sources), info.dim), np.nan, dtype=np.float32)
+        failed: dict[int, str] = {}
+        requests: list[list[tuple[int, bytes]]] = [[]]
+        carried = 0
+        for index, source in enumerate(sources):
+            try:
+                data = prepare(source)
+            except ImageItemError as exc:
+                failed[index] = str(exc)
+                continue
+            if requests[-1] and carried + len(data) > REQUEST_BYTES:
+                requests.append([])
+                carried = 0
+            requests[-1].append((index, data))
+            carried += len(data)
+        for request in requests:
+            if not request:
+                continue
+            indices = [index for index, _ in request]
+            got, request_failed = self._embed_chunk(info, [data for _, data in request])
+            vectors[indices] = got
+            failed.update({indices[i]: message for i, message in request_failed.items()})
+        return vectors, failed
+
+    def _embed_chunk(self, info: ModelInfo, payloads: list[bytes]):
         """(vectors [n, dim], {index in chunk: error}) - bisects a rejected request to find the
         bad item(s) so the others still get embedded."""
-        info = self.model_info()
         try:
             vectors = self._with_retries(
                 self._transport().infer,
-                self.model,
+                info.name,
                 info.input_name,
                 info.output_name,
-                texts,
+                payloads,
                 self.priority,
                 None if self.queue_timeout is None else max(1, int(self.queue_timeout * 1e6)),
             )
         except RequestRejectedError as exc:
-            if len(texts) == 1:
+            if len(payloads) == 1:
                 return np.full((1, info.dim), np.nan, dtype=np.float32), {0: str(exc)}
-            mid = len(texts) // 2
-            left, left_failed = self._embed_chunk(texts[:mid])
-            right, right_failed = self._embed_chunk(texts[mid:])
+            mid = len(payloads) // 2
+            left, left_failed = self._embed_chunk(info, payloads[:mid])
+            right, right_failed = self._embed_chunk(info, payloads[mid:])
             return np.concatenate([left, right]), {**left_failed, **{mid + i: m for i, m in right_failed.items()}}
-        if vectors is None or vectors.shape != (len(texts), info.dim):
+        if vectors is None or vectors.shape != (len(payloads), info.dim):
             raise CLIPClientError(
                 f"server returned shape {None if vectors is None else vectors.shape} "
-                f"for {len(texts)} texts (expected {(len(texts), info.dim)})"
+                f"for {len(payloads)} items (expected {(len(payloads), info.dim)})"
             )
         return vectors.astype(np.float32, copy=False), {}
 
@@ -403,6 +523,28 @@ def collect_texts(items) -> tuple[bool, list[int], list[bytes], dict[int, str]]:
             continue
         positions.append(index)
     return docs_mode, positions, payloads, errors
+
+
+def collect_images(items) -> tuple[bool, list[int], list[Any], dict[int, str]]:
+    """What encode_images() sends: (documents or plain images, the index of each image sent, its
+    source (read when its request is sent), {index: why not sent}). Documents without an image are
+    skipped, as documents without text are."""
+    docs_mode = any(is_document(item) for item in items)
+    positions, sources, errors = [], [], {}
+    for index, item in enumerate(items):
+        if docs_mode:
+            if not is_document(item):
+                errors[index] = f"{type(item).__name__} is not a document with an image field"
+                continue
+            item = document_image(item)
+            if item is None:
+                continue
+        if item is None:
+            errors[index] = "None is not an image"
+            continue
+        positions.append(index)
+        sources.append(item)
+    return docs_mode, positions, sources, errors
 
 
 def scatter(items, docs_mode: bool, positions: list[int], embeddings, failed: dict[int, str], dim: int):

@@ -40,7 +40,8 @@ _HINTS = {
 
 
 def text_tensor(texts) -> np.ndarray:
-    """The ensemble's TEXT input: a [batch, 1] BYTES tensor of UTF-8 texts (str or bytes)."""
+    """The ensemble's TEXT input: a [batch, 1] BYTES tensor of UTF-8 texts (str or bytes); bytes
+    go as they are (an image ensemble's IMAGE input: one encoded file a row)."""
     return np.array([t.encode("utf-8") if isinstance(t, str) else t for t in texts], dtype=np.object_).reshape(-1, 1)
 
 
@@ -112,13 +113,14 @@ class Transport:
         model: str,
         input_name: str,
         output_name: str,
-        texts: Sequence[str | bytes],
+        items: Sequence[str | bytes],
         priority: int = 0,
         queue_timeout_us: int | None = None,
     ) -> np.ndarray:
-        """`priority`: Triton's priority level (0: the model's default); `queue_timeout_us`: how
-        long the request may wait in the server's queue before it is dropped there."""
-        batch = text_tensor(texts)
+        """`items`: texts, or encoded image files for an image model; `priority`: Triton's priority
+        level (0: the model's default); `queue_timeout_us`: how long the request may wait in the
+        server's queue before it is dropped there."""
+        batch = text_tensor(items)
         tensor = self.module.InferInput(input_name, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         outputs = [self.module.InferRequestedOutput(output_name)]

@@ -36,6 +36,11 @@ def image_model_names(name: str | None = None) -> dict[str, str]:
     return {model: f"{name}_{model}" for model in IMAGE_MODELS}
 
 
+def image_ensemble_of(text_model: str) -> str:
+    """The image ensemble of the checkpoint whose text ensemble is called `text_model`."""
+    return image_model_names(text_model)[IMAGE_ENSEMBLE_MODEL]
+
+
 # Tensors
 TEXT_INPUT = "TEXT"  # the ensemble's and the tokenizers' input: [B, 1] BYTES (UTF-8)
 EMBEDDING_OUTPUT = "EMBEDDING"  # the ensemble's output: [B, projection_dim] FP32

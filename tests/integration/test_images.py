@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import FAMILIES, save_checkpoint
+from checkpoints import IMAGE_SHAPES
 from images import embeddable, refused
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from clip_triton import LocalTritonServer
 from clip_triton_build.repository import read_config
 from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
@@ -27,53 +24,10 @@ from clip_triton_contract.names import (
     image_model_names,
     model_names,
 )
-from helpers import open_clip_tokenizer_module, text_array, triton_infer, url_of
+from helpers import hf_image_features, open_clip_tokenizer_module, text_array, triton_infer, url_of
 
-# name -> (text family, vision shape): the B/32, B/16 and L/14-336 shapes, two layers of text and
-# one of vision each (the shapes, not the depth, are what the export must get right)
-SHAPES = {"b32": ("b32", "b32"), "b16": ("b32", "b16"), "l14-336": ("l14", "l14-336")}
 TEXTS = ["a photo of a cat", "a diagram", "two dogs playing in the snow", "a red square"]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("image-checkpoints")
-    return {
-        name: save_checkpoint(FAMILIES[text], root / name, layers=2, seed=i, vision=vision)
-        for i, (name, (text, vision)) in enumerate(SHAPES.items())
-    }
-
-
-@pytest.fixture(scope="module")
-def server(checkpoints, tmp_path_factory):
-    """One repository with every checkpoint under its name, both towers each, one tritonserver."""
-    repository = tmp_path_factory.mktemp("images-repository")
-    named = [a for name, folder in checkpoints.items() for a in ("--model", f"{name}={folder}")]
-    command = [sys.executable, "-m", "clip_triton_build", "--format", "onnx", "--require-weights"]
-    done = subprocess.run([*command, "--output", str(repository), *named], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with LocalTritonServer.on_free_ports(repository=repository, config_name="cpu") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def references(checkpoints):
-    from transformers import CLIPImageProcessorPil, CLIPModel
-
-    return {
-        name: (CLIPModel.from_pretrained(folder).eval(), CLIPImageProcessorPil.from_pretrained(folder))
-        for name, folder in checkpoints.items()
-    }
-
-
-def hf_image_features(reference, files: list[bytes]) -> np.ndarray:
-    import torch
-
-    model, processor = reference
-    pixels = processor(images=[Image.open(io.BytesIO(f)) for f in files], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        out = model.get_image_features(pixel_values=pixels)
-    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
+SHAPES = list(IMAGE_SHAPES)
 
 
 def image_array(files: list[bytes]) -> np.ndarray:
@@ -87,35 +41,41 @@ def embed_images(srv, protocol: str, name: str, files: list[bytes]) -> np.ndarra
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("name", list(SHAPES))
-def test_every_kind_of_image_embeds_as_hf_does(server, references, name, protocol):
+@pytest.mark.parametrize("name", SHAPES)
+def test_every_kind_of_image_embeds_as_hf_does(image_server, image_references, name, protocol):
     files = embeddable()
-    got = embed_images(server, protocol, name, list(files.values()))
-    expected = hf_image_features(references[name], list(files.values()))
+    got = embed_images(image_server, protocol, name, list(files.values()))
+    expected = hf_image_features(image_references[name], list(files.values()))
     assert got.shape == expected.shape
     for row, kind in enumerate(files):
         np.testing.assert_allclose(got[row], expected[row], atol=1e-4, rtol=0, err_msg=kind)
 
 
-@pytest.mark.parametrize("name", list(SHAPES))
-def test_the_vision_tower_takes_the_checkpoints_own_image_size(server, checkpoints, name):
+@pytest.mark.parametrize("name", SHAPES)
+def test_the_vision_tower_takes_the_checkpoints_own_image_size(image_server, image_checkpoints, name):
     from transformers import CLIPConfig
 
-    side = CLIPConfig.from_pretrained(checkpoints[name]).vision_config.image_size
-    config = read_config(Path(server.repository) / image_model_names(name)[IMAGE_PREPROCESS_MODEL] / "config.pbtxt")
+    side = CLIPConfig.from_pretrained(image_checkpoints[name]).vision_config.image_size
+    config = read_config(
+        Path(image_server.repository) / image_model_names(name)[IMAGE_PREPROCESS_MODEL] / "config.pbtxt"
+    )
     assert list(config.output[0].dims) == [3, side, side]
 
 
-@pytest.mark.parametrize("name", list(SHAPES))
-def test_texts_and_images_score_as_hfs_logits_per_image(server, references, name):
+@pytest.mark.parametrize("name", SHAPES)
+def test_texts_and_images_score_as_hfs_logits_per_image(image_server, image_references, name):
     import torch
 
     files = list(embeddable().values())[:4]
-    images = embed_images(server, "grpc", name, files)
+    images = embed_images(image_server, "grpc", name, files)
     texts = triton_infer(
-        "grpc", server.grpc_url, model_names(name)["clip_text"], {TEXT_INPUT: text_array(TEXTS)}, [EMBEDDING_OUTPUT]
+        "grpc",
+        image_server.grpc_url,
+        model_names(name)["clip_text"],
+        {TEXT_INPUT: text_array(TEXTS)},
+        [EMBEDDING_OUTPUT],
     )[0]
-    model, processor = references[name]
+    model, processor = image_references[name]
     normalize = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
     ours = model.logit_scale.exp().item() * normalize(images) @ normalize(texts).T
     pixels = processor(images=[Image.open(io.BytesIO(f)) for f in files], return_tensors="pt")["pixel_values"]
@@ -126,13 +86,13 @@ def test_texts_and_images_score_as_hfs_logits_per_image(server, references, name
 
 
 @pytest.mark.parametrize("kind", list(refused(20_000_000)))
-def test_a_bad_file_fails_alone_and_says_why(server, references, kind):
+def test_a_bad_file_fails_alone_and_says_why(image_server, image_references, kind):
     data, message = refused(20_000_000)[kind]
     good = embeddable()["jpeg"]
     with pytest.raises(InferenceServerException, match=message) as caught:
-        embed_images(server, "grpc", "b32", [good, data])
+        embed_images(image_server, "grpc", "b32", [good, data])
     assert f"{IMAGE_INPUT}[1]" in str(caught.value)
     # the model still serves, and the good file embeds on its own
-    got = embed_images(server, "http", "b32", [good])
-    np.testing.assert_allclose(got[0], hf_image_features(references["b32"], [good])[0], atol=1e-4, rtol=0)
-    assert server.is_ready()
+    got = embed_images(image_server, "http", "b32", [good])
+    np.testing.assert_allclose(got[0], hf_image_features(image_references["b32"], [good])[0], atol=1e-4, rtol=0)
+    assert image_server.is_ready()
