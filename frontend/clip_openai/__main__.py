@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, f.name)
         if isinstance(default, tuple):
             parser.add_argument(
-                "--model" if f.name == "models" else flag,
+                "--model" if f.name == "models" else flag.rstrip("s"),
                 dest=f.name,
                 action="append",
-                help=f"{f.name} (repeatable; default: {','.join(default)})",
+                help=f"{f.name} (repeatable; default: {','.join(default) or 'none'})",
             )
         elif isinstance(default, bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
@@ -64,7 +64,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     defaults = Settings()
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "api_key"}
-    values["models"] = tuple(values["models"] or defaults.models)
+    for f in dataclasses.fields(Settings):  # repeatable options: what was given, else the default
+        if isinstance(getattr(defaults, f.name), tuple):
+            values[f.name] = tuple(values[f.name] or getattr(defaults, f.name))
     if args.api_key_env:  # set but empty: no key, as tritonserver's rule is then none (compose's CLIP_API_KEY)
         if args.api_key_env not in os.environ:
             parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")

@@ -1,6 +1,6 @@
 """The ASGI application one uvicorn worker runs: OpenAI's embeddings and models routes, health.
 
-    POST /v1/embeddings      the ensemble's embeddings, OpenAI's request and answer
+    POST /v1/embeddings      the ensembles' embeddings of texts and images, OpenAI's request and answer
     GET  /v1/models          the CLIP models served, as OpenAI lists models
     GET  /v1/models/{id}
     GET  /health/live        the process answers
@@ -13,6 +13,7 @@ with OpenAI's error body: nothing one request sends reaches another request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -30,7 +31,8 @@ from starlette.routing import Route
 
 from . import metrics
 from .errors import APIError, bad_request, model_not_found, saturated
-from .request import parse
+from .images import resolve
+from .request import EmbeddingsRequest, parse
 from .settings import INSTANCE_VARIABLE, Settings
 from .triton import Model, Triton
 
@@ -64,6 +66,7 @@ def model_object(model: Model) -> dict:
         "owned_by": OWNER,
         # beyond OpenAI's fields: what a client of embeddings wants to know
         "dimensions": model.dim,
+        "modalities": model.modalities,
         "checkpoint": model.checkpoint,
         "weights": model.weights,
     }
@@ -136,7 +139,11 @@ class Frontend:
         try:
             self.authorize(request)
             asked = parse(
-                await self.read_body(request), self.settings.max_inputs, self.settings.normalize, self.settings.traffic
+                await self.read_body(request),
+                self.settings.max_inputs,
+                self.settings.normalize,
+                self.settings.traffic,
+                self.settings.max_images,
             )
             assert self.triton is not None
             model = await self.triton.model(asked.model)
@@ -148,12 +155,17 @@ class Frontend:
                     f"send dimensions={model.dim} or leave it out",
                     param="dimensions",
                 )
-            waited = time.perf_counter()
-            vectors, tokens = await self.triton.embed(model, asked.texts, asked.traffic)
-            metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+            if asked.images and not model.image:
+                raise bad_request(
+                    f"model `{model.name}` embeds texts only (it was built from a checkpoint without a vision "
+                    "tower), and input holds images",
+                    param="input",
+                )
+            vectors, tokens = await self.embed(model, asked)
             if asked.normalize:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             metrics.TEXTS.labels(model.name).inc(len(asked.texts))
+            metrics.IMAGES.labels(model.name).inc(len(asked.images))
             metrics.PROMPT_TOKENS.labels(model.name).inc(tokens)
             response = json_response(embeddings_body(asked.model, vectors, asked.encoding_format, tokens))
             metrics.LATENCY.observe(time.perf_counter() - started)
@@ -162,6 +174,36 @@ class Frontend:
         finally:
             self.pending -= 1
             metrics.PENDING.dec()
+
+    async def embed(self, model: Model, asked: EmbeddingsRequest) -> tuple[np.ndarray, int]:
+        """Every input's vector in input order, and the texts' tokens: texts through the text
+        ensemble, images (fetched first where they are URLs) through the image one, at once."""
+        assert self.triton is not None
+        if not asked.images:
+            waited = time.perf_counter()
+            vectors, tokens = await self.triton.embed(model, asked.texts, asked.traffic)
+            metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+            return vectors, tokens
+        settings = self.settings
+        files = await resolve(
+            list(asked.images), settings.image_url_hosts, settings.image_url_timeout_s, settings.image_url_max_bytes
+        )
+        waited = time.perf_counter()
+        image_rows, text_rows = [image.index for image in asked.images], asked.text_rows()
+        images = self.triton.embed_images(model, files, image_rows, asked.traffic)
+        if not asked.texts:
+            vectors, tokens = await images, 0
+        else:
+            try:
+                (text_vectors, tokens), image_vectors = await asyncio.gather(
+                    self.triton.embed(model, asked.texts, asked.traffic), images
+                )
+            except APIError as exc:
+                raise exc.renumbered(text_rows) if exc.item is not None and exc.item < len(text_rows) else exc from None
+            vectors = np.empty((asked.size, model.dim), dtype=np.float32)
+            vectors[text_rows], vectors[image_rows] = text_vectors, image_vectors
+        metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+        return vectors, tokens
 
     async def list_models(self, request: Request) -> Response:
         self.authorize(request)

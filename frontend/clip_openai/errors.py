@@ -30,6 +30,21 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = dict(headers or {})
+        self.item: int | None = None  # a 400 for one item: its place in the list the caller sent
+
+    def renumbered(self, rows: list[int]) -> "APIError":
+        """This 400, naming its item by rows[item] (its place in `input`) instead."""
+        if self.item is None:
+            return self
+        prefix = f"input[{self.item}]"
+        message = (
+            f"input[{rows[self.item]}]" + self.message[len(prefix) :]
+            if self.message.startswith(prefix)
+            else self.message
+        )
+        error = APIError(self.status, message, self.type, self.param, self.code, self.headers)
+        error.item = rows[self.item]
+        return error
 
     def body(self) -> bytes:
         return orjson.dumps(

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 
 REQUESTS = Counter("clip_openai_requests_total", "Requests answered, by route and HTTP status", ["route", "status"])
 TEXTS = Counter("clip_openai_texts_total", "Texts embedded, by model", ["model"])
+IMAGES = Counter("clip_openai_images_total", "Images embedded, by model", ["model"])
 PROMPT_TOKENS = Counter("clip_openai_prompt_tokens_total", "Tokens the encoder read (usage.prompt_tokens)", ["model"])
 LATENCY = Histogram(
     "clip_openai_request_seconds",

@@ -1,8 +1,12 @@
 """POST /v1/embeddings' body, checked field by field as OpenAI documents it.
 
-    {"input": "text" | ["text", ...], "model": "NAME", "encoding_format": "float" | "base64",
-     "dimensions": N, "user": "...", "service_tier": "auto" | "default" | "priority" | "flex",
-     "normalize": true | false}
+    {"input": "text" | ["text" or "data:image/png;base64,...", ...], "model": "NAME",
+     "encoding_format": "float" | "base64", "dimensions": N, "user": "...",
+     "service_tier": "auto" | "default" | "priority" | "flex", "normalize": true | false,
+     "modality": "text" | "image"}
+
+Texts and images mix in one `input` list, in one embedding space (images: images.py says
+which items are images; `modality` is infinity's field).
 
 `service_tier` is OpenAI's own name for how urgent a request is: "flex" (slower, for work that
 can wait) is sent as bulk traffic, the others as interactive (clip_triton_contract.traffic); without
@@ -24,8 +28,10 @@ import orjson
 from clip_triton_contract.traffic import BULK, INTERACTIVE
 
 from .errors import bad_request
+from .images import ImageInput, image_input
 
 ENCODING_FORMATS = ("float", "base64")
+MODALITIES = ("text", "image")
 SERVICE_TIERS = {"auto": INTERACTIVE, "default": INTERACTIVE, "priority": INTERACTIVE, "flex": BULK}
 
 
@@ -37,6 +43,13 @@ class EmbeddingsRequest:
     dimensions: int | None
     normalize: bool
     traffic: str  # clip_triton_contract.traffic's class
+    images: tuple[ImageInput, ...] = ()  # the items that are images; `texts` holds the others
+    size: int = 0  # items in `input`
+
+    def text_rows(self) -> list[int]:
+        """The position in `input` of each of `texts`."""
+        taken = {image.index for image in self.images}
+        return [row for row in range(self.size) if row not in taken]
 
 
 def _kind(value) -> str:
@@ -46,7 +59,7 @@ def _kind(value) -> str:
 
 
 def parse(
-    body: bytes, max_inputs: int, normalize_default: bool, traffic_default: str = INTERACTIVE
+    body: bytes, max_inputs: int, normalize_default: bool, traffic_default: str = INTERACTIVE, max_images: int = 64
 ) -> EmbeddingsRequest:
     try:
         payload = orjson.loads(body)
@@ -63,7 +76,16 @@ def parse(
 
     if "input" not in payload:
         raise bad_request("'input' is required: a string or an array of strings", param="input")
-    texts = _texts(payload["input"], max_inputs)
+    modality = payload.get("modality")
+    if modality is not None and modality not in MODALITIES:
+        raise bad_request(
+            f"'modality' must be one of {', '.join(map(repr, MODALITIES))}, not {modality!r}", param="modality"
+        )
+    texts, images, size = _inputs(payload["input"], max_inputs, modality)
+    if len(images) > max_images:
+        raise bad_request(
+            f"'input' has {len(images)} images; at most {max_images} per request", param="input", code="too_many_inputs"
+        )
 
     encoding_format = payload.get("encoding_format")
     if encoding_format is None:
@@ -91,10 +113,10 @@ def parse(
             f"'service_tier' must be one of {', '.join(map(repr, SERVICE_TIERS))}, not {tier!r}", param="service_tier"
         )
     traffic = traffic_default if tier is None else SERVICE_TIERS[tier]
-    return EmbeddingsRequest(model, texts, encoding_format, dimensions, normalize, traffic)
+    return EmbeddingsRequest(model, texts, encoding_format, dimensions, normalize, traffic, tuple(images), size)
 
 
-def _texts(value, max_inputs: int) -> list[bytes]:
+def _inputs(value, max_inputs: int, modality: str | None) -> tuple[list[bytes], list[ImageInput], int]:
     token_ids = (
         "token ids are not accepted: this model reads text through CLIP's own tokenizer, and the ids "
         "an OpenAI client sends are tiktoken's. Send the texts (LangChain: check_embedding_ctx_length=False)"
@@ -111,16 +133,20 @@ def _texts(value, max_inputs: int) -> list[bytes]:
         )
     if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
         raise bad_request(f"'input' is an array of integers: {token_ids}", param="input")
-    texts = []
+    texts, images = [], []
     for index, item in enumerate(value):
         if not isinstance(item, str):
             if isinstance(item, list):
                 raise bad_request(f"input[{index}] is an array: {token_ids}", param="input")
             raise bad_request(f"input[{index}] must be a string, not {_kind(item)}", param="input")
+        image = image_input(item, index, modality)
+        if image is not None:
+            images.append(image)
+            continue
         try:
             texts.append(item.encode("utf-8"))
         except UnicodeEncodeError as exc:  # a lone surrogate escape (\ud800) decodes to str, not to UTF-8
             raise bad_request(
                 f"input[{index}] is not valid Unicode ({exc.reason} at {exc.start})", param="input"
             ) from None
-    return texts
+    return texts, images, len(value)

@@ -26,9 +26,18 @@ class Settings:
     # inference APIs' x-api-key (clip_triton_contract.access). Empty: no key asked for or sent.
     api_key: str = field(default="", repr=False)
     # OpenAI's own limits on one request: 2048 inputs. Bodies over max_body_bytes are refused
-    # while they are read (413), the same bound as the proxy's client_max_body_size.
+    # while they are read (413), the same bound as the proxy's client_max_body_size: one image at
+    # the image models' own limit (20 MB) fits, base64-encoded.
     max_inputs: int = 2048
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    # Images (images.py): at most max_images in one request (each is decoded and preprocessed on
+    # the server's CPU). Image URLs are fetched only from the hosts listed here (exact names; empty,
+    # the default: none, since a fetch is the server's request on a client's behalf), each within
+    # image_url_timeout_s and image_url_max_bytes.
+    max_images: int = 64
+    image_url_hosts: tuple[str, ...] = ()
+    image_url_timeout_s: float = 10.0
+    image_url_max_bytes: int = 20 * 1024 * 1024
     # Per worker process: requests admitted at once (being read, queued or in Triton), each holding
     # at most max_body_bytes; one more is answered 429 at once.
     max_pending: int = 1024

@@ -11,11 +11,15 @@ texts in `raw_input_contents` and read back from `raw_output_contents` as numpy 
 per-tensor Python objects between the HTTP body and the gRPC call. The ensemble's TOKEN_COUNT
 output (its tokenizer's count of each text's tokens) comes back beside EMBEDDING for
 usage.prompt_tokens.
+
+A checkpoint built with its vision tower also serves images: its image ensemble (found beside the
+text one by name) takes each request's images in calls of their own, at most its max_batch_size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import struct
 import time
@@ -30,10 +34,12 @@ from clip_triton_contract.access import key_headers
 from clip_triton_contract.names import (
     CHECKPOINT_PARAMETER,
     EMBEDDING_OUTPUT,
+    IMAGE_INPUT,
     SIBLINGS_PARAMETER,
     TEXT_INPUT,
     TOKEN_COUNT_OUTPUT,
     WEIGHTS_PARAMETER,
+    image_ensemble_of,
 )
 from clip_triton_contract.traffic import DEFAULT_CLASS, priority_level
 
@@ -42,6 +48,10 @@ from .settings import Settings
 
 # Readiness embeds this through each model.
 PROBE_TEXT = b"a photo of a cat"
+# ... and this through each image model: an 8x8 PNG
+PROBE_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGOssDnBgA0wYRUdtBIALK8BjKqnz9kAAAAASUVORK5CYII="
+)
 CATALOG_REFRESH_S = 5.0  # an unknown model name looks the catalog up again at most this often
 
 
@@ -53,10 +63,17 @@ class Model:
     checkpoint: str
     weights: str
     created: int  # when this frontend first found it (unix seconds): OpenAI's model objects have one
+    image: str = ""  # its image ensemble ("" for a checkpoint built without a vision tower)
+    image_max_batch_size: int = 0
+
+    @property
+    def modalities(self) -> list[str]:
+        return ["text", "image"] if self.image else ["text"]
 
 
 def text_contents(texts: list[bytes]) -> bytes:
-    """A BYTES tensor's raw contents: each element as a 4-byte little-endian length and its bytes."""
+    """A BYTES tensor's raw contents: each element (a text, or an image file) as a 4-byte
+    little-endian length and its bytes."""
     return b"".join(struct.pack("<I", len(t)) + t for t in texts)
 
 
@@ -131,6 +148,7 @@ class Triton:
                 f"model `{name}` has no {EMBEDDING_OUTPUT} and {TOKEN_COUNT_OUTPUT} outputs: not a CLIP ensemble"
             )
         params = {k: v.string_value for k, v in config.parameters.items()}
+        image, image_batch = await self._image_side(name, int(outputs[EMBEDDING_OUTPUT][-1]))
         model = Model(
             name=name,
             dim=int(outputs[EMBEDDING_OUTPUT][-1]),
@@ -138,8 +156,28 @@ class Triton:
             checkpoint=params.get(CHECKPOINT_PARAMETER, ""),
             weights=params.get(WEIGHTS_PARAMETER, ""),
             created=int(time.time()),
+            image=image,
+            image_max_batch_size=image_batch,
         )
         return model, [n for n in params.get(SIBLINGS_PARAMETER, "").split(",") if n]
+
+    async def _image_side(self, name: str, dim: int) -> tuple[str, int]:
+        """(the image ensemble of text ensemble `name`, its max_batch_size), or ("", 0) when none
+        with an IMAGE input and embeddings of the same size is served."""
+        image = image_ensemble_of(name)
+        try:
+            response = await next(self._stubs).ModelConfig(
+                service_pb2.ModelConfigRequest(name=image),
+                metadata=self._metadata,
+                timeout=self.settings.ready_timeout_s,
+            )
+        except grpc.aio.AioRpcError:
+            return "", 0
+        config = response.config
+        outputs = {o.name: list(o.dims) for o in config.output}
+        if [i.name for i in config.input] != [IMAGE_INPUT] or outputs.get(EMBEDDING_OUTPUT, [0])[-1] != dim:
+            return "", 0
+        return image, max(1, config.max_batch_size)
 
     # -- inference --------------------------------------------------------------------------
     async def embed(self, model: Model, texts: list[bytes], traffic: str = DEFAULT_CLASS) -> tuple[np.ndarray, int]:
@@ -163,22 +201,51 @@ class Triton:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise from_grpc(exc, model.name) from None
-            raise await self._which_item(model, texts, exc, priority) from None
+            timeout = self.settings.request_timeout_s
+            raise await self._which_item(
+                model.name, lambda part: self._infer(model, part, timeout, priority), texts, exc
+            ) from None
 
-    async def _which_item(self, model: Model, texts: list[bytes], exc, priority: int = 0) -> APIError:
-        """The 400 for texts Triton refused, naming the first one it refuses on its own."""
+    async def embed_images(self, model: Model, images: list[bytes], rows: list[int], traffic: str = DEFAULT_CLASS):
+        """[len(images), dim] float32 in order, through the model's image ensemble, in calls of at
+        most its max_batch_size; `rows`: each image's place in `input`, for the error naming a
+        file Triton refuses."""
+        size, priority = model.image_max_batch_size, priority_level(traffic)
+        parts = await asyncio.gather(
+            *(
+                self._embed_images(model, images[i : i + size], rows[i : i + size], priority)
+                for i in range(0, len(images), size)
+            )
+        )
+        return np.concatenate(parts)
+
+    async def _embed_images(self, model: Model, images: list[bytes], rows: list[int], priority: int) -> np.ndarray:
+        timeout = self.settings.request_timeout_s
+        try:
+            return await self._infer_images(model, images, timeout, priority)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise from_grpc(exc, model.image) from None
+            call = lambda part: self._infer_images(model, part, timeout, priority)  # noqa: E731
+            raise await self._which_item(model.image, call, images, exc, rows) from None
+
+    async def _which_item(self, name: str, call, items: list[bytes], exc, rows: list[int] | None = None) -> APIError:
+        """The 400 for items Triton refused, naming the first one it refuses on its own (by its
+        place in `input`: `rows`, or its place in `items`)."""
         offset = 0
-        while len(texts) > 1:
-            half = len(texts) // 2
+        while len(items) > 1:
+            half = len(items) // 2
             try:
-                await self._infer(model, texts[:half], self.settings.request_timeout_s, priority)
+                await call(items[:half])
             except grpc.aio.AioRpcError as left:
                 if left.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                    return from_grpc(left, model.name)
-                texts, exc = texts[:half], left
+                    return from_grpc(left, name)
+                items, exc = items[:half], left
                 continue
-            texts, offset = texts[half:], offset + half
-        return bad_request(f"input[{offset}]: {exc.details()}", param="input")
+            items, offset = items[half:], offset + half
+        error = bad_request(f"input[{offset if rows is None else rows[offset]}]: {exc.details()}", param="input")
+        error.item = offset if rows is None else rows[offset]
+        return error
 
     async def _infer(
         self, model: Model, texts: list[bytes], timeout: float, priority: int = 0
@@ -198,6 +265,18 @@ class Triton:
         raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
         vectors = np.frombuffer(raw[EMBEDDING_OUTPUT], dtype="<f4").reshape(len(texts), model.dim)
         return vectors, np.frombuffer(raw[TOKEN_COUNT_OUTPUT], dtype="<i8")
+
+    async def _infer_images(self, model: Model, images: list[bytes], timeout: float, priority: int = 0) -> np.ndarray:
+        request = service_pb2.ModelInferRequest(model_name=model.image)
+        if priority:
+            request.parameters["priority"].uint64_param = priority
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = IMAGE_INPUT, "BYTES"
+        tensor.shape.extend((len(images), 1))
+        request.raw_input_contents.append(text_contents(images))
+        request.outputs.add().name = EMBEDDING_OUTPUT
+        response = await next(self._stubs).ModelInfer(request, metadata=self._metadata, timeout=timeout)
+        return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(len(images), model.dim)
 
     # -- readiness --------------------------------------------------------------------------
     async def not_ready(self) -> str | None:
@@ -219,6 +298,8 @@ class Triton:
             models = await self.models(refresh=True)
             for model in models.values():  # its own call: a request's queue must not hide a wedge
                 await self._infer(model, [PROBE_TEXT], self.settings.ready_timeout_s)
+                if model.image:
+                    await self._infer_images(model, [PROBE_IMAGE], self.settings.ready_timeout_s)
         except APIError as exc:
             return exc.message
         except grpc.aio.AioRpcError as exc:

@@ -127,7 +127,14 @@ def test_jina_documents_with_blob_tensor_or_uri_are_filled_in_place(image_server
 def test_a_bad_item_fails_alone_named_and_its_neighbours_embed_in_order(image_server, image_references, tmp_path):
     good = [embeddable()["jpeg"], embeddable()["png"], embeddable()["1x1 png"]]
     bad = {kind: why for kind, why in refused(20_000_000).items() if kind != "over the byte limit"}
-    items: list = [good[0], *(data for data, _ in bad.values()), good[1], str(tmp_path / "missing.jpg"), np.zeros((4, 4, 3)), good[2]]
+    items: list = [
+        good[0],
+        *(data for data, _ in bad.values()),
+        good[1],
+        str(tmp_path / "missing.jpg"),
+        np.zeros((4, 4, 3)),
+        good[2],
+    ]
     with client_for(image_server, batch_size=4) as client, pytest.raises(InvalidItemError) as caught:
         client.encode_images(items)
     errors, result = caught.value.errors, caught.value.result

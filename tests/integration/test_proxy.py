@@ -126,7 +126,7 @@ def test_requests_through_the_proxy_get_the_servers_answers(server, proxy, proto
 
 
 def test_a_body_over_the_limit_is_refused_at_the_proxy(server, proxy):
-    assert post(proxy.http_url, infer_body(["x" * 1000] * 9000)) == 413  # ~9 MB
+    assert post(proxy.http_url, infer_body(["x" * 1000] * 34_000)) == 413  # ~34 MB
     assert server.is_ready()
 
 
@@ -187,6 +187,6 @@ def test_openais_api_through_the_proxy_answers_and_keeps_the_body_limit(server, 
     with openai.OpenAI(base_url=proxy.openai_url, api_key="unused", max_retries=0) as client:
         answer = client.embeddings.create(model=ENSEMBLE_MODEL, input=["a photo of a cat", "a dog"])
         assert [d.index for d in answer.data] == [0, 1] and len(answer.data[0].embedding) == 512
-        with pytest.raises(openai.APIStatusError) as refused:  # nginx's client_max_body_size: 8m
-            client.embeddings.create(model=ENSEMBLE_MODEL, input=["w " * 500_000] * 9)
+        with pytest.raises(openai.APIStatusError) as refused:  # nginx's client_max_body_size: 32m
+            client.embeddings.create(model=ENSEMBLE_MODEL, input=["w " * 500_000] * 34)
     assert refused.value.status_code == 413

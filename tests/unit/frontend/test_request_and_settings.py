@@ -1,6 +1,7 @@
 """clip_openai in-process: the request body's checks, OpenAI's error body, the settings' round trip
 through the environment the workers read, and the command line built from the settings."""
 
+import base64
 import json
 
 import pytest
@@ -27,6 +28,34 @@ def test_a_string_or_an_array_becomes_utf8_texts_in_order():
     )
     assert parse(body(input="a", normalize=False), 2048, True).normalize is False
     assert parse(body(input="a"), 2048, False).normalize is False  # the server's default
+
+
+def test_image_data_uris_mix_with_texts_and_modality_says_how_to_read_items():
+    uri = "data:image/png;base64," + base64.b64encode(b"PNG bytes").decode()
+    asked = parse(body(input=["a cat", uri, "a dog"]), 2048, True)
+    assert (asked.texts, asked.text_rows(), asked.size) == ([b"a cat", b"a dog"], [0, 2], 3)
+    assert [(i.index, i.data, i.url) for i in asked.images] == [(1, b"PNG bytes", None)]
+    as_text = parse(body(input=[uri], modality="text"), 2048, True)
+    assert (as_text.texts, as_text.images) == ([uri.encode()], ())
+    url = parse(body(input=["https://example.com/cat.jpg"], modality="image"), 2048, True)
+    assert [(i.index, i.data, i.url) for i in url.images] == [(0, None, "https://example.com/cat.jpg")]
+    assert parse(body(input=["https://example.com/cat.jpg"]), 2048, True).texts == [b"https://example.com/cat.jpg"]
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"input": ["data:image/png;base64,@@@"]}, "input[0]: the data URI's base64 is not valid"),
+        ({"input": ["a", "data:image/png,rawbytes"]}, "input[1] is not an image data URI"),
+        ({"input": ["a cat"], "modality": "image"}, "input[0] is not an image"),
+        ({"input": ["a"], "modality": "audio"}, "'modality' must be one of 'text', 'image'"),
+        ({"input": ["data:image/png;base64,AAAA"] * 3}, "3 images; at most 2 per request"),
+    ],
+)
+def test_bad_images_are_a_400_naming_the_item(fields, fragment):
+    with pytest.raises(APIError) as caught:
+        parse(body(**fields), 2048, True, max_images=2)
+    assert caught.value.status == 400 and fragment in caught.value.message
 
 
 def test_openais_service_tier_picks_the_traffic_class():
