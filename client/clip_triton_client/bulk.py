@@ -14,11 +14,19 @@ Finished work is never thrown away: a finished job leaves a record (`<output>.do
 `_done.json` in a parquet folder), and the same command run again says the job is done and writes
 nothing. An output that no job of this command is writing is replaced only with `restart`.
 
+Images (`images=True`): the input is a folder, whose image files (IMAGE_SUFFIXES, recursively,
+in sorted order) are the job's lines, or a file of one image path or URL per line (JSONL: the
+path in `text_field`); relative paths are read from the folder, or from the list file's folder.
+A folder's listing is part of the job: files added or removed since an interrupted run make it
+another job.
+
 The outputs (JSONL, .npy, Parquet) are `writers`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import sys
@@ -104,9 +112,32 @@ class ChunkSizes:
         self.next = int(min(self.most, max(self.least, rate * CHECKPOINT_SECONDS)))
 
 
-def job_identity(input_path: str, options: dict) -> dict:
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def folder_listing(folder: str) -> bytes:
+    """The image files under `folder` (hidden ones left out), one relative path per line, sorted."""
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                paths.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
+    return b"".join(p.encode("utf-8", "surrogateescape") + b"\n" for p in sorted(paths))
+
+
+def image_source(line: str, base: str) -> str:
+    """What an image line names, readable from here: URLs and absolute paths as they are."""
+    if line.startswith(("http://", "https://", "data:")) or os.path.isabs(line):
+        return line
+    return os.path.join(base, line)
+
+
+def job_identity(input_path: str, options: dict, listing: bytes | None = None) -> dict:
     identity = {"input": os.path.abspath(input_path), **options}
-    if input_path != "-":
+    if listing is not None:
+        identity.update(listing_sha1=hashlib.sha1(listing).hexdigest(), listing_bytes=len(listing))
+    elif input_path != "-":
         stat = os.stat(input_path)
         identity.update(input_bytes=stat.st_size, input_mtime_ns=stat.st_mtime_ns)
     return identity
@@ -130,16 +161,21 @@ def read_chunks(
         yield records, offset
 
 
-def embed_chunk(client: CLIPClient, records: list[Record]) -> None:
+def embed_chunk(client: CLIPClient, records: list[Record], image_base: str | None = None) -> None:
+    """Embed the records' texts, or with `image_base` the images their lines name."""
     todo = [r for r in records if r.status == EMBEDDED]
     if not todo:
         return
     try:
-        vectors = client.encode([r.text for r in todo])
+        if image_base is None:
+            vectors = client.encode([r.text for r in todo])
+        else:
+            vectors = client.encode_images([image_source(r.text or "", image_base) for r in todo])
     except InvalidItemError as exc:
         vectors = exc.result
         for index, message in exc.errors.items():
-            todo[index].status, todo[index].error = FAILED, message
+            named = f"{todo[index].text}: {message}" if image_base is not None else message
+            todo[index].status, todo[index].error = FAILED, named
     for record, vector in zip(todo, vectors):
         if record.status == EMBEDDED:
             record.embedding = vector
@@ -173,6 +209,7 @@ def run_job(
     text_field: str,
     chunk_lines: int = 8192,
     restart: bool = False,
+    images: bool = False,
     report: Callable[[str], None] = lambda line: None,
     progress: Callable[[int, int], None] = lambda offset, embedded_now: None,
 ) -> JobResult:
@@ -181,13 +218,22 @@ def run_job(
         "format": output_format,
         "jsonl": jsonl,
         "text_field": text_field,
-        "model": client.model,
+        "model": client.image_model if images else client.model,
         "normalize": client.normalize,
     }
+    folder = images and input_path != "-" and os.path.isdir(input_path)
+    listing = folder_listing(input_path) if folder else None
+    if folder and not listing:
+        raise JobError(f"{input_path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    image_base = None
+    if images:
+        image_base = (
+            input_path if folder else os.path.dirname(os.path.abspath(input_path)) if input_path != "-" else "."
+        )
     # a job reading stdin cannot be re-read: it is not resumable, so it keeps no progress file
     state_path = job_record_path(output, output_format, "progress") if input_path != "-" else None
     record_path = job_record_path(output, output_format, "done")
-    identity = job_identity(input_path, options)
+    identity = job_identity(input_path, options, listing)
     state = None
     if record_path is not None and record_path.exists() and not restart and output_exists(output, output_format):
         done = Progress(**json.loads(record_path.read_text()))
@@ -211,7 +257,7 @@ def run_job(
     if record_path is not None:
         record_path.unlink(missing_ok=True)  # written again when this run finishes
 
-    dim = client.model_info().dim
+    dim = (client.image_model_info() if images else client.model_info()).dim
     writer: Writer = {
         "jsonl": lambda: JsonlWriter(output, text_field),
         "npy": lambda: NpyWriter(output, dim),
@@ -225,7 +271,11 @@ def run_job(
         state = Progress(job=identity)
     resumed_from, embedded_before = state.lines, counts.embedded
     started = time.monotonic()
-    stream = open(input_path, "rb") if input_path != "-" else sys.stdin.buffer
+    stream: IO[bytes]
+    if listing is not None:
+        stream = io.BytesIO(listing)
+    else:
+        stream = open(input_path, "rb") if input_path != "-" else sys.stdin.buffer
     pending: deque = deque()  # (records, input offset after them, their embedding future), in input order
     sizes = ChunkSizes(client.batch_size * client.concurrency, chunk_lines)
     last_finish = time.monotonic()
@@ -256,7 +306,7 @@ def run_job(
         if state.input_offset:
             stream.seek(state.input_offset)
         for records, offset in read_chunks(stream, state.lines, state.input_offset, sizes, jsonl, text_field):
-            pending.append((records, offset, chunks.submit(embed_chunk, client, records)))
+            pending.append((records, offset, chunks.submit(embed_chunk, client, records, image_base)))
             if len(pending) >= CHUNKS_IN_FLIGHT:
                 finish_oldest()
         while pending:

@@ -4,13 +4,16 @@
     clip-triton-embed docs.jsonl -o out.jsonl --text-field text    # JSONL in, JSONL out (+ "embedding")
     clip-triton-embed docs.jsonl -o index/ --format parquet        # parquet parts: ids + embeddings
     cat docs.jsonl | clip-triton-embed - --protocol http --url localhost:8000 > out.jsonl
+    clip-triton-embed --images photos/ -o photos.parquet          # every image file under photos/
+    clip-triton-embed --images urls.txt -o photos.npy             # one image path or URL per line
 
 Input is read, embedded and written a chunk at a time, each sized to take a few seconds at the
 server's pace, and progress is saved after each. An interrupted job (Ctrl-C, a server that went away, a machine that
 stopped) continues where it stopped when the same command runs again; a finished one says so and
 writes nothing. An existing output is replaced only with --restart.
 Lines that are not UTF-8 (or not JSON, for JSONL) are reported with their line number and
-skipped; records without text pass through without an embedding.
+skipped; records without text pass through without an embedding. An image that cannot be read or
+decoded is reported with its line number and path, and the job goes on.
 Exit status: 0 all embedded; 1 some lines bad or not embedded (reported, the rest written);
 2 unusable arguments or input; 3 no server answered; 130 interrupted (run it again to continue).
 """
@@ -27,7 +30,7 @@ from typing import cast
 from clip_triton_contract.access import header_arguments
 from clip_triton_contract.traffic import BULK, PRIORITY_LEVELS
 
-from .bulk import CHECKPOINT_SECONDS, run_job
+from .bulk import CHECKPOINT_SECONDS, folder_listing, run_job
 from .client import DEFAULT_MODEL, CLIPClient
 from .errors import CLIPClientError
 from .records import JobError
@@ -39,6 +42,8 @@ def detect_input_format(path: str, requested: str, text_field_given: bool) -> st
         return requested
     if path.endswith((".jsonl", ".ndjson")) or text_field_given:
         return "jsonl"
+    if os.path.isdir(path):  # a folder of images: its listing, one path a line
+        return "lines"
     if path == "-":
         stdin = cast(io.BufferedReader, sys.stdin.buffer)  # what Python gives stdin: peek() does not consume
         head = stdin.peek(4096)[:4096]
@@ -65,6 +70,12 @@ def parse_args(argv=None):
     parser.add_argument("input", nargs="?", help="text file (one text per line) or JSONL; '-' for stdin")
     parser.add_argument(
         "-o", "--output", default="-", help="out.jsonl, out.npy or a folder for parquet parts; '-' for stdout (JSONL)"
+    )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="embed images: the input is a folder of image files, or a file of one image path or URL per line "
+        "(relative paths from the file's folder; JSONL: the path in --text-field, default image)",
     )
     parser.add_argument("--input-format", choices=["auto", "lines", "jsonl"], default="auto")
     parser.add_argument("--format", dest="output_format", choices=["auto", "npy", "jsonl", "parquet"], default="auto")
@@ -142,7 +153,10 @@ def progress_bar(input_path: str, disabled: bool):
 
     from tqdm import tqdm
 
-    total = os.path.getsize(input_path) if input_path != "-" else None
+    if input_path == "-":
+        total = None
+    else:
+        total = len(folder_listing(input_path)) if os.path.isdir(input_path) else os.path.getsize(input_path)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="embedding", file=sys.stderr)
     started = time.monotonic()
 
@@ -195,7 +209,7 @@ def main(argv=None) -> int:
         say(f"{args.input}: {exc.strerror or exc}")
         return 2
     output_format = detect_output_format(args.output, args.output_format)
-    text_field = args.text_field or "text"
+    text_field = args.text_field or ("image" if args.images else "text")
     update, close_bar = progress_bar(args.input, args.no_progress or args.input == "-")
     try:
         with CLIPClient(
@@ -222,6 +236,7 @@ def main(argv=None) -> int:
                 text_field=text_field,
                 chunk_lines=args.chunk_lines,
                 restart=args.restart,
+                images=args.images,
                 report=say,
                 progress=update,
             )
@@ -239,9 +254,10 @@ def main(argv=None) -> int:
         return 130
     close_bar()
     c = result.counts
+    missing = "without an image" if args.images else "without text"
     if result.already_done:
         say(
-            f"this job already finished: {c.total} lines, {c.embedded} embedded, {c.no_text} without text, "
+            f"this job already finished: {c.total} lines, {c.embedded} embedded, {c.no_text} {missing}, "
             f"{c.bad_line} bad, {c.failed} failed -> {args.output} ({output_format}); nothing to do "
             "(--restart embeds it again)"
         )
@@ -249,7 +265,7 @@ def main(argv=None) -> int:
     resumed = f" (resumed after line {result.resumed_from_line})" if result.resumed_from_line else ""
     rate = (result.embedded_now / result.seconds) if result.seconds > 0 else 0.0
     say(
-        f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} without text, {c.bad_line} bad, "
+        f"{c.total} lines{resumed}: {c.embedded} embedded, {c.no_text} {missing}, {c.bad_line} bad, "
         f"{c.failed} failed, in {result.seconds:.1f} s ({rate:.0f} docs/s) -> {args.output} ({output_format})"
     )
     return 1 if c.bad_line or c.failed else 0
