@@ -245,10 +245,10 @@ def build_checkpoint(
     shared tokenizer artifacts, the encoder's exports, its stamps and the config variants (the GPU
     ones' encoder in `layout`, when given); and its image side when it has a vision tower."""
     from .encoder.export import export_onnx, export_packed, export_torchscript
-    from .weights import RANDOM_INIT, load_encoder, load_vision_tower
+    from .weights import RANDOM_INIT, load_encoder, load_vision_tower, random_init_vision
 
     loaded = load_encoder(checkpoint, require_weights=args.require_weights)  # refuses before anything is written
-    vision = None if loaded.weights == RANDOM_INIT else load_vision_tower(checkpoint)
+    vision = random_init_vision() if loaded.weights == RANDOM_INIT else load_vision_tower(checkpoint)
     if repo != args.output.resolve():
         start_repository(args.source, repo)
     for model in (PYTHON_TOKENIZER_MODEL, TOKENIZER_MODEL):
@@ -288,8 +288,7 @@ def build_checkpoint(
     if vision is None:
         for model in IMAGE_MODELS:
             shutil.rmtree(repo / model, ignore_errors=True)
-        why = "the random-init fallback is a text tower" if loaded.weights == RANDOM_INIT else "it has no vision tower"
-        log.info("%s: texts only, no %s (%s)", checkpoint, IMAGE_ENSEMBLE_MODEL, why)
+        log.info("%s: texts only, no %s (it has no vision tower)", checkpoint, IMAGE_ENSEMBLE_MODEL)
     else:
         write_image_side(repo, vision, stamps, siblings, args.opset)
         log.info("%s: images at %d pixels, %d-d embeddings", checkpoint, vision.image_size, vision.dim)

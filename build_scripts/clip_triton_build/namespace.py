@@ -21,17 +21,12 @@ from google.protobuf import text_format
 
 from clip_triton_contract.names import (
     FALLBACK_PARAMETER,
-    IMAGE_MODELS,
+    LOAD_ORDER,
     MODEL_NAME_PATTERN,
-    MODELS,
     SIBLINGS_PARAMETER,
 )
 
 from .repository import BUILT_REPOSITORY, cuda_ops_library, read_config
-
-# every model a checkpoint may have, in load order: the text ensemble (a checkpoint's bare name)
-# after all the others
-LOAD_ORDER = (*MODELS[:-1], *IMAGE_MODELS, MODELS[-1])
 
 
 def _copy(src: Path, dst: Path) -> None:

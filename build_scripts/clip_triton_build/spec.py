@@ -43,6 +43,18 @@ VIT_B32_TEXT_CONFIG: dict[str, Any] = dict(
     eos_token_id=EOT_ID,
     pad_token_id=1,
 )
+# ... and its vision tower (the random-init fallback's image side): ViT-B/32 at 224 pixels
+VIT_B32_VISION_CONFIG: dict[str, Any] = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    image_size=224,
+    patch_size=32,
+    projection_dim=EMBED_DIM,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
 RANDOM_INIT_SEED = 0
 
 # The names the service shares with its clients, the frontend and the runtime (models, tensors,

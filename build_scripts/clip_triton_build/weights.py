@@ -1,5 +1,5 @@
 """Where the encoder's weights come from: a checkpoint (HF hub id or local folder) or, when none
-can be loaded, the real ViT-B/32 text architecture with seeded random weights, said loudly; and
+can be loaded, the real ViT-B/32 architecture with seeded random weights, said loudly; and
 the HF `CLIPModel` holding those weights, the in-process reference the tests and benchmarks
 compare the server with."""
 
@@ -19,7 +19,7 @@ import torch
 from clip_triton_contract.names import PRETRAINED, RANDOM_INIT
 
 from . import servable
-from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG
+from .spec import DEFAULT_CHECKPOINT, RANDOM_INIT_SEED, VIT_B32_TEXT_CONFIG, VIT_B32_VISION_CONFIG
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModelWithProjection
@@ -83,7 +83,7 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
     banner = "!" * 78
     log.warning(
         "\n%s\n  NO PRETRAINED WEIGHTS: could not load %r\n  (%s).\n"
-        "  Building the real ViT-B/32 text architecture with RANDOM weights (seed %d).\n"
+        "  Building the real ViT-B/32 architecture (both towers) with RANDOM weights (seed %d).\n"
         "  Embeddings will have the right shape and be deterministic, but carry NO meaning.\n"
         "  The encoder config is stamped weights=random-init; clients warn about it.\n"
         "  Pass --checkpoint <hub id or local folder> with real weights, or --require-weights.\n%s",
@@ -96,8 +96,22 @@ def load_encoder(checkpoint: str = DEFAULT_CHECKPOINT, require_weights: bool = F
     return LoadedEncoder(
         random_init_encoder(),
         RANDOM_INIT,
-        f"seed {RANDOM_INIT_SEED} ViT-B/32 text architecture; {checkpoint} could not be loaded",
+        f"seed {RANDOM_INIT_SEED} ViT-B/32 architecture; {checkpoint} could not be loaded",
     )
+
+
+def random_init_vision(seed: int = RANDOM_INIT_SEED):
+    """The random-init fallback's vision tower: ViT-B/32's, seeded, with CLIP's preprocessing, so a
+    repository built without weights serves both towers' shapes as a real one does."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .encoder.image_tower import LoadedVision, complete
+
+    torch.manual_seed(seed + 1)
+    config = CLIPVisionConfig(**VIT_B32_VISION_CONFIG)
+    config._attn_implementation = "eager"  # the ONNX export traces the plain attention
+    model = CLIPVisionModelWithProjection(config).eval()
+    return LoadedVision(model, complete({}), int(VIT_B32_VISION_CONFIG["image_size"]))
 
 
 def load_vision_tower(checkpoint: str):

@@ -15,6 +15,9 @@ IMAGE_ENSEMBLE_MODEL = "clip_image"  # IMAGE in, EMBEDDING out (the text side's 
 IMAGE_PREPROCESS_MODEL = "clip_image_preprocess"  # the checkpoint's preprocessing (Python, Pillow)
 IMAGE_ENCODER_MODEL = "clip_image_encoder"  # the vision tower and its projection
 IMAGE_MODELS = (IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL, IMAGE_ENSEMBLE_MODEL)  # load order
+# Every model a checkpoint may have, in load order (a model after those it calls): the text
+# ensemble, a checkpoint's bare name when it has one, last
+LOAD_ORDER = (*MODELS[:-1], *IMAGE_MODELS, ENSEMBLE_MODEL)
 # A repository may hold several checkpoints, each under a name: its ensemble is called NAME, its
 # other models NAME + "_" + their name above.
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -36,8 +39,18 @@ def image_model_names(name: str | None = None) -> dict[str, str]:
     return {model: f"{name}_{model}" for model in IMAGE_MODELS}
 
 
+def all_model_names(name: str | None = None) -> dict[str, str]:
+    """model_names and image_model_names together, in LOAD_ORDER."""
+    names = {**model_names(name), **image_model_names(name)}
+    return {model: names[model] for model in LOAD_ORDER}
+
+
 def image_ensemble_of(text_model: str) -> str:
-    """The image ensemble of the checkpoint whose text ensemble is called `text_model`."""
+    """The image ensemble of the checkpoint whose text ensemble is called `text_model`: the default
+    checkpoint's, namespaced or not (PREFIX + ENSEMBLE_MODEL -> PREFIX + IMAGE_ENSEMBLE_MODEL), or a
+    named one's (NAME -> NAME_clip_image)."""
+    if text_model.endswith(ENSEMBLE_MODEL):
+        return text_model[: -len(ENSEMBLE_MODEL)] + IMAGE_ENSEMBLE_MODEL
     return image_model_names(text_model)[IMAGE_ENSEMBLE_MODEL]
 
 

@@ -1,5 +1,6 @@
-"""Load (or unload) the CLIP text models on a running Triton through its repository API, with
-per-deployment instance counts and GPU ids, without editing any committed file.
+"""Load (or unload) a checkpoint's CLIP models (its text models, and its image models where it was
+built with a vision tower) on a running Triton through its repository API, with per-deployment
+instance counts and GPU ids, without editing any committed file.
 
 For servers started with `--model-control-mode=explicit` (a shared fleet: other teams' models
 live beside these). Each model's config is read from the repository (the `--variant`'s
@@ -25,10 +26,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from clip_triton_build.repository import BUILT_REPOSITORY, UnknownName, check_ensemble, check_variant
 from clip_triton_contract.access import header_arguments
-from clip_triton_contract.names import MODELS, model_names
-
-LOAD_ORDER = MODELS  # a model after those it calls
-PYTHON_TOKENIZER, TOKENIZER, ENCODER, ENSEMBLE = LOAD_ORDER
+from clip_triton_contract.names import (
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    IMAGE_ENCODER_MODEL,
+    IMAGE_PREPROCESS_MODEL,
+    LOAD_ORDER,
+    TOKENIZER_MODEL,
+    all_model_names,
+    model_names,
+)
 
 
 def gpu_ids(text: str) -> list[int]:
@@ -41,6 +48,10 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-instances", type=int, default=None, help="encoder instances (per GPU listed)")
     parser.add_argument("--gpus", type=gpu_ids, default=None, help="comma-separated GPU ids for the encoder, e.g. 0,1")
     parser.add_argument("--tokenizer-instances", type=int, default=None)
+    parser.add_argument("--image-encoder-instances", type=int, default=None, help="vision tower instances")
+    parser.add_argument(
+        "--image-preprocess-instances", type=int, default=None, help="image decode and preprocess instances"
+    )
 
 
 def model_config(repository: Path, model: str, variant: str | None) -> mc.ModelConfig:
@@ -89,29 +100,38 @@ def deploy(
     encoder_max_batch_size: int | None = None,
     encoder_queue_delay_us: int | None = None,
     model: str | None = None,
+    image_encoder_instances: int | None = None,
+    image_preprocess_instances: int | None = None,
 ) -> dict[str, str]:
     """Load (or reload) the models of checkpoint `model` (a name given to the build; None: the
-    default's); `prefix` for a namespaced repository (clip_triton_build.namespace).
-    `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join several requests;
-    `encoder_queue_delay_us` is how long that batcher waits for more."""
-    names = model_names(model)
+    default's), its image models too where the repository has them; `prefix` for a namespaced
+    repository (clip_triton_build.namespace). `gpus` places both encoders' instances where they
+    run on GPUs. `encoder_max_batch_size` above the ensemble's lets the encoder's batcher join
+    several requests; `encoder_queue_delay_us` is how long that batcher waits for more."""
+    names = all_model_names(model)
     check_variant(repository, variant)  # before anything loads
-    check_ensemble(repository, prefix + names[ENSEMBLE])
+    check_ensemble(repository, prefix + names[ENSEMBLE_MODEL])
     client = _client(url)
     counts = {
-        PYTHON_TOKENIZER: (None, None),
-        TOKENIZER: (tokenizer_instances, None),
-        ENCODER: (encoder_instances, gpus),
-        ENSEMBLE: (None, None),
+        TOKENIZER_MODEL: (tokenizer_instances, None),
+        ENCODER_MODEL: (encoder_instances, gpus),
+        IMAGE_PREPROCESS_MODEL: (image_preprocess_instances, None),
+        IMAGE_ENCODER_MODEL: (image_encoder_instances, gpus),
     }
     loaded = {}
     try:
         for role in LOAD_ORDER:
             name = prefix + names[role]
-            config = with_instances(model_config(repository, name, variant), *counts[role])
-            if role == ENCODER and encoder_max_batch_size:
+            if not (repository / name / "config.pbtxt").is_file():
+                continue  # a checkpoint built without a vision tower has no image models
+            config = model_config(repository, name, variant)
+            count, placed = counts.get(role, (None, None))
+            if role == IMAGE_ENCODER_MODEL and config.instance_group[0].kind != mc.ModelInstanceGroup.KIND_GPU:
+                placed = None  # the vision tower runs on the CPU in this variant: --gpus is the text tower's
+            config = with_instances(config, count, placed)
+            if role == ENCODER_MODEL and encoder_max_batch_size:
                 config.max_batch_size = encoder_max_batch_size
-            if role == ENCODER and encoder_queue_delay_us is not None:
+            if role == ENCODER_MODEL and encoder_queue_delay_us is not None:
                 config.dynamic_batching.max_queue_delay_microseconds = encoder_queue_delay_us
             config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
             client.load_model(name, headers=headers, config=config_json)
@@ -122,11 +142,11 @@ def deploy(
 
 
 def unload(url: str, headers: dict | None = None, prefix: str = "", model: str | None = None) -> None:
-    names = model_names(model)
+    names = all_model_names(model)
     client = _client(url)
     try:
         for role in reversed(LOAD_ORDER):
-            client.unload_model(prefix + names[role], headers=headers)
+            client.unload_model(prefix + names[role], headers=headers)  # one never loaded: a no-op
     finally:
         client.close()
 
@@ -169,12 +189,12 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     try:
         check_variant(args.repository, args.variant)
-        check_ensemble(args.repository, args.prefix + model_names(args.model)[ENSEMBLE])
+        check_ensemble(args.repository, args.prefix + model_names(args.model)[ENSEMBLE_MODEL])
     except UnknownName as exc:
         parser.error(str(exc))
     if args.unload:
         unload(args.url, headers, args.prefix, args.model)
-        print("unloaded", ", ".join(args.prefix + m for m in model_names(args.model).values()))
+        print("unloaded", ", ".join(args.prefix + m for m in all_model_names(args.model).values()))
         return 0
     for name, state in deploy(
         args.url,
@@ -187,6 +207,8 @@ def main(argv=None) -> int:
         args.prefix,
         args.encoder_max_batch_size,
         model=args.model,
+        image_encoder_instances=args.image_encoder_instances,
+        image_preprocess_instances=args.image_preprocess_instances,
     ).items():
         print(f"{name}: {state}")
     return 0

@@ -147,6 +147,8 @@ def main(argv=None) -> int:
         log_verbose=args.log_verbose,
         encoder_instances=args.encoder_instances,
         tokenizer_instances=args.tokenizer_instances,
+        image_encoder_instances=args.image_encoder_instances,
+        image_preprocess_instances=args.image_preprocess_instances,
         gpus=args.gpus,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )

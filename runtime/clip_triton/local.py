@@ -113,6 +113,8 @@ class LocalTritonServer:
     gpus: list[int] | None = None
     tokenizer_instances: int | None = None
     encoder_max_batch_size: int | None = None
+    image_encoder_instances: int | None = None
+    image_preprocess_instances: int | None = None
     # Access control (clip_triton_contract.access): the admin APIs (repository, shared memory, trace,
     # logging) always need `x-api-key: <admin_key>`, a random one unless given; with `api_key`,
     # inference and metadata need that key too. Keys go on the command line, never into our logs.
@@ -191,7 +193,14 @@ class LocalTritonServer:
     def uses_overrides(self) -> bool:
         return any(
             v is not None
-            for v in (self.encoder_instances, self.gpus, self.tokenizer_instances, self.encoder_max_batch_size)
+            for v in (
+                self.encoder_instances,
+                self.gpus,
+                self.tokenizer_instances,
+                self.encoder_max_batch_size,
+                self.image_encoder_instances,
+                self.image_preprocess_instances,
+            )
         )
 
     def environment(self, library_path: list[str]) -> dict[str, str]:
@@ -244,6 +253,8 @@ class LocalTritonServer:
                     self.admin_headers("grpc"),
                     self.prefix,
                     self.encoder_max_batch_size,
+                    image_encoder_instances=self.image_encoder_instances,
+                    image_preprocess_instances=self.image_preprocess_instances,
                 )
         except BaseException:
             self.stop()

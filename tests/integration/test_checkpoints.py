@@ -2,6 +2,7 @@
 layers, random norms and biases), built with --require-weights and served by the real server:
 each equal to HF get_text_features on its own checkpoint, several in one server by name."""
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from checkpoints import FAMILIES, save_checkpoint
+from images import encoded, photo
 
 from clip_triton import LocalTritonServer
 from clip_triton_build.repository import read_build_info, read_config
@@ -224,3 +226,21 @@ def test_openais_api_serves_every_checkpoint_by_its_name_equal_to_its_hf_model(s
                 assert np.abs(vectors - get_text_features(references[name], ids)).max() <= 1e-4
                 unit = client.embeddings.create(model=name, input=VARIED_64[:4]).data[0].embedding
                 assert np.isclose(np.linalg.norm(unit), 1.0, atol=1e-6)
+
+
+def test_the_openai_api_says_which_checkpoints_take_images_and_refuses_images_for_a_text_tower(several):
+    """l14 is a text tower alone: its requests with an image are refused, the others embed both."""
+    import openai
+
+    from clip_triton.openai_frontend import LocalOpenAIFrontend
+
+    image = "data:image/png;base64," + base64.b64encode(encoded(photo(48, 40), "PNG")).decode()
+    with LocalOpenAIFrontend.on_free_ports(several.grpc_url, ["b32"], workers=1) as front:
+        with openai.OpenAI(base_url=front.url, api_key="unused", max_retries=0) as sdk:
+            listed = {m.id: m.modalities for m in sdk.models.list().data}
+            assert listed == {"b32": ["text", "image"], "l14": ["text"], "h14": ["text", "image"]}
+            with pytest.raises(openai.BadRequestError, match="embeds texts only") as caught:
+                sdk.embeddings.create(model="l14", input=["a cat", image])
+            assert caught.value.body["param"] == "input"
+            answer = sdk.embeddings.create(model="h14", input=["a cat", image])
+            assert [len(d.embedding) for d in answer.data] == [1024, 1024]

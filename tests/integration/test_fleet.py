@@ -1,10 +1,13 @@
 """A shared fleet: explicit model control next to another team's model, namespaced names,
 instance counts without editing files, and access control - against real tritonservers."""
 
+import time
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
+from images import embeddable
 from tritonclient.utils import InferenceServerException
 
 from clip_triton import LocalTritonServer
@@ -48,8 +51,15 @@ def test_namespaced_copy_is_consistent(fleet_repository):
         "search_clip_tokenizer_python",
         "search_clip_tokenizer",
         "search_clip_text_encoder",
+        "search_clip_image_preprocess",
+        "search_clip_image_encoder",
+        "search_clip_image",
         "search_clip_text",
     ]
+    images = (root / "search_clip_image" / "config.pbtxt").read_text()
+    assert (
+        'model_name: "search_clip_image_preprocess"' in images and 'model_name: "search_clip_image_encoder"' in images
+    )
     ensemble = (root / "search_clip_text" / "config.pbtxt").read_text()
     assert 'model_name: "search_clip_tokenizer"' in ensemble and 'model_name: "search_clip_text_encoder"' in ensemble
     # the tokenizer sends non-ASCII texts to the namespaced Python tokenizer, not another team's
@@ -62,7 +72,7 @@ def test_namespaced_copy_is_consistent(fleet_repository):
 
 
 def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, server):
-    root, _ = fleet_repository
+    root, names = fleet_repository
     with LocalTritonServer.on_free_ports(repository=root, model_control_mode="explicit") as srv:
         admin = grpc.InferenceServerClient(srv.grpc_url)
         admin.load_model("other_team_echo", headers=srv.admin_headers())
@@ -74,8 +84,9 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
             tokenizer_instances=3,
             headers=srv.admin_headers(),
             prefix="search_",
+            image_preprocess_instances=1,
         )
-        assert set(loaded.values()) == {"ready"}
+        assert set(loaded.values()) == {"ready"} and len(loaded) == 7
         config = admin.get_model_config("search_clip_text_encoder", as_json=True)["config"]
         assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
         assert (
@@ -87,8 +98,16 @@ def test_explicit_mode_load_unload_next_to_another_model(fleet_repository, serve
             assert c.model_info().weights in ("random-init", "pretrained")  # found through the namespaced steps
         (expected,) = triton_infer("grpc", server.grpc_url, "clip_text", {"TEXT": text_array(texts)}, ["EMBEDDING"])
         assert np.abs(got - expected).max() <= 1e-5
+        config = admin.get_model_config("search_clip_image_preprocess", as_json=True)["config"]
+        assert config["instance_group"][0]["count"] == 1
+        with CLIPClient(srv.grpc_url, model="search_clip_text") as c, CLIPClient(server.grpc_url) as default:
+            photo = embeddable()["jpeg"]
+            assert np.abs(c.encode_images([photo]) - default.encode_images([photo])).max() <= 1e-5
         unload(srv.grpc_url, headers=srv.admin_headers(), prefix="search_")
-        assert not admin.is_model_ready("search_clip_text")
+        deadline = time.monotonic() + 30  # an unload returns once asked; the model goes when its requests end
+        while time.monotonic() < deadline and any(admin.is_model_ready(m) for m in names):
+            time.sleep(0.1)
+        assert not any(admin.is_model_ready(m) for m in names)
         assert admin.is_model_ready("other_team_echo")
         (out,) = triton_infer("grpc", srv.grpc_url, "other_team_echo", {"IN": np.ones((1, 2), np.float32)}, ["OUT"])
         assert out.tolist() == [[1.0, 1.0]]

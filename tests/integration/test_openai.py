@@ -168,14 +168,6 @@ def test_the_sdk_raises_its_own_exceptions_for_them(sdk):
         sdk.embeddings.create(model="no-such-model", input="a")
 
 
-def test_an_image_for_a_model_built_without_a_vision_tower_is_a_400_that_says_so(frontend, sdk):
-    png = base64.b64encode(bytes.fromhex("89504e470d0a1a0a")).decode()  # never decoded: refused before
-    with pytest.raises(openai.BadRequestError, match="embeds texts only") as caught:
-        sdk.embeddings.create(model=ENSEMBLE_MODEL, input=["a cat", f"data:image/png;base64,{png}"])
-    assert caught.value.body["param"] == "input"
-    assert [m.modalities for m in sdk.models.list().data] == [["text"]]
-
-
 def test_an_unknown_model_is_a_404_for_embeddings_and_models(frontend):
     status, answer, _ = post(frontend, {"model": "text-embedding-3-small", "input": "a"})
     assert status == 404 and answer["error"]["code"] == "model_not_found"

@@ -2,8 +2,9 @@
 (pixel_values -> image_embeds, what HF `CLIPModel.get_image_features` returns) and the
 checkpoint's preprocessor_config.json, which clip_image_preprocess applies.
 
-A checkpoint without a vision tower (a `CLIPTextModelWithProjection`, or the random-init
-fallback) gives None: its repository serves texts only, and the build says so."""
+A checkpoint without a vision tower (a `CLIPTextModelWithProjection`) gives None: its repository
+serves texts only, and the build says so. The random-init fallback has ViT-B/32's
+(weights.random_init_vision)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ The tests run in file order: the last one takes the deployment down and looks fo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,6 +26,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from images import embeddable
 from tritonclient import grpc, http
 from tritonclient.utils import InferenceServerException
 
@@ -42,6 +44,7 @@ PORTS = ("CLIP_HTTP_PORT", "CLIP_GRPC_PORT", "CLIP_OPENAI_PORT", "CLIP_METRICS_P
 SERVICES = ("build", "tritonserver", "openai", "proxy")  # in the order they start
 TEXTS = ["a photo of a cat", "", "Ünïcödé ☃ ✓ 𝔘", "a diagram of a neural network " * 20, "two dogs on a beach"]
 TOLERANCE = 1e-6
+PHOTO_URI = "data:image/jpeg;base64," + base64.b64encode(embeddable()["jpeg"]).decode()
 REPORT: dict[str, float] = {}
 
 
@@ -135,21 +138,25 @@ def test_embeddings_through_the_proxy_equal_the_local_runtime_s(deployment, serv
             local.model_info().checkpoint,
         )
         got, want = deployed.encode(TEXTS), local.encode(TEXTS)
+        photos = list(embeddable().values())
+        got_images, want_images = deployed.encode_images(photos), local.encode_images(photos)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= TOLERANCE
+    assert got_images.shape == want_images.shape  # both towers by default
+    assert np.abs(got_images - want_images).max() <= TOLERANCE
 
 
 def test_openai_api_through_the_proxy_answers_with_the_same_vectors(deployment, server):
     request = urllib.request.Request(
         f"http://{url(deployment, 'CLIP_OPENAI_PORT')}/v1/embeddings",
-        data=json.dumps({"model": "clip_text", "input": TEXTS}).encode(),
+        data=json.dumps({"model": "clip_text", "input": [*TEXTS, PHOTO_URI]}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=60) as resp:
         answer = json.load(resp)
     got = np.array([item["embedding"] for item in sorted(answer["data"], key=lambda d: d["index"])])
     with CLIPClient(server.grpc_url, normalize=True) as local:
-        want = local.encode(TEXTS)
+        want = np.concatenate([local.encode(TEXTS), local.encode_images([embeddable()["jpeg"]])])
     assert np.abs(got - want).max() <= TOLERANCE
     assert answer["usage"]["prompt_tokens"] > len(TEXTS)
 
