@@ -267,14 +267,16 @@ class CLIPClient:
         on_error="raise" (default) raises InvalidItemError after embedding everything else;
         "skip" returns the partial result (NaN rows / untouched documents) and logs the errors.
         """
+        check_on_error(on_error)
         if isinstance(items, (str, bytes)):
             raise TypeError(
                 "encode() takes a list of texts or documents, not a single string: use encode([text]) to embed one text"
             )
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
         docs_mode, positions, payloads, errors = collect_texts(items)
+        info = self.model_info() if payloads or not docs_mode else None  # warns at the caller's line
         return self._encode(
-            self.model_info,
+            info,
             items,
             docs_mode,
             positions,
@@ -306,14 +308,16 @@ class CLIPClient:
 
         on_error as for encode(): a file that cannot be read or decoded fails alone.
         """
+        check_on_error(on_error)
         if isinstance(items, (str, bytes, os.PathLike)) or (isinstance(items, np.ndarray) and items.ndim < 4):
             raise TypeError("encode_images() takes a list of images or documents: use encode_images([image]) for one")
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
         if isinstance(items, np.ndarray):
             items = list(items)  # [N, H, W, C]: N images
         docs_mode, positions, sources, errors = collect_images(items)
+        info = self.image_model_info() if sources or not docs_mode else None
         return self._encode(
-            self.image_model_info,
+            info,
             items,
             docs_mode,
             positions,
@@ -328,7 +332,7 @@ class CLIPClient:
 
     def _encode(
         self,
-        describe,
+        info: ModelInfo | None,
         items,
         docs_mode,
         positions,
@@ -340,10 +344,9 @@ class CLIPClient:
         on_error,
         cancel,
     ):
-        if on_error not in ("raise", "skip"):
-            raise ValueError("on_error must be 'raise' or 'skip'")
-        info = describe() if payloads or not docs_mode else None
-        embeddings, failed = self._embed_all(info, payloads, show_progress, cancel, prepare) if payloads else (None, {})
+        embeddings, failed = None, {}
+        if payloads and info is not None:
+            embeddings, failed = self._embed_all(info, payloads, show_progress, cancel, prepare)
         for local, message in failed.items():
             errors[positions[local]] = message
         if embeddings is not None and (self.normalize if normalize is None else normalize):
@@ -495,6 +498,11 @@ class CLIPClient:
 
 def _parameter(config: dict, key: str) -> str:
     return config.get("parameters", {}).get(key, {}).get("string_value", "")
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError("on_error must be 'raise' or 'skip'")
 
 
 def collect_texts(items) -> tuple[bool, list[int], list[bytes], dict[int, str]]:

@@ -54,6 +54,7 @@ def demo(server: LocalTritonServer, frontend: LocalOpenAIFrontend | None) -> Non
     print("\ncosine similarity:")
     for i, text in enumerate(DEMO_TEXTS):
         print(f"  {' '.join(f'{s:+.3f}' for s in sims[i])}  {text}")
+    image_demo(server, unit)
     if info.weights == "random-init":
         print(
             "\n  (random-init weights: the numbers are deterministic but meaningless; "
@@ -61,6 +62,41 @@ def demo(server: LocalTritonServer, frontend: LocalOpenAIFrontend | None) -> Non
         )
     if frontend is not None:
         print(openai_examples(frontend, info.name, bool(server.api_key)))
+
+
+def demo_images() -> dict[str, bytes]:
+    """Two small PNGs drawn here (the demo needs no files): name -> encoded file."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    drawn = {}
+    for name, (background, shape) in {"orange disc": ("white", "orange"), "blue square": ("gray", "navy")}.items():
+        image = Image.new("RGB", (256, 192), background)
+        draw = ImageDraw.Draw(image)
+        box = (64, 32, 192, 160)
+        if name.endswith("disc"):
+            draw.ellipse(box, fill=shape)
+        else:
+            draw.rectangle(box, fill=shape)
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        drawn[name] = out.getvalue()
+    return drawn
+
+
+def image_demo(server: LocalTritonServer, texts: np.ndarray) -> None:
+    """Two images through the image ensemble, scored against the demo texts (unit vectors)."""
+    from clip_triton_client import CLIPClient
+
+    images = demo_images()
+    with CLIPClient(server.grpc_url, api_key=server.api_key) as client:
+        vectors = client.encode_images(list(images.values()), normalize=True)
+        model = client.image_model
+    print(f"\n[grpc] {server.grpc_url}: embedded {len(images)} images via {model} -> {vectors.shape}")
+    print("image x text cosine similarity (the same space):")
+    for name, row in zip(images, vectors @ texts.T):
+        print(f"  {' '.join(f'{s:+.3f}' for s in row)}  {name}")
 
 
 def openai_demo(frontend: LocalOpenAIFrontend, model: str, texts: list[str], key: str | None) -> np.ndarray:
