@@ -59,7 +59,7 @@ VISION_SHAPES = {
 }
 # The image tests' checkpoints: name -> (text family, vision shape), two text layers and one vision
 # layer each (the shapes, not the depth, are what the export must get right)
-IMAGE_SHAPES = {"b32": ("b32", "b32"), "b16": ("b32", "b16"), "l14-336": ("l14", "l14-336")}
+IMAGE_SHAPES = {"b32": ("b32", "b32"), "b16": ("b32", "b16"), "l14-336": ("l14", "l14-336"), "h14": ("h14", "h14")}
 TINY_VISION = dict(hidden_size=64, intermediate_size=64, num_attention_heads=1, image_size=32, patch_size=16)
 
 
