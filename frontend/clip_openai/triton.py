@@ -77,6 +77,23 @@ def text_contents(texts: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(t)) + t for t in texts)
 
 
+def infer_request(
+    model: str, input_name: str, items: list[bytes], priority: int, outputs: tuple[str, ...]
+) -> service_pb2.ModelInferRequest:
+    """A ModelInfer request of `items` as the one [n, 1] BYTES input, at Triton priority `priority`
+    (0: the model's default), asking for `outputs`."""
+    request = service_pb2.ModelInferRequest(model_name=model)
+    if priority:
+        request.parameters["priority"].uint64_param = priority
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = input_name, "BYTES"
+    tensor.shape.extend((len(items), 1))
+    request.raw_input_contents.append(text_contents(items))
+    for name in outputs:
+        request.outputs.add().name = name
+    return request
+
+
 class Triton:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -252,29 +269,15 @@ class Triton:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One call: ([n, dim] float32, [n] token counts), at Triton priority `priority` (0: the
         model's default)."""
-        request = service_pb2.ModelInferRequest(model_name=model.name)
-        if priority:
-            request.parameters["priority"].uint64_param = priority
-        tensor = request.inputs.add()
-        tensor.name, tensor.datatype = TEXT_INPUT, "BYTES"
-        tensor.shape.extend((len(texts), 1))
-        request.raw_input_contents.append(text_contents(texts))
-        request.outputs.add().name = EMBEDDING_OUTPUT
-        request.outputs.add().name = TOKEN_COUNT_OUTPUT
+        request = infer_request(model.name, TEXT_INPUT, texts, priority, (EMBEDDING_OUTPUT, TOKEN_COUNT_OUTPUT))
         response = await next(self._stubs).ModelInfer(request, metadata=self._metadata, timeout=timeout)
         raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
         vectors = np.frombuffer(raw[EMBEDDING_OUTPUT], dtype="<f4").reshape(len(texts), model.dim)
         return vectors, np.frombuffer(raw[TOKEN_COUNT_OUTPUT], dtype="<i8")
 
     async def _infer_images(self, model: Model, images: list[bytes], timeout: float, priority: int = 0) -> np.ndarray:
-        request = service_pb2.ModelInferRequest(model_name=model.image)
-        if priority:
-            request.parameters["priority"].uint64_param = priority
-        tensor = request.inputs.add()
-        tensor.name, tensor.datatype = IMAGE_INPUT, "BYTES"
-        tensor.shape.extend((len(images), 1))
-        request.raw_input_contents.append(text_contents(images))
-        request.outputs.add().name = EMBEDDING_OUTPUT
+        """One call to the image ensemble: [n, dim] float32."""
+        request = infer_request(model.image, IMAGE_INPUT, images, priority, (EMBEDDING_OUTPUT,))
         response = await next(self._stubs).ModelInfer(request, metadata=self._metadata, timeout=timeout)
         return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(len(images), model.dim)
 
