@@ -132,7 +132,7 @@ def test_a_body_over_the_limit_is_refused_at_the_proxy(server, proxy):
 
 def test_a_grpc_message_over_the_limit_is_refused_at_the_proxy(server, proxy):
     with pytest.raises(InferenceServerException):
-        triton_infer("grpc", proxy.grpc_url, "clip_text", {"TEXT": text_array(["y" * 40_000] * 256)}, ["EMBEDDING"])
+        triton_infer("grpc", proxy.grpc_url, "clip_text", {"TEXT": text_array(["y" * 160_000] * 256)}, ["EMBEDDING"])
     assert server.is_ready()
 
 

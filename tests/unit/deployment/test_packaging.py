@@ -28,7 +28,7 @@ def imported_modules(path):
 def test_the_client_distribution_depends_on_no_server_or_build_package():
     """As installed (client/pyproject.toml), extras included."""
     names = {re.match(r"[A-Za-z0-9_.-]+", r).group().lower() for r in metadata.requires("clip-triton-client")}
-    assert names == {"numpy", "tritonclient", "tqdm", "pyarrow"}
+    assert names == {"numpy", "tritonclient", "tqdm", "pyarrow", "pillow"}  # pillow: the images extra
 
 
 def test_importing_the_client_and_its_cli_loads_nothing_heavy():
