@@ -178,10 +178,11 @@ class Frontend:
     async def embed(self, model: Model, asked: EmbeddingsRequest) -> tuple[np.ndarray, int]:
         """Every input's vector in input order, and the texts' tokens: texts through the text
         ensemble, images (fetched first where they are URLs) through the image one, at once."""
-        assert self.triton is not None
+        triton = self.triton
+        assert triton is not None
         if not asked.images:
             waited = time.perf_counter()
-            vectors, tokens = await self.triton.embed(model, asked.texts, asked.traffic)
+            vectors, tokens = await triton.embed(model, asked.texts, asked.traffic)
             metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
             return vectors, tokens
         settings = self.settings
@@ -190,16 +191,18 @@ class Frontend:
         )
         waited = time.perf_counter()
         image_rows, text_rows = [image.index for image in asked.images], asked.text_rows()
-        images = self.triton.embed_images(model, files, image_rows, asked.traffic)
+        images = triton.embed_images(model, files, image_rows, asked.traffic)
         if not asked.texts:
             vectors, tokens = await images, 0
         else:
-            try:
-                (text_vectors, tokens), image_vectors = await asyncio.gather(
-                    self.triton.embed(model, asked.texts, asked.traffic), images
-                )
-            except APIError as exc:
-                raise exc.renumbered(text_rows) if exc.item is not None and exc.item < len(text_rows) else exc from None
+
+            async def texts() -> tuple[np.ndarray, int]:
+                try:
+                    return await triton.embed(model, asked.texts, asked.traffic)
+                except APIError as exc:  # it names a text by its place among the texts
+                    raise exc.renumbered(text_rows) from None
+
+            (text_vectors, tokens), image_vectors = await asyncio.gather(texts(), images)
             vectors = np.empty((asked.size, model.dim), dtype=np.float32)
             vectors[text_rows], vectors[image_rows] = text_vectors, image_vectors
         metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)

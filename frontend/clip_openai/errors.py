@@ -30,21 +30,12 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = dict(headers or {})
-        self.item: int | None = None  # a 400 for one item: its place in the list the caller sent
+        self.item: int | None = None  # item_error's: the index it names, and what is wrong with it
+        self.detail = ""
 
     def renumbered(self, rows: list[int]) -> "APIError":
-        """This 400, naming its item by rows[item] (its place in `input`) instead."""
-        if self.item is None:
-            return self
-        prefix = f"input[{self.item}]"
-        message = (
-            f"input[{rows[self.item]}]" + self.message[len(prefix) :]
-            if self.message.startswith(prefix)
-            else self.message
-        )
-        error = APIError(self.status, message, self.type, self.param, self.code, self.headers)
-        error.item = rows[self.item]
-        return error
+        """An item's 400 naming it by rows[item] (its place in `input`) instead; any other error as it is."""
+        return self if self.item is None else item_error(rows[self.item], self.detail)
 
     def body(self) -> bytes:
         return orjson.dumps(
@@ -54,6 +45,13 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def item_error(index: int, detail: str) -> APIError:
+    """The 400 for input[index]: `detail` says what is wrong with it."""
+    error = bad_request(f"input[{index}]: {detail}", param="input")
+    error.item, error.detail = index, detail
+    return error
 
 
 def model_not_found(model: str) -> APIError:

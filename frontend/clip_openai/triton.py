@@ -43,7 +43,7 @@ from clip_triton_contract.names import (
 )
 from clip_triton_contract.traffic import DEFAULT_CLASS, priority_level
 
-from .errors import APIError, bad_request, from_grpc, unavailable
+from .errors import APIError, from_grpc, item_error, unavailable
 from .settings import Settings
 
 # Readiness embeds this through each model.
@@ -260,9 +260,7 @@ class Triton:
                 items, exc = items[:half], left
                 continue
             items, offset = items[half:], offset + half
-        error = bad_request(f"input[{offset if rows is None else rows[offset]}]: {exc.details()}", param="input")
-        error.item = offset if rows is None else rows[offset]
-        return error
+        return item_error(offset if rows is None else rows[offset], exc.details())
 
     async def _infer(
         self, model: Model, texts: list[bytes], timeout: float, priority: int = 0

@@ -157,6 +157,18 @@ def test_a_bad_image_fails_its_request_alone_named_by_its_place_in_input(fronten
     assert frontend.health()[0] == 200
 
 
+def test_in_a_mixed_list_a_refused_item_is_named_by_its_own_place_in_input(sdk):
+    """Texts and images go to different ensembles; each error still counts places in `input`."""
+    not_an_image = data_uri(refused(20_000_000)["not an image"][0])
+    with pytest.raises(openai.BadRequestError) as image_first:
+        sdk.embeddings.create(model="b32", input=[not_an_image, TEXTS[0], TEXTS[1]])
+    assert "input[0]" in image_first.value.message and "not an image" in image_first.value.message
+    too_long = "word " * 250_000  # over the tokenizer's max_text_bytes
+    with pytest.raises(openai.BadRequestError) as text_last:
+        sdk.embeddings.create(model="b32", input=[data_uri(embeddable()["png"]), TEXTS[0], too_long])
+    assert "input[2]" in text_last.value.message and "input[1]" not in text_last.value.message
+
+
 def test_more_images_than_allowed_are_refused_before_any_work(sdk):
     with pytest.raises(openai.BadRequestError, match="at most 16 per request"):
         sdk.embeddings.create(model="b32", input=[data_uri(embeddable()["1x1 png"])] * 17)
