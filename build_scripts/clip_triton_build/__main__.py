@@ -45,7 +45,7 @@ from clip_triton_contract.names import (
     SIBLINGS_PARAMETER,
     TOKENIZER_MODEL,
     WEIGHTS_PARAMETER,
-    image_model_names,
+    all_model_names,
     model_names,
 )
 
@@ -137,7 +137,7 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     names = [name for name, _ in args.model or ()]
-    served = [n for name in names for n in model_names(name).values()]
+    served = [n for name in names for n in all_model_names(name).values()]
     if len(set(served)) != len(served):
         parser.error(f"--model names must be distinct and not one another's model names: {', '.join(names)}")
     args.encoder_layouts = dict(args.encoder_layout)
@@ -200,8 +200,7 @@ def main(argv=None) -> int:
                 staging = repo / f".staging-{name}"  # the same filesystem: the copies are hard links
                 try:
                     build_checkpoint(args, checkpoint, staging, args.reference_dir / name, shared, siblings, layout)
-                    names = {**model_names(name), **image_model_names(name)}
-                    renamed(staging, repo, names, f"{name!r}: named copy")
+                    renamed(staging, repo, all_model_names(name), f"{name!r}: named copy")
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
     except (NotABuiltRepository, NativeBuildError, WeightsUnavailable) as exc:

@@ -273,21 +273,10 @@ class CLIPClient:
                 "encode() takes a list of texts or documents, not a single string: use encode([text]) to embed one text"
             )
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
-        docs_mode, positions, payloads, errors = collect_texts(items)
+        collected = collect_texts(items)
+        docs_mode, _, payloads, _ = collected
         info = self.model_info() if payloads or not docs_mode else None  # warns at the caller's line
-        return self._encode(
-            info,
-            items,
-            docs_mode,
-            positions,
-            payloads,
-            errors,
-            None,
-            normalize,
-            show_progress,
-            on_error,
-            _cancel,
-        )
+        return self._encode(info, items, collected, None, normalize, show_progress, on_error, _cancel)
 
     def encode_images(
         self,
@@ -314,36 +303,15 @@ class CLIPClient:
         items = items if hasattr(items, "__getitem__") and hasattr(items, "__len__") else list(items)
         if isinstance(items, np.ndarray):
             items = list(items)  # [N, H, W, C]: N images
-        docs_mode, positions, sources, errors = collect_images(items)
+        collected = collect_images(items)
+        docs_mode, _, sources, _ = collected
         info = self.image_model_info() if sources or not docs_mode else None
-        return self._encode(
-            info,
-            items,
-            docs_mode,
-            positions,
-            sources,
-            errors,
-            image_bytes,
-            normalize,
-            show_progress,
-            on_error,
-            _cancel,
-        )
+        return self._encode(info, items, collected, image_bytes, normalize, show_progress, on_error, _cancel)
 
-    def _encode(
-        self,
-        info: ModelInfo | None,
-        items,
-        docs_mode,
-        positions,
-        payloads,
-        errors,
-        prepare,
-        normalize,
-        show_progress,
-        on_error,
-        cancel,
-    ):
+    def _encode(self, info: ModelInfo | None, items, collected, prepare, normalize, show_progress, on_error, cancel):
+        """What encode() and encode_images() share once their items are `collected` (collect_texts'
+        or collect_images' answer): the requests, normalisation, the result and its errors."""
+        docs_mode, positions, payloads, errors = collected
         embeddings, failed = None, {}
         if payloads and info is not None:
             embeddings, failed = self._embed_all(info, payloads, show_progress, cancel, prepare)

@@ -17,10 +17,10 @@ from tritonclient.utils import InferenceServerException
 from clip_triton_build.repository import read_config
 from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
-    IMAGE_ENSEMBLE_MODEL,
     IMAGE_INPUT,
     IMAGE_PREPROCESS_MODEL,
     TEXT_INPUT,
+    image_ensemble_of,
     image_model_names,
     model_names,
 )
@@ -35,7 +35,7 @@ def image_array(files: list[bytes]) -> np.ndarray:
 
 
 def embed_images(srv, protocol: str, name: str, files: list[bytes]) -> np.ndarray:
-    model = image_model_names(name)[IMAGE_ENSEMBLE_MODEL]
+    model = image_ensemble_of(name)
     inputs = {IMAGE_INPUT: image_array(files)}
     return triton_infer(protocol, url_of(srv, protocol), model, inputs, [EMBEDDING_OUTPUT])[0]
 
