@@ -1,6 +1,7 @@
 """The CLIP vision tower as the repository's image models: clip_image_encoder's model.onnx
-(pixel_values -> image_embeds, what HF `CLIPModel.get_image_features` returns) and the
-checkpoint's preprocessor_config.json, which clip_image_preprocess applies.
+(pixel_values -> image_embeds, what HF `CLIPModel.get_image_features` returns), its fp16 GPU
+file model_fp16.pt (`VisionTower` with CUDA-graph replay of small batches, `export_fp16`) and
+the checkpoint's preprocessor_config.json, which clip_image_preprocess applies.
 
 A checkpoint without a vision tower (a `CLIPTextModelWithProjection`) gives None: its repository
 serves texts only, and the build says so. The random-init fallback has ViT-B/32's
@@ -8,20 +9,23 @@ serves texts only, and the build says so. The random-init fallback has ViT-B/32'
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List, Optional, cast
 
 import torch
+from torch import nn
 
 from clip_triton_contract.names import IMAGE_EMBEDS_TENSOR, PIXELS_TENSOR
 
 from ..servable import UnservableCheckpoint
 from ..spec import PREPROCESSOR_FILE
-from .export import export_batched_onnx
+from .export import _bucket, export_batched_onnx
+from .text_tower import EncoderLayer
 
 if TYPE_CHECKING:
     from transformers import CLIPVisionModelWithProjection
@@ -127,3 +131,96 @@ def export_onnx(vision: LoadedVision, path: Path, opset: int = 17) -> Path:
         return export_batched_onnx(
             ImageFeatures(vision.model), example, path, PIXELS_TENSOR, IMAGE_EMBEDS_TENSOR, opset
         )
+
+
+# The fp16 GPU file replays batches of up to IMAGE_GRAPH_ROWS[-1] images as CUDA graphs, one per
+# row bucket and Triton instance; a batch runs in the smallest bucket that holds it. Past 32 images
+# even ViT-B/32's forward is GPU time, not launches, and each bucket holds its activations.
+IMAGE_GRAPH_ROWS = (1, 2, 4, 8, 16, 32)
+
+
+class VisionTower(nn.Module):
+    """pixel_values [B, 3, S, S] -> image_embeds [B, projection_dim] in fp32: HF
+    CLIPVisionModelWithProjection's forward (same weights, same result in fp32) with the text
+    tower's GPU habits (text_tower): one QKV matmul a layer, PyTorch's fused attention, quick_gelu
+    as one SiLU, each residual add with the layer norm that reads it as one op (`_add_norm`), and
+    nothing in the traced graph naming a device. Only the class token goes through the final norm
+    and the projection (HF pools it before them)."""
+
+    # `model`: HF CLIPVisionModelWithProjection, read by its field names
+    def __init__(self, model: Any):
+        super().__init__()
+        config, vision = model.config, model.vision_model
+        embeddings = vision.embeddings
+        self.patch_embedding = embeddings.patch_embedding
+        self.class_embedding = embeddings.class_embedding
+        self.position_embedding = embeddings.position_embedding
+        self.pre_layernorm = vision.pre_layrnorm  # HF's spelling
+        self.layers = nn.ModuleList(
+            EncoderLayer(layer, config.num_attention_heads, config.hidden_act) for layer in vision.encoder.layers
+        )
+        self.post_layernorm = vision.post_layernorm
+        self.visual_projection = model.visual_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        first = self.class_embedding.expand(patches.size(0), 1, -1)
+        x = self.pre_layernorm(torch.cat([first, patches], 1) + self.position_embedding.weight)
+        layers = [cast(EncoderLayer, layer) for layer in self.layers]
+        normed = layers[0].layer_norm1(x)
+        for i, layer in enumerate(layers):
+            next_norm: Optional[nn.LayerNorm] = layers[i + 1].layer_norm1 if i + 1 < len(layers) else None
+            x, following = layer.dense(x, normed, next_norm)
+            if following is not None:
+                normed = following
+        return self.visual_projection(self.post_layernorm(x[:, 0])).float()
+
+
+class _ScriptedImageGraphs(nn.Module):
+    """The traced tower, and on a GPU a batch of up to IMAGE_GRAPH_ROWS[-1] images replays a CUDA
+    graph of it instead of launching its ~200 kernels one by one from the interpreter (export's
+    `_ScriptedGraphs` for texts says how the clip_cuda_graphs ops keep graphs per instance): the
+    batch is staged, flat, into its bucket's fixed buffer, zero images filling the rows it lacks.
+    Embeddings come back in host memory, in one copy (export's `_ScriptedEncoder` says why)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.graph_rows: List[int] = list(IMAGE_GRAPH_ROWS)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        rows = pixel_values.size(0)
+        if not pixel_values.is_cuda or rows > self.graph_rows[-1]:
+            return self.inner(pixel_values).cpu()
+        bucket = _bucket(self.graph_rows, rows)
+        flat = pixel_values.flatten(1)
+        static = torch.ops.clip_cuda_graphs.stage(flat, bucket, flat.size(1), 0)
+        if not torch.ops.clip_cuda_graphs.captured(static):
+            torch.ops.clip_cuda_graphs.enter(static)  # the capture stream becomes current
+            warmed = self._tower(static, pixel_values)  # eager, once: first-run set-up stays out of the graph
+            torch.ops.clip_cuda_graphs.capture_begin(static, warmed)
+            captured = self._tower(static, pixel_values)
+            torch.ops.clip_cuda_graphs.capture_end(static, captured)
+        return torch.ops.clip_cuda_graphs.replay(static)[:rows].cpu()
+
+    def _tower(self, static: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The tower over a staged buffer, back in the images' shape."""
+        return self.inner(static.view(static.size(0), like.size(1), like.size(2), like.size(3)))
+
+
+def export_fp16(vision: LoadedVision, path: Path, device: str = "cuda", half: bool = True) -> Path:
+    """clip_image_encoder's model_fp16.pt: `VisionTower` in fp16 on `device`, traced, with
+    CUDA-graph replay of small batches (`_ScriptedImageGraphs`). It takes fp16 (or fp32) pixels and
+    returns fp32 embeddings in host memory. Tracing and loading it need the encoder's ops
+    registered (`cuda_ops.load`). `half=False` gives the same structure in fp32 on any device (the
+    CPU tests' reference)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    tower = VisionTower(copy.deepcopy(vision.model)).to(device, dtype).eval()
+    example = torch.zeros(2, 3, vision.image_size, vision.image_size, device=device, dtype=dtype)
+    with torch.no_grad():
+        traced = torch.jit.trace(tower, (example,), check_trace=False)
+        if "clip_kernels::add_layer_norm" not in str(traced.inlined_graph):
+            raise RuntimeError("the trace lost the fused add and norm: the op ran as its parts")
+        torch.jit.script(_ScriptedImageGraphs(traced)).save(str(path))
+    return path

@@ -115,11 +115,15 @@ def _add_norm(x: torch.Tensor, delta: torch.Tensor, norm: nn.LayerNorm) -> Tuple
     return total, normed
 
 
-class _Layer(nn.Module):
+class EncoderLayer(nn.Module):
+    """One pre-norm transformer layer of CLIP, either tower's: `forward` (the text tower's causal
+    form), `packed` (texts packed, causal per text) and `dense` (every row the same length, each
+    position attending to the whole row: the vision tower's patches)."""
+
     def __init__(self, layer: Any, heads: int, activation: str):  # HF CLIPEncoderLayer, config.hidden_act
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"CLIP's text MLP is built for {' or '.join(ACTIVATIONS)}, not {activation!r}")
+            raise ValueError(f"CLIP's MLP is built for {' or '.join(ACTIVATIONS)}, not {activation!r}")
         self.quick_gelu = activation == "quick_gelu"
         scale = QUICK_GELU_SCALE if self.quick_gelu else 1.0
         attn = layer.self_attn
@@ -163,7 +167,25 @@ class _Layer(nn.Module):
         qkv = self.qkv(normed).unflatten(-1, (3, self.heads, self.head_dim))
         q, k, v = qkv.unbind(2)  # each [1, tokens, heads, head_dim]
         attended = _packed_causal_attention(q, k, v, cu_seqlens, kernel)
-        x, normed = _add_norm(x, self.out_proj(attended.flatten(2)), self.layer_norm2)
+        return self._residuals(x, attended.flatten(2), next_norm)
+
+    def dense(
+        self, x: torch.Tensor, normed: torch.Tensor, next_norm: Optional[nn.LayerNorm]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x [batch, length, width], rows of one length (an image's class token and patches), and
+        `normed`, its layer_norm1: as `packed`, but each position attends to its whole row (PyTorch's
+        fused attention, not causal)."""
+        qkv = self.qkv(normed).unflatten(-1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, head_dim]
+        attended = F.scaled_dot_product_attention(q, k, v)
+        return self._residuals(x, attended.transpose(1, 2).flatten(2), next_norm)
+
+    def _residuals(
+        self, x: torch.Tensor, attended: torch.Tensor, next_norm: Optional[nn.LayerNorm]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The layer after attention, each residual add with the norm that reads it (_add_norm):
+        the output, and its `next_norm` where one is given."""
+        x, normed = _add_norm(x, self.out_proj(attended), self.layer_norm2)
         mlp = self._feed_forward(normed)
         if next_norm is None:
             return x + mlp, None
@@ -191,7 +213,7 @@ class CLIPTextTower(nn.Module):
         self.token_embedding = text.embeddings.token_embedding
         self.position_embedding = text.embeddings.position_embedding
         self.layers = nn.ModuleList(
-            _Layer(layer, config.num_attention_heads, config.hidden_act) for layer in text.encoder.layers
+            EncoderLayer(layer, config.num_attention_heads, config.hidden_act) for layer in text.encoder.layers
         )
         self.final_layer_norm = text.final_layer_norm
         self.text_projection = model.text_projection
@@ -226,7 +248,7 @@ class PackedTextTower(nn.Module):
         self, tokens: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor, last: torch.Tensor
     ) -> torch.Tensor:
         tower = self.tower
-        layers = [cast(_Layer, layer) for layer in tower.layers]
+        layers = [cast(EncoderLayer, layer) for layer in tower.layers]
         embedded = tower.token_embedding(tokens).unsqueeze(0), tower.position_embedding(positions).unsqueeze(0)
         x, normed = _add_norm(*embedded, layers[0].layer_norm1)
         for i, layer in enumerate(layers):
