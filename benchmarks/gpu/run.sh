@@ -63,6 +63,12 @@ export CLIP_STUB_BIN="$VENV/bin"
 #             (benchmarks.traffic), GPU 0, per encoder layout of TRAFFIC_LAYOUTS (default: default)
 #   traffic-two  the same with two models on GPU 0: queries to B/32, the bulk job to L/14 (every
 #             layer, seeded random weights)
+#   images    the GPU image path per vision shape of IMAGE_SHAPES (default b32,b16,l14; every layer,
+#             seeded random weights): parity with the CPU fp32 path, one image, bulk images/s, the
+#             decode, preprocessing and tower alone, and one-text queries beside an image bulk job
+#             (benchmarks.gpu.images), GPU 0
+#   images-infinity  infinity-emb's image path on GPU 0 with the same JPEGs, from its offline
+#             folder INFINITY_DIR (its README: installed with --no-index, ViT-B/32, fp16)
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do
   case $step in
     check) python3 -m benchmarks.gpu.check --out "$OUT/one-gpu" "$@" ;;
@@ -100,6 +106,21 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       python3 -m benchmarks.traffic --gpu --repository /tmp/two --models b32,l14 --bulk-processes "${BULK_PROCESSES:-4}" \
         --layouts "${TRAFFIC_TWO_LAYOUTS:-default}" --duration "${TRAFFIC_SECONDS:-20}" \
         --json "$OUT/traffic_two.json" --plot "$OUT/traffic_two.png" ;;
+    images) python3 -m benchmarks.gpu.images --shapes "${IMAGE_SHAPES:-b32,b16,l14}" --texts --out "$OUT/images" \
+              ${IMAGES_ARGS:-} ;;
+    images-infinity)
+      peer=${INFINITY_DIR:?the infinity-emb folder}; site=/tmp/infinity_site
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$peer"/wheels/*.whl
+      PYTHONPATH="$site" python3 "$peer/make_ckpt.py" /tmp/infinity_clip_ckpt >/dev/null 2>&1
+      PYTHONPATH="$site" DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 HF_HUB_OFFLINE=1 INFINITY_HOME=/tmp/infinity_home \
+        python3 "$peer/infinity_launch.py" v2 --model-id /tmp/infinity_clip_ckpt --served-model-name clip --engine torch \
+        --device cuda --device-id 0 --dtype float16 --batch-size 256 --host 127.0.0.1 --port 7997 --log-level warning \
+        > "$OUT/infinity_server.log" 2>&1 &
+      infinity=$!
+      for _ in $(seq 180); do curl -sf http://127.0.0.1:7997/models >/dev/null && break; sleep 1; done
+      python3 -m benchmarks.gpu.images --openai-url http://127.0.0.1:7997 --openai-model clip --out "$OUT/images" \
+        ${IMAGES_ARGS:-} || true
+      kill "$infinity"; wait "$infinity" || true ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

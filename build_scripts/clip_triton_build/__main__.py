@@ -61,6 +61,7 @@ from .repository import (
     stamp_dims,
     stamp_parameters,
     start_repository,
+    write_image_variants,
     write_variants,
 )
 from .spec import DEFAULT_CHECKPOINT, ONNX_FILE, PREPROCESSOR_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_FP16_FILE
@@ -259,8 +260,8 @@ def build_checkpoint(
     if args.format in ("torchscript", "all"):
         path = export_torchscript(loaded.model, version_dir / TORCHSCRIPT_FILE, device=args.torchscript_device)
         log.info("torchscript: %s", path)
+    device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
     if args.fp16:
-        device = "cuda" if args.torchscript_device == "cpu" else args.torchscript_device
         path = export_packed(loaded.model, version_dir / TORCHSCRIPT_FP16_FILE, device=device)
         log.info("torchscript fp16: %s", path)
 
@@ -289,7 +290,7 @@ def build_checkpoint(
             shutil.rmtree(repo / model, ignore_errors=True)
         log.info("%s: texts only, no %s (it has no vision tower)", checkpoint, IMAGE_ENSEMBLE_MODEL)
     else:
-        write_image_side(repo, vision, stamps, siblings, args.opset)
+        write_image_side(repo, vision, stamps, siblings, args, device if args.fp16 else None)
         log.info("%s: images at %d pixels, %d-d embeddings", checkpoint, vision.image_size, vision.dim)
     log.info("config variants: %d files (configs/*.pbtxt)", len(variants))
     log.info("%s: weights=%s (%s), %d-d embeddings", checkpoint, loaded.weights, loaded.source, dim)
@@ -297,12 +298,18 @@ def build_checkpoint(
         log.warning("RANDOM-INIT WEIGHTS: this repository serves meaningless embeddings (see above)")
 
 
-def write_image_side(repo: Path, vision, stamps: dict[str, str], siblings: str, opset: int) -> None:
-    """The image models' artifacts and stamps: the vision tower's model.onnx, the checkpoint's
-    preprocessing beside the preprocess model, and the dims the checkpoint decides."""
-    from .encoder.image_tower import export_onnx
+def write_image_side(
+    repo: Path, vision, stamps: dict[str, str], siblings: str, args: argparse.Namespace, fp16_device: str | None
+) -> None:
+    """The image models' artifacts and stamps: the vision tower's model.onnx (and on `fp16_device`,
+    model_fp16.pt with its GPU variant), the checkpoint's preprocessing beside the preprocess
+    model, and the dims the checkpoint decides."""
+    from .encoder.image_tower import export_fp16, export_onnx
 
-    log.info("image onnx: %s", export_onnx(vision, repo / IMAGE_ENCODER_MODEL / "1" / ONNX_FILE, opset=opset))
+    version_dir = repo / IMAGE_ENCODER_MODEL / "1"
+    log.info("image onnx: %s", export_onnx(vision, version_dir / ONNX_FILE, opset=args.opset))
+    if fp16_device is not None:
+        log.info("image torchscript fp16: %s", export_fp16(vision, version_dir / TORCHSCRIPT_FP16_FILE, fp16_device))
     (repo / IMAGE_PREPROCESS_MODEL / "1" / PREPROCESSOR_FILE).write_text(json.dumps(vision.preprocessor, indent=2))
     pixels = [3, vision.image_size, vision.image_size]
     stamp_dims(repo / IMAGE_PREPROCESS_MODEL / "config.pbtxt", PIXELS_TENSOR, pixels)
@@ -311,6 +318,7 @@ def write_image_side(repo: Path, vision, stamps: dict[str, str], siblings: str, 
     stamp_dims(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", EMBEDDING_OUTPUT, [vision.dim])
     stamp_parameters(repo / IMAGE_ENCODER_MODEL / "config.pbtxt", stamps)
     stamp_parameters(repo / IMAGE_ENSEMBLE_MODEL / "config.pbtxt", {**stamps, SIBLINGS_PARAMETER: siblings})
+    write_image_variants(args.source.resolve(), repo)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from clip_triton_contract.names import (
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
+    IMAGE_ENCODER_MODEL,
+    IMAGE_PREPROCESS_MODEL,
     MODELS,
+    PIXELS_TENSOR,
     PYTHON_TOKENIZER_MODEL,
     TOKENIZER_MODEL,
     model_names,
@@ -335,4 +338,45 @@ def write_variants(source: Path, repository: Path, encoder_layout: tuple[int, in
         for model, config in configs.items():
             path = repository / model / "configs" / f"{twin}.pbtxt"
             written.append(_write_variant(path, config, f"{how[model]}, Python tokenizer first"))
+    return written
+
+
+# The image models on a GPU host: the GPU TorchScript fp16 variant (and its Python-first twin)
+# serves them on the card, decoded, preprocessed and encoded there, wherever the build exported the
+# vision tower's model_fp16.pt (--fp16). Every other variant serves them from config.pbtxt: Pillow
+# and ONNX Runtime on the CPU.
+IMAGE_GPU_VARIANT = "torchscript_fp16"
+# Pixels cross from the preprocessing to the tower in fp16 on the card: half the bytes of fp32,
+# and the tower's first op (the patch convolution) computes in fp16 anyway.
+IMAGE_GPU_PIXELS = mc.TYPE_FP16
+
+
+def write_image_variants(source: Path, repository: Path) -> list[Path]:
+    """configs/IMAGE_GPU_VARIANT.pbtxt (and its twin) of the image preprocessing and encoder, each
+    its config.pbtxt tuned by its variants/gpu.pbtxt: the libtorch backend serving model_fp16.pt,
+    the preprocessing on KIND_GPU instances (1/model.py's GPU path), fp16 pixels between them.
+    None where the build exported no model_fp16.pt for the vision tower."""
+    encoder_dir = repository / IMAGE_ENCODER_MODEL
+    if not (encoder_dir / "1" / TORCHSCRIPT_FP16_FILE).is_file():
+        return []
+    configs = {}
+    for model in (IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL):
+        config = read_config(repository / model / "config.pbtxt")
+        tuning = read_tuning(source / model)
+        if tuning is None:
+            raise FileNotFoundError(f"{source / model / VARIANTS_FOLDER / GPU_TUNING}: the image GPU variant's settings")
+        apply_tuning(config, tuning)
+        for tensor in (*config.input, *config.output):
+            if tensor.name == PIXELS_TENSOR:
+                tensor.data_type = IMAGE_GPU_PIXELS
+        configs[model] = config
+    encoder = configs[IMAGE_ENCODER_MODEL]
+    encoder.backend, encoder.default_model_filename = "pytorch", TORCHSCRIPT_FP16_FILE
+    # as the text encoder's (encoder_variant): no re-specialising for every new batch size
+    encoder.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value = "true"
+    how = {m: f", tuned by model_repository/{m}/{VARIANTS_FOLDER}/{GPU_TUNING}" for m in configs}
+    written = []
+    for name, twin in ((IMAGE_GPU_VARIANT, ""), (IMAGE_GPU_VARIANT + PYTHON_FIRST_SUFFIX, ", Python tokenizer first")):
+        for model, config in configs.items():
+            written.append(_write_variant(repository / model / "configs" / f"{name}.pbtxt", config, how[model] + twin))
     return written

@@ -1,138 +1,23 @@
 """clip_image_preprocess: IMAGE (encoded image files) -> pixel_values, the checkpoint's own
-preprocessing as HF's PIL-based CLIP image processor (`CLIPImageProcessorPil`) applies its
-preprocessor_config.json, step by step:
-
-1. open the file with Pillow (its first frame; no EXIF rotation, as HF does none);
-2. to RGB: an image with alpha (or a transparent palette colour) is composited onto white, any
-   other mode converted with `Image.convert("RGB")`;
-3. resize the shortest side to `size["shortest_edge"]` (the other side `int(size * long / short)`)
-   with the configured resample filter (3: bicubic), in Pillow, on uint8 pixels;
-4. center crop to `crop_size` (top and left rounded down; zero padding where the image is smaller);
-5. rescale (`rescale_factor`, 1/255, computed in float64 then cast to float32) and normalize with
-   `image_mean` / `image_std` in float32;
-6. channels first.
+preprocessing (its preprocessor_config.json, as HF's PIL-based CLIP image processor applies it).
+KIND_CPU instances run preprocessing.py's steps in Pillow and numpy; KIND_GPU instances (the GPU
+variant) run on_gpu.py's on the card and hand their pixels on there.
 
 Every request Triton hands to execute() gets its own response, in order; a bad image fails its own
 request with an INVALID_ARG error naming its index and what is wrong, and leaves the other
-requests untouched. Limits are checked before any pixel is decoded: the file's bytes, then the
-pixels its header declares.
+requests untouched.
 """
 
-import io
 import json
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image
 
-# Pillow's own guard against decompression bombs is replaced by this model's limit, checked on the
-# header before decoding (max_image_pixels); Pillow would only warn below twice its default.
-Image.MAX_IMAGE_PIXELS = None
+sys.path.insert(0, str(Path(__file__).parent))  # this model's own modules, beside it
 
-
-class InvalidImage(ValueError):
-    pass
-
-
-class Preprocessing:
-    """One checkpoint's preprocessor_config.json, as the CLIP image processor reads it. The build
-    writes every field (CLIP's defaults where the checkpoint's file is silent, sizes as dicts) and
-    refuses what is not CLIP's preprocessing (clip_triton_build.encoder.image_tower)."""
-
-    def __init__(self, config: dict, max_pixels: int):
-        self.max_pixels = max_pixels  # of the resized image too: an extreme aspect ratio grows there
-        self.do_resize = bool(config["do_resize"])
-        self.shortest_edge = int(config["size"]["shortest_edge"])
-        self.resample = Image.Resampling(int(config["resample"]))
-        self.do_center_crop = bool(config["do_center_crop"])
-        self.crop = (int(config["crop_size"]["height"]), int(config["crop_size"]["width"]))
-        self.do_rescale = bool(config["do_rescale"])
-        self.rescale_factor = float(config["rescale_factor"])
-        self.do_normalize = bool(config["do_normalize"])
-        self.mean = np.array(config["image_mean"], dtype=np.float32)
-        self.std = np.array(config["image_std"], dtype=np.float32)
-        self.do_convert_rgb = bool(config["do_convert_rgb"])
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """A decoded image -> [3, crop height, crop width] float32."""
-        if self.do_convert_rgb:
-            image = to_rgb(image)
-        pixels = np.array(image)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        if self.do_resize:
-            height, width = pixels.shape[:2]
-            short, long = (width, height) if width <= height else (height, width)
-            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
-            new_height, new_width = (new_long, new_short) if width <= height else (new_short, new_long)
-            if new_height * new_width > self.max_pixels:
-                raise InvalidImage(
-                    f"its {width}x{height} pixels would resize to {new_width}x{new_height}, past the limit of "
-                    f"{self.max_pixels} pixels (an aspect ratio of {long / short:.0f}:1)"
-                )
-            resized = Image.fromarray(pixels.squeeze(-1) if pixels.shape[2] == 1 else pixels)
-            pixels = np.array(resized.resize((new_width, new_height), resample=self.resample))
-            if pixels.ndim == 2:
-                pixels = pixels[:, :, None]
-        pixels = np.moveaxis(pixels, -1, 0)  # channels first, as HF works
-        if self.do_center_crop:
-            pixels = center_crop(pixels, *self.crop)
-        if self.do_rescale:
-            pixels = (pixels.astype(np.float64) * self.rescale_factor).astype(np.float32)
-        elif not np.issubdtype(pixels.dtype, np.floating):
-            pixels = pixels.astype(np.float32)
-        if self.do_normalize:
-            pixels = ((pixels.T - self.mean) / self.std).T
-        return pixels.astype(np.float32, copy=False)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """HF's convert_to_rgb: transparency composited onto white, every other mode converted."""
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
-
-
-def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[C, H, W] -> [C, height, width]: HF's center_crop (zero padding where the image is smaller)."""
-    orig_height, orig_width = pixels.shape[-2:]
-    top, left = (orig_height - height) // 2, (orig_width - width) // 2
-    if top >= 0 and left >= 0:
-        return pixels[:, top : top + height, left : left + width]
-    new_height, new_width = max(height, orig_height), max(width, orig_width)
-    padded = np.zeros_like(pixels, shape=(pixels.shape[0], new_height, new_width))
-    top_pad, left_pad = -(-(new_height - orig_height) // 2), -(-(new_width - orig_width) // 2)
-    padded[:, top_pad : top_pad + orig_height, left_pad : left_pad + orig_width] = pixels
-    top, left = top + top_pad, left + left_pad
-    return padded[:, max(0, top) : min(new_height, top + height), max(0, left) : min(new_width, left + width)]
-
-
-def open_image(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Image.Image:
-    """The file's first frame, decoded, or InvalidImage saying why not."""
-    if len(data) == 0:
-        raise InvalidImage(f"{name} is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise InvalidImage(f"{name} has {len(data)} bytes; the limit is {max_bytes}")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception as exc:
-        raise InvalidImage(f"{name} is not an image Pillow can open: {exc}") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InvalidImage(f"{name} declares {width}x{height} pixels; the limit is {max_pixels} pixels")
-    if width < 1 or height < 1:
-        raise InvalidImage(f"{name} declares no pixels ({width}x{height})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. a palette image with transparency bytes
-            image.load()
-    except Exception as exc:  # truncated or corrupt data
-        raise InvalidImage(f"{name} cannot be decoded: {exc}") from None
-    return image
+from preprocessing import InvalidImage, Preprocessing, decode, describe, read_header  # noqa: E402
 
 
 class TritonPythonModel:
@@ -153,34 +38,50 @@ class TritonPythonModel:
         output = pb_utils.get_output_config_by_name(config, self.output_name)
         self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
         self.output_dims = tuple(output["dims"])
+        self.on_gpu = None
+        if args["model_instance_kind"] == "GPU":
+            from on_gpu import OnGpu
 
-    def _pixels(self, request) -> np.ndarray:
+            device = int(args["model_instance_device_id"])
+            self.on_gpu = OnGpu(self.preprocess, self.output_dtype, int(params["gpu_chunk_pixels"]), device)
+
+    def _files(self, request) -> list[bytes]:
         try:
             files = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         except Exception as exc:  # e.g. a BYTES length prefix past the data: this request's fault alone
             raise InvalidImage(f"{self.input_name} is not a well-formed BYTES tensor: {exc}") from None
         if files.ndim != 2 or files.shape[1] != 1:
             raise InvalidImage(f"{self.input_name} must have shape [batch, 1], got {list(files.shape)}")
+        return [data.encode() if isinstance(data, str) else bytes(data) for data in files[:, 0]]
+
+    def _pixels(self, files: list[bytes]) -> np.ndarray:
         out = np.empty((len(files), *self.output_dims), dtype=self.output_dtype)
-        for index, data in enumerate(files[:, 0]):
+        for index, data in enumerate(files):
             name = f"{self.input_name}[{index}]"
-            data = data.encode() if isinstance(data, str) else bytes(data)
-            image = open_image(data, name, self.max_bytes, self.max_pixels)
+            image = decode(read_header(data, name, self.max_bytes, self.max_pixels), name)
             try:
                 out[index] = self.preprocess(image)
             except Exception as exc:
-                what = f"{name} ({image.format or 'image'}, mode {image.mode}, {image.width}x{image.height})"
-                raise InvalidImage(f"{what} cannot be preprocessed: {exc}") from None
+                raise InvalidImage(f"{describe(image, name)} cannot be preprocessed: {exc}") from None
         return out
+
+    def _output(self, files: list[bytes]):
+        if self.on_gpu is None:
+            return pb_utils.Tensor(self.output_name, self._pixels(files))
+        headers = [
+            read_header(data, f"{self.input_name}[{index}]", self.max_bytes, self.max_pixels)
+            for index, data in enumerate(files)
+        ]
+        return pb_utils.Tensor.from_dlpack(self.output_name, self.on_gpu(files, headers, self.input_name))
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                pixels = self._pixels(request)
+                output = self._output(self._files(request))
             except InvalidImage as exc:
                 error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, pixels)]))
+            responses.append(pb_utils.InferenceResponse([output]))
         return responses

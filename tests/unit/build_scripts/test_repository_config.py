@@ -9,14 +9,24 @@ from tritonclient.grpc import model_config_pb2 as mc
 from clip_triton_build.repository import (
     BUILT_REPOSITORY,
     ENCODER_VARIANTS,
+    IMAGE_GPU_VARIANT,
     PYTHON_FIRST_SUFFIX,
     SOURCE_REPOSITORY,
     read_config,
     read_tuning,
     serves_gpu_torchscript,
+    write_image_variants,
     write_variants,
 )
-from clip_triton_build.spec import EMBED_DIM, EOT_TOKEN, PAD_ID, SOT_TOKEN, TOKENIZER_BACKEND, TOKENIZER_FILE
+from clip_triton_build.spec import (
+    EMBED_DIM,
+    EOT_TOKEN,
+    PAD_ID,
+    SOT_TOKEN,
+    TOKENIZER_BACKEND,
+    TOKENIZER_FILE,
+    TORCHSCRIPT_FP16_FILE,
+)
 from clip_triton_contract.names import (
     CONTEXT_LENGTH,
     EMBEDDING_OUTPUT,
@@ -361,3 +371,35 @@ def test_the_build_takes_encoder_layouts_per_checkpoint_and_refuses_what_cannot_
     for malformed in ("256", "0x3", "256x", "a b=256x1"):
         with pytest.raises(Exception, match="ROWSxINSTANCES"):
             encoder_layout(malformed)
+
+
+def test_the_image_gpu_variant_keeps_decode_preprocessing_and_tower_on_the_card(tmp_path):
+    """Where the build exported the vision tower's model_fp16.pt, the GPU variant (and its twin)
+    serves it through libtorch on KIND_GPU instances, preprocesses on KIND_GPU instances (model.py's
+    GPU path) and hands fp16 pixels between them; without that file no image variant is written
+    (those models then serve from config.pbtxt, on the CPU)."""
+    for model in (IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL):
+        (tmp_path / model / "1").mkdir(parents=True)
+        (tmp_path / model / "config.pbtxt").write_text((BUILT_REPOSITORY / model / "config.pbtxt").read_text())
+    assert write_image_variants(SOURCE_REPOSITORY, tmp_path) == []
+    (tmp_path / IMAGE_ENCODER_MODEL / "1" / TORCHSCRIPT_FP16_FILE).touch()
+    written = write_image_variants(SOURCE_REPOSITORY, tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted(
+        f"{model}/configs/{name}.pbtxt"
+        for model in (IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL)
+        for name in (IMAGE_GPU_VARIANT, IMAGE_GPU_VARIANT + PYTHON_FIRST_SUFFIX)
+    )
+    preprocess = read_config(tmp_path / IMAGE_PREPROCESS_MODEL / "configs" / f"{IMAGE_GPU_VARIANT}.pbtxt")
+    encoder = read_config(tmp_path / IMAGE_ENCODER_MODEL / "configs" / f"{IMAGE_GPU_VARIANT}.pbtxt")
+    source_encoder = read_config(BUILT_REPOSITORY / IMAGE_ENCODER_MODEL / "config.pbtxt")
+    assert (encoder.backend, encoder.default_model_filename) == ("pytorch", TORCHSCRIPT_FP16_FILE)
+    assert encoder.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value == "true"
+    assert encoder.max_batch_size == 256 and encoder.dynamic_batching.max_queue_delay_microseconds == 0
+    for config in (preprocess, encoder):
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert [t.data_type for t in preprocess.output] == [t.data_type for t in encoder.input] == [mc.TYPE_FP16]
+    assert [list(t.dims) for t in encoder.input] == [list(t.dims) for t in source_encoder.input]
+    assert encoder.output == source_encoder.output
+    assert int(preprocess.parameters["gpu_chunk_pixels"].string_value) > 0
+    for key, value in source_encoder.parameters.items():  # the stamps (weights, checkpoint) come along
+        assert encoder.parameters[key] == value, key
