@@ -364,7 +364,8 @@ def write_image_variants(source: Path, repository: Path) -> list[Path]:
         config = read_config(repository / model / "config.pbtxt")
         tuning = read_tuning(source / model)
         if tuning is None:
-            raise FileNotFoundError(f"{source / model / VARIANTS_FOLDER / GPU_TUNING}: the image GPU variant's")
+            path = source / model / VARIANTS_FOLDER / GPU_TUNING
+            raise FileNotFoundError(f"{path} is missing: the image GPU variant's settings")
         apply_tuning(config, tuning)
         for tensor in (*config.input, *config.output):
             if tensor.name == PIXELS_TENSOR:
