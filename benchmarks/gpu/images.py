@@ -318,6 +318,9 @@ def run_shape(shape: str, args, work: Path) -> dict:
     files = parity_set()
     expected = reference(checkpoint, repository, files)
     bulk_files = {size: jpegs(size, 64) for size in SIZES}
+    if args.image_layout:
+        with_image_layout(repository, args.image_layout)
+        report["image_encoder_layout"] = "x".join(map(str, args.image_layout))
     server = LocalTritonServer.on_free_ports(repository=repository, config_name=VARIANT)
     server.start(timeout=300)
     seconds = 5 if args.quick else 12
@@ -396,6 +399,18 @@ def openai_images(args) -> int:
     return 0
 
 
+def with_image_layout(repository: Path, layout: tuple[int, int]) -> None:
+    """The vision tower's rows per execution and instances in the GPU variant, over variants/gpu.pbtxt's."""
+    from google.protobuf import text_format
+
+    from clip_triton_build.repository import read_config
+
+    for path in (repository / IMAGE_ENCODER_MODEL / "configs").glob(f"{VARIANT}*.pbtxt"):
+        config = read_config(path)
+        config.max_batch_size, config.instance_group[0].count = layout
+        path.write_text(text_format.MessageToString(config))
+
+
 def point(text: str) -> tuple[int, int, int]:
     batch, processes, threads = (int(x) for x in text.split("x"))
     return batch, processes, threads
@@ -414,10 +429,12 @@ def main(argv=None) -> int:
         help="bulk points, IMAGESxPROCESSESxTHREADS each (images a request, load processes, threads each)",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-images"))
+    parser.add_argument("--image-layout", help="ROWSxINSTANCES of the vision tower (default: variants/gpu.pbtxt's)")
     parser.add_argument("--openai-url", help="measure this OpenAI-style server's image path instead")
     parser.add_argument("--openai-model", default="clip")
     args = parser.parse_args(argv)
     args.points = [point(p) for p in args.points.split(",")]
+    args.image_layout = tuple(int(x) for x in args.image_layout.split("x")) if args.image_layout else None
     args.out.mkdir(parents=True, exist_ok=True)
     if args.openai_url:
         return openai_images(args)

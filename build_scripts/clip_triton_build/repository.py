@@ -349,6 +349,12 @@ IMAGE_GPU_VARIANT = "torchscript_fp16"
 # Pixels cross from the preprocessing to the tower in fp16 on the card: half the bytes of fp32,
 # and the tower's first op (the patch convolution) computes in fp16 anyway.
 IMAGE_GPU_PIXELS = mc.TYPE_FP16
+# Triton's CUDA memory pool per GPU (--cuda-memory-pool-byte-size) where the image GPU variant is
+# served: it holds the pixels between the preprocessing and the tower, every request's from its
+# preprocessing until its batch runs. Triton's default (64 MB) held four requests of 64 images at
+# 224 pixels; past it Triton hands the Python backend a host buffer, which the 24.10 stub cannot
+# fill from the card, and the request fails. 2 GB holds ~7,000 images at 224 pixels (~3,000 at 336).
+IMAGE_GPU_POOL_BYTES = 2 << 30
 
 
 def write_image_variants(source: Path, repository: Path) -> list[Path]:

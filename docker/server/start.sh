@@ -13,6 +13,13 @@ admin=${CLIP_ADMIN_KEY:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 # repository's root: Triton's pytorch backend finds custom TorchScript ops only in preloaded libraries.
 ops=/models/libclip_cuda_ops.so
 if [ -f "$ops" ]; then export LD_PRELOAD="$ops${LD_PRELOAD:+:$LD_PRELOAD}"; fi
+# The GPU image path's pixels wait in Triton's CUDA memory pool: 2 GB a GPU
+# (clip_triton_build.repository.IMAGE_GPU_POOL_BYTES says why)
+case "${CLIP_CONFIG_NAME:-}" in torchscript_fp16*)
+  for gpu in $(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null); do
+    set -- --cuda-memory-pool-byte-size="$gpu:2147483648" "$@"
+  done ;;
+esac
 set -- --model-repository=/models \
   ${CLIP_CONFIG_NAME:+--model-config-name=$CLIP_CONFIG_NAME} \
   --model-control-mode="${CLIP_MODEL_CONTROL:-none}" \

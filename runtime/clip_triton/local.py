@@ -26,7 +26,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_triton_build.repository import UnknownName, check_variant, cuda_ops_library
+from clip_triton_build.repository import (
+    IMAGE_GPU_POOL_BYTES,
+    IMAGE_GPU_VARIANT,
+    PYTHON_FIRST_SUFFIX,
+    UnknownName,
+    check_variant,
+    cuda_ops_library,
+)
 from clip_triton_contract.access import ADMIN_APIS, CLIENT_APIS, key_headers, restricted_api_flags
 from clip_triton_ops.deploy import deploy
 
@@ -173,6 +180,8 @@ class LocalTritonServer:
         ]
         if self.config_name:
             cmd.append(f"--model-config-name={self.config_name}")
+        if self.config_name in (IMAGE_GPU_VARIANT, IMAGE_GPU_VARIANT + PYTHON_FIRST_SUFFIX):
+            cmd += [f"--cuda-memory-pool-byte-size={gpu}:{IMAGE_GPU_POOL_BYTES}" for gpu in self.gpus or [0]]
         mode = "explicit" if self.uses_overrides else self.model_control_mode
         if mode:
             cmd.append(f"--model-control-mode={mode}")

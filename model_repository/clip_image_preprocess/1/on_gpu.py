@@ -111,7 +111,7 @@ class OnGpu:
                     except RuntimeError:
                         others.append(index)
         for index in others:
-            rgb = np.asarray(to_rgb(decode(headers[index], names[index])))
+            rgb = np.array(to_rgb(decode(headers[index], names[index])))  # writable: torch shares it
             decoded[index] = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)
         return decoded
 

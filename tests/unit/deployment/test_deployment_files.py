@@ -385,3 +385,17 @@ def test_the_cpu_build_image_traces_on_the_cpu_without_fp16(tmp_path):
     )
     args = done.stdout.splitlines()
     assert "--fp16" not in args and args[args.index("--torchscript-device") + 1] == "cpu"
+
+
+def test_every_gpu_server_gives_the_image_pixels_their_cuda_memory_pool():
+    """The GPU image path's pixels wait in Triton's CUDA memory pool; the local runtime, the compose
+    start script and the k8s server all size it as clip_triton_build says."""
+    from clip_triton_build.repository import IMAGE_GPU_POOL_BYTES, IMAGE_GPU_VARIANT
+
+    server = LocalTritonServer(config_name=IMAGE_GPU_VARIANT, gpus=[0, 1])
+    flags = [f for f in server.command(Path("/backends")) if f.startswith("--cuda-memory-pool-byte-size")]
+    assert flags == [f"--cuda-memory-pool-byte-size={gpu}:{IMAGE_GPU_POOL_BYTES}" for gpu in (0, 1)]
+    assert not any("cuda-memory-pool" in f for f in LocalTritonServer(config_name="cpu").command(Path("/b")))
+    assert f'--cuda-memory-pool-byte-size="$gpu:{IMAGE_GPU_POOL_BYTES}"' in START.read_text()
+    manifests = "\n".join(path.read_text() for path in MANIFESTS)
+    assert f"--cuda-memory-pool-byte-size=0:{IMAGE_GPU_POOL_BYTES}" in manifests
