@@ -96,7 +96,7 @@ class OnGpu:
     def _decode(self, chunk: list[int], files: list[bytes], headers: list[Image.Image], names: list[str]) -> dict:
         """index -> [3, H, W] uint8 RGB on the card, for each index of `chunk`."""
         jpegs = [i for i in chunk if nvjpeg_decodes(headers[i], files[i])]
-        others = [i for i in chunk if i not in set(jpegs)]
+        others = sorted(set(chunk) - set(jpegs))
         decoded = {}
         if jpegs:
             data = [torch.frombuffer(bytearray(files[i]), dtype=torch.uint8) for i in jpegs]
