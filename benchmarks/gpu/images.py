@@ -37,7 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_triton_contract.names import EMBEDDING_OUTPUT, IMAGE_ENCODER_MODEL, IMAGE_ENSEMBLE_MODEL, IMAGE_INPUT
+from clip_triton_contract.names import (
+    EMBEDDING_OUTPUT,
+    IMAGE_ENCODER_MODEL,
+    IMAGE_ENSEMBLE_MODEL,
+    IMAGE_INPUT,
+    IMAGE_PREPROCESS_MODEL,
+)
 from tests import images as test_images
 from tests.checkpoints import FAMILIES, VISION_SHAPES, save_checkpoint
 
@@ -90,21 +96,33 @@ def build(shape: str, work: Path, full_text: bool) -> tuple[Path, Path]:
     return checkpoint, repository
 
 
+def limits(repository: Path) -> dict[str, int]:
+    """The GPU variant's preprocessing limits (max_image_bytes, max_image_pixels, gpu_chunk_pixels):
+    its config is their home."""
+    from clip_triton_build.repository import read_config
+
+    config = read_config(repository / IMAGE_PREPROCESS_MODEL / "configs" / f"{VARIANT}.pbtxt")
+    keys = ("max_image_bytes", "max_image_pixels", "gpu_chunk_pixels")
+    return {key: int(config.parameters[key].string_value) for key in keys}
+
+
 def reference(checkpoint: Path, repository: Path, files: dict[str, bytes]) -> dict[str, np.ndarray]:
     """The CPU fp32 path: preprocessing.py's steps (HF's PIL processor's), HF's tower in fp32."""
     import torch
 
     from clip_triton_build.weights import load_vision_tower
 
-    sys.path.insert(0, str(repository / "clip_image_preprocess" / "1"))
+    sys.path.insert(0, str(repository / IMAGE_PREPROCESS_MODEL / "1"))
     from preprocessing import Preprocessing, decode, read_header
 
+    limit = limits(repository)
     vision = load_vision_tower(str(checkpoint))
-    steps = Preprocessing(vision.preprocessor, 40_000_000)
+    steps = Preprocessing(vision.preprocessor, limit["max_image_pixels"])
     out = {}
     with torch.no_grad():
         for name, data in files.items():
-            pixels = steps(decode(read_header(data, name, 20_000_000, 40_000_000), name))
+            header = read_header(data, name, limit["max_image_bytes"], limit["max_image_pixels"])
+            pixels = steps(decode(header, name))
             out[name] = vision.model(pixel_values=torch.from_numpy(pixels)[None]).image_embeds[0].numpy()
     return out
 
@@ -125,7 +143,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], report: dict) -> bool:
+def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], max_bytes: int, report: dict) -> bool:
     import tritonclient.grpc as grpc
 
     client = grpc.InferenceServerClient(url)
@@ -139,7 +157,7 @@ def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], r
         float(b @ expected[n] / (np.linalg.norm(b) * np.linalg.norm(expected[n]))) for n, b in zip(files, batched)
     ]
     refused = {}
-    for name, (data, says) in test_images.refused(20_000_000).items():
+    for name, (data, says) in test_images.refused(max_bytes).items():
         if name == "over the byte limit":
             continue  # 20 MB of zeros: the CPU path's test covers it
         try:
@@ -244,12 +262,13 @@ def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> di
     from clip_triton_build.encoder import cuda_ops
     from clip_triton_build.repository import cuda_ops_library
 
-    sys.path.insert(0, str(repository / "clip_image_preprocess" / "1"))
+    sys.path.insert(0, str(repository / IMAGE_PREPROCESS_MODEL / "1"))
     from on_gpu import OnGpu
     from preprocessing import Preprocessing, read_header
 
-    config = json.loads((repository / "clip_image_preprocess" / "1" / "preprocessor_config.json").read_text())
-    steps = OnGpu(Preprocessing(config, 40_000_000), np.dtype(np.float16), 16_000_000, 0)
+    limit = limits(repository)
+    config = json.loads((repository / IMAGE_PREPROCESS_MODEL / "1" / "preprocessor_config.json").read_text())
+    steps = OnGpu(Preprocessing(config, limit["max_image_pixels"]), np.dtype(np.float16), limit["gpu_chunk_pixels"], 0)
     out: dict = {}
     for size, batch in files.items():
         batch = batch[:64]
@@ -260,7 +279,8 @@ def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> di
             torch.cuda.synchronize()
 
         def preprocess():
-            steps(batch, [read_header(b, "x", 20_000_000, 40_000_000) for b in batch], "IMAGE")
+            headers = [read_header(b, "x", limit["max_image_bytes"], limit["max_image_pixels"]) for b in batch]
+            steps(batch, headers, IMAGE_INPUT)
 
         out[f"nvjpeg_decode_{size}_img_per_s"] = timed(decode_only, seconds) * len(batch)
         out[f"gpu_preprocess_{size}_img_per_s"] = timed(preprocess, seconds) * len(batch)
@@ -327,7 +347,7 @@ def run_shape(shape: str, args, work: Path) -> dict:
     try:
         url = server.grpc_url
         report["parity"] = {}
-        ok = parity(url, files, expected, report)
+        ok = parity(url, files, expected, limits(repository)["max_image_bytes"], report)
         report["one_image"] = one_image(url, bulk_files["640x480"][0], 100 if args.quick else 300)
         print(f"[{shape}] one image: {report['one_image']}", flush=True)
         report["bulk"] = {}
