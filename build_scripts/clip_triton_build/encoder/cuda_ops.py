@@ -64,5 +64,17 @@ def build(destination: Path) -> Path:
 
 
 def load(library: Path) -> None:
-    """Register the ops in this process (what LD_PRELOAD does for tritonserver)."""
-    torch.ops.load_library(str(library))
+    """Register the ops in this process (what LD_PRELOAD does for tritonserver), once: a process
+    that loads a second repository's copy keeps the first (torch refuses a second registration of
+    the same namespace, and every copy is built from the same sources)."""
+    if not loaded():
+        torch.ops.load_library(str(library))
+
+
+def loaded() -> bool:
+    """Whether this process has the ops already."""
+    try:
+        torch.ops.clip_cuda_graphs.stage
+    except (AttributeError, RuntimeError):
+        return False
+    return True
