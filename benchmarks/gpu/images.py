@@ -186,46 +186,70 @@ def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], m
     return bool(ok)
 
 
-def _bulk_process(url, files, batch, threads, seconds, priority, queue):
+def _bulk_process(url, files, batch, threads, priority, start, window, queue):
+    """BulkJob's loops in one process: each warms up, all start together (`start`, a barrier of
+    every process and the parent), and each counts what finishes before `window`'s end."""
     import tritonclient.grpc as grpc
 
     counts = [0] * threads
+    warm, go = threading.Barrier(threads + 1), threading.Barrier(threads + 1)
 
     def loop(k):
         client = grpc.InferenceServerClient(url)
         i = k * batch
         infer(client, files[:batch], priority)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        warm.wait()
+        go.wait()
+        while time.monotonic() < window.value:
             chunk = [files[(i + j) % len(files)] for j in range(batch)]
             infer(client, chunk, priority)
-            counts[k] += batch
+            if time.monotonic() <= window.value:
+                counts[k] += batch
             i += batch
         client.close()
 
-    started = time.monotonic()
     workers = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
     for w in workers:
         w.start()
+    warm.wait()
+    start.wait()
+    go.wait()
     for w in workers:
         w.join()
-    queue.put(sum(counts) / (time.monotonic() - started))
+    queue.put(sum(counts))
+
+
+class BulkJob:
+    """`processes` x `threads` closed loops of `batch` images a request, warm once started; they
+    count the requests that finish inside the window `begin` opens, which every loop shares."""
+
+    def __init__(self, url, files, batch, processes, threads, priority=0):
+        context = mp.get_context("spawn")
+        self.queue, self.start = context.Queue(), context.Barrier(processes + 1)
+        self.window = context.Value("d", float("inf"))
+        args = (url, files, batch, threads, priority, self.start, self.window, self.queue)
+        self.procs = [context.Process(target=_bulk_process, args=args) for _ in range(processes)]
+        for p in self.procs:
+            p.start()
+        self.start.wait(timeout=300)  # every process is warm and its loops are going
+
+    def begin(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.window.value = time.monotonic() + seconds
+
+    def rate(self) -> float:
+        """Images/s over the window (waits for it to close)."""
+        done = sum(self.queue.get(timeout=self.seconds + 300) for _ in self.procs)
+        for p in self.procs:
+            p.join()
+        return done / self.seconds
 
 
 def bulk(url, files, batch, processes, threads, seconds, priority=0) -> float:
-    """Images/s of `processes` x `threads` closed loops of `batch` images a request."""
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    procs = [
-        context.Process(target=_bulk_process, args=(url, files, batch, threads, seconds, priority, queue))
-        for _ in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    rate = sum(queue.get(timeout=seconds + 300) for _ in procs)
-    for p in procs:
-        p.join()
-    return rate
+    """Images/s of `processes` x `threads` closed loops of `batch` images a request, over `seconds`."""
+    job = BulkJob(url, files, batch, processes, threads, priority)
+    job.begin(seconds)
+    return job.rate()
 
 
 def one_image(url: str, data: bytes, count: int) -> dict:
@@ -259,14 +283,17 @@ def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> di
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    from benchmarks.raw_encoder import throughput
     from clip_triton_build.encoder import cuda_ops
-    from clip_triton_build.repository import cuda_ops_library
+    from clip_triton_build.repository import cuda_ops_library, read_config
 
     sys.path.insert(0, str(repository / IMAGE_PREPROCESS_MODEL / "1"))
     from on_gpu import OnGpu
     from preprocessing import Preprocessing, read_header
 
     limit = limits(repository)
+    encoder = read_config(repository / IMAGE_ENCODER_MODEL / "configs" / f"{VARIANT}.pbtxt")
+    instances = sum(group.count for group in encoder.instance_group)
     config = json.loads((repository / IMAGE_PREPROCESS_MODEL / "1" / "preprocessor_config.json").read_text())
     steps = OnGpu(Preprocessing(config, limit["max_image_pixels"]), np.dtype(np.float16), limit["gpu_chunk_pixels"], 0)
     out: dict = {}
@@ -287,10 +314,13 @@ def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> di
     cuda_ops.load(cuda_ops_library(repository))
     tower = torch.jit.load(str(repository / IMAGE_ENCODER_MODEL / "1" / "model_fp16.pt"), map_location="cuda")
     side = int(config["crop_size"]["height"])
-    for rows in (1, 256):
-        pixels = torch.randn(rows, 3, side, side, device="cuda", dtype=torch.float16)
-        with torch.no_grad():
-            out[f"raw_tower_{rows}_img_per_s"] = timed(lambda: tower(pixels), seconds) * rows
+    pixels = torch.randn(256, 3, side, side, device="cuda", dtype=torch.float16)
+    # as the server runs it (no-optimize executor, a stream per caller): one image, then 256-image
+    # batches from one caller and from as many as the GPU variant has instances
+    out["raw_tower_1_img_per_s"] = throughput(tower, pixels[:1], 1, seconds, "cuda")["docs_per_s"]
+    for callers in sorted({1, instances}):
+        rate = throughput(tower, pixels, 256, seconds, "cuda", threads=callers)["docs_per_s"]
+        out[f"raw_tower_256x{callers}_img_per_s"] = rate
     print("parts:", ", ".join(f"{k} {v:,.0f}" for k, v in out.items()), flush=True)
     return out
 
@@ -302,20 +332,11 @@ def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> Non
 
     seconds = 8 if args.quick else 15
     idle = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
-    result: dict = {}
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    procs = [
-        context.Process(target=_bulk_process, args=(url, files, 64, 4, seconds + 4, 0, queue))
-        for _ in range(args.processes)
-    ]
-    for p in procs:
-        p.start()
-    time.sleep(3)
+    job = BulkJob(url, files, 64, args.processes, 4)
+    job.begin(seconds + 2)
+    time.sleep(1)
     beside = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
-    rate = sum(queue.get(timeout=seconds + 300) for _ in procs)
-    for p in procs:
-        p.join()
+    rate = job.rate()
     result = {
         "idle_p50_ms": float(np.percentile(idle, 50)),
         "idle_p99_ms": float(np.percentile(idle, 99)),
