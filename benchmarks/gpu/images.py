@@ -106,7 +106,9 @@ def limits(repository: Path) -> dict[str, int]:
     return {key: int(config.parameters[key].string_value) for key in keys}
 
 
-def reference(checkpoint: Path, repository: Path, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+def reference(
+    checkpoint: Path, repository: Path, files: dict[str, bytes], limit: dict[str, int]
+) -> dict[str, np.ndarray]:
     """The CPU fp32 path: preprocessing.py's steps (HF's PIL processor's), HF's tower in fp32."""
     import torch
 
@@ -115,7 +117,6 @@ def reference(checkpoint: Path, repository: Path, files: dict[str, bytes]) -> di
     sys.path.insert(0, str(repository / IMAGE_PREPROCESS_MODEL / "1"))
     from preprocessing import Preprocessing, decode, read_header
 
-    limit = limits(repository)
     vision = load_vision_tower(str(checkpoint))
     steps = Preprocessing(vision.preprocessor, limit["max_image_pixels"])
     out = {}
@@ -278,7 +279,7 @@ def timed(fn, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> dict:
+def parts(repository: Path, files: dict[str, list[bytes]], limit: dict[str, int], seconds: float) -> dict:
     """The GPU decode, the GPU preprocessing and the raw tower alone, in this process on GPU 0."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -291,7 +292,6 @@ def parts(repository: Path, files: dict[str, list[bytes]], seconds: float) -> di
     from on_gpu import OnGpu
     from preprocessing import Preprocessing, read_header
 
-    limit = limits(repository)
     encoder = read_config(repository / IMAGE_ENCODER_MODEL / "configs" / f"{VARIANT}.pbtxt")
     instances = sum(group.count for group in encoder.instance_group)
     config = json.loads((repository / IMAGE_PREPROCESS_MODEL / "1" / "preprocessor_config.json").read_text())
@@ -357,7 +357,8 @@ def run_shape(shape: str, args, work: Path) -> dict:
     checkpoint, repository = build(shape, work, args.texts)
     report["build_s"] = time.perf_counter() - t0
     files = parity_set()
-    expected = reference(checkpoint, repository, files)
+    limit = limits(repository)
+    expected = reference(checkpoint, repository, files, limit)
     bulk_files = {size: jpegs(size, 64) for size in SIZES}
     if args.image_layout:
         with_image_layout(repository, args.image_layout)
@@ -368,7 +369,7 @@ def run_shape(shape: str, args, work: Path) -> dict:
     try:
         url = server.grpc_url
         report["parity"] = {}
-        ok = parity(url, files, expected, limits(repository)["max_image_bytes"], report)
+        ok = parity(url, files, expected, limit["max_image_bytes"], report)
         report["one_image"] = one_image(url, bulk_files["640x480"][0], 100 if args.quick else 300)
         print(f"[{shape}] one image: {report['one_image']}", flush=True)
         report["bulk"] = {}
@@ -385,7 +386,7 @@ def run_shape(shape: str, args, work: Path) -> dict:
     finally:
         server.stop()
         (args.out / f"tritonserver-{shape}.log").write_text(server.log_path.read_text(errors="replace")[-100_000:])
-    report["parts"] = parts(repository, bulk_files, 3 if args.quick else 6)
+    report["parts"] = parts(repository, bulk_files, limit, 3 if args.quick else 6)
     report["pass"] = ok
     return report
 
