@@ -102,8 +102,11 @@ def queries(url: str, model: str, clients: int, duration: float) -> list[float]:
     return latencies
 
 
-def queued(url: str, models: list[str]) -> dict[str, tuple[int, int]]:
-    """Each model's requests so far and the nanoseconds they spent queued (Triton's statistics)."""
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def stage_totals(url: str, models: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Each model's (requests, nanoseconds) so far in each of STAGES (Triton's statistics)."""
     from tritonclient import grpc
 
     client = grpc.InferenceServerClient(url)
@@ -114,19 +117,22 @@ def queued(url: str, models: list[str]) -> dict[str, tuple[int, int]]:
     found = {}
     for model in stats:
         if model["name"] in models:
-            queue = model["inference_stats"].get("queue", {})
-            found[model["name"]] = (int(queue.get("count", 0)), int(queue.get("ns", 0)))
+            inference = model["inference_stats"]
+            found[model["name"]] = {
+                stage: (int(inference.get(stage, {}).get("count", 0)), int(inference.get(stage, {}).get("ns", 0)))
+                for stage in STAGES
+            }
     return found
 
 
-def queue_ms(before: dict, after: dict) -> dict[str, float]:
-    """Mean milliseconds a request queued in front of each model between two `queued` readings."""
+def stage_ms(before: dict, after: dict, stage: str = "queue") -> dict[str, float]:
+    """Mean milliseconds a request spent in `stage` of each model between two `stage_totals` readings."""
     means = {}
-    for model, (count, ns) in after.items():
-        count -= before.get(model, (0, 0))[0]
-        ns -= before.get(model, (0, 0))[1]
-        if count:
-            means[model] = ns / count / 1e6
+    for model, stages in after.items():
+        count, ns = stages[stage]
+        earlier = before.get(model, {}).get(stage, (0, 0))
+        if count - earlier[0]:
+            means[model] = (ns - earlier[1]) / (count - earlier[0]) / 1e6
     return means
 
 
@@ -150,12 +156,13 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
         for w in workers:
             w.start()
         time.sleep(args.warmup)  # the bulk job at full speed before the queries start
-    before = queued(args.url, queue_models)
+    before = stage_totals(args.url, queue_models)
     latencies = (
         queries(args.url, args.query_model, args.query_clients, args.duration - args.warmup) if with_queries else []
     )
     rates = [queue.get(timeout=args.duration + 300) for _ in workers]
-    waits = queue_ms(before, queued(args.url, queue_models))
+    after = stage_totals(args.url, queue_models)
+    waits, infers = stage_ms(before, after), stage_ms(before, after, "compute_infer")
     for w in workers:
         w.join()
     result = {"phase": name, "bulk_texts_per_s": float(sum(rates)) if workers else None}
@@ -167,13 +174,14 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
             "p99_ms": float(np.percentile(ms, 99)),
             "max_ms": float(ms.max()),
         }
-    result["queue_ms"] = waits
+    result["queue_ms"], result["infer_ms"] = waits, infers
     shown = ", ".join(
         f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
         for k, v in result.items()
-        if k not in ("phase", "queue_ms")
+        if k not in ("phase", "queue_ms", "infer_ms")
     )
     shown += "; queued ms per request: " + ", ".join(f"{m} {v:.3f}" for m, v in waits.items())
+    shown += "; executing: " + ", ".join(f"{m} {v:.3f}" for m, v in infers.items())
     print(f"{name}: {shown}", flush=True)
     return result
 

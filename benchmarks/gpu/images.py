@@ -327,15 +327,18 @@ def parts(repository: Path, files: dict[str, list[bytes]], limit: dict[str, int]
 
 def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> None:
     """One-text queries idle and beside a saturating image bulk job (the text side of the same repository)."""
-    from benchmarks.traffic import queries
-    from clip_triton_contract.names import ENSEMBLE_MODEL
+    from benchmarks.traffic import STAGES, queries, stage_ms, stage_totals
+    from clip_triton_contract.names import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 
     seconds = 8 if args.quick else 15
+    models = [TOKENIZER_MODEL, ENCODER_MODEL, IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL]
     idle = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
     job = BulkJob(url, files, 64, args.processes, 4)
     job.begin(seconds + 2)
     time.sleep(1)
+    before = stage_totals(url, models)
     beside = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
+    after = stage_totals(url, models)
     rate = job.rate()
     result = {
         "idle_p50_ms": float(np.percentile(idle, 50)),
@@ -345,8 +348,12 @@ def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> Non
         "image_bulk_img_per_s": rate,
     }
     result["p99_over_idle"] = result["beside_images_p99_ms"] / result["idle_p99_ms"]
-    report["texts_beside_images"] = result
+    # where a request's time went while both ran: each model's mean ms per request in each stage
+    stages = {stage: stage_ms(before, after, stage) for stage in STAGES}
+    report["texts_beside_images"] = result | {"stage_ms": stages}
     print("texts beside images:", ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+    for stage, means in stages.items():
+        print(f"  {stage} ms per request:", ", ".join(f"{m} {v:.2f}" for m, v in means.items()), flush=True)
 
 
 def run_shape(shape: str, args, work: Path) -> dict:
