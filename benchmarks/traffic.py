@@ -10,7 +10,7 @@
 For each: query p50/p99 and the bulk job's texts/s, the ratios the goal is stated in (query
 p99 under bulk over idle p99; bulk texts/s with queries over alone), and, from Triton's
 statistics, the mean time a request of either class queued in front of each tokenizer and encoder
-(the share of a query's wait each queue holds). With `--models A,B` (a
+(the share of a query's wait each queue holds) and the mean time each executed. With `--models A,B` (a
 repository built with `--model A=... --model B=...`) the queries go to A and the bulk job to B:
 two models sharing one GPU.
 
