@@ -211,9 +211,11 @@ def run_job(
     restart: bool = False,
     images: bool = False,
     report: Callable[[str], None] = lambda line: None,
-    progress: Callable[[int, int], None] = lambda offset, embedded_now: None,
+    progress: Callable[[int, int, int | None], None] = lambda offset, embedded_now, size: None,
 ) -> JobResult:
-    """Embed `input_path` into `output`; picks up where an earlier run of the same job stopped."""
+    """Embed `input_path` into `output`; picks up where an earlier run of the same job stopped.
+    `progress` hears, after each chunk, the input offset reached, the items embedded by this run
+    and the input's size (bytes of the file or of the folder's listing; None for stdin)."""
     options = {
         "format": output_format,
         "jsonl": jsonl,
@@ -272,6 +274,7 @@ def run_job(
     resumed_from, embedded_before = state.lines, counts.embedded
     started = time.monotonic()
     stream: IO[bytes]
+    size = len(listing) if listing is not None else os.path.getsize(input_path) if input_path != "-" else None
     if listing is not None:
         stream = io.BytesIO(listing)
     else:
@@ -299,7 +302,7 @@ def run_job(
         state.output, state.counts = writer.position(), asdict(counts)
         if state_path is not None:
             state.save(state_path)
-        progress(offset, counts.embedded - embedded_before)
+        progress(offset, counts.embedded - embedded_before, size)
 
     chunks = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="clip-triton-embed-chunk")
     try:

@@ -30,7 +30,7 @@ from typing import cast
 from clip_triton_contract.access import header_arguments
 from clip_triton_contract.traffic import BULK, PRIORITY_LEVELS
 
-from .bulk import CHECKPOINT_SECONDS, folder_listing, run_job
+from .bulk import CHECKPOINT_SECONDS, run_job
 from .client import DEFAULT_MODEL, CLIPClient
 from .errors import CLIPClientError
 from .records import JobError
@@ -145,22 +145,19 @@ def say(message: str) -> None:
     print(f"clip-triton-embed: {message}", file=sys.stderr, flush=True)
 
 
-def progress_bar(input_path: str, disabled: bool):
-    """(update(offset, embedded_now), close()): a bar over the input's bytes, with ETA and docs/s."""
+def progress_bar(disabled: bool):
+    """(update(offset, embedded_now, size), close()): a bar over the input's bytes, with ETA and docs/s."""
     if disabled:
-        return (lambda offset, embedded_now: None), (lambda: None)
+        return (lambda offset, embedded_now, size: None), (lambda: None)
     import time
 
     from tqdm import tqdm
 
-    if input_path == "-":
-        total = None
-    else:
-        total = len(folder_listing(input_path)) if os.path.isdir(input_path) else os.path.getsize(input_path)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="embedding", file=sys.stderr)
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc="embedding", file=sys.stderr)
     started = time.monotonic()
 
-    def update(offset, embedded_now):
+    def update(offset, embedded_now, size):
+        bar.total = size
         bar.update(offset - bar.n)
         bar.set_postfix(docs_per_s=f"{embedded_now / max(time.monotonic() - started, 1e-9):.0f}", refresh=False)
 
@@ -210,7 +207,7 @@ def main(argv=None) -> int:
         return 2
     output_format = detect_output_format(args.output, args.output_format)
     text_field = args.text_field or ("image" if args.images else "text")
-    update, close_bar = progress_bar(args.input, args.no_progress or args.input == "-")
+    update, close_bar = progress_bar(args.no_progress or args.input == "-")
     try:
         with CLIPClient(
             args.url,
