@@ -25,6 +25,16 @@
 // fails and the slot stays uncaptured; the thread's next stage() closes that capture and makes the
 // caller's stream current again, and the next batch of that shape captures afresh.
 //
+//
+// A graph batch is small, and small batches are what queries are. So the caller runs them on a
+// stream of the device's highest priority (urgent(), at the top of the scripted small-batch path):
+// while another instance or model keeps the GPU busy with a large batch (a bulk job's texts, an
+// image bulk job's vision tower), the block scheduler gives a query's kernels the next free SMs
+// instead of queueing them behind each of the large batch's kernels. Triton's libtorch backend
+// makes the instance's own stream current again before each execution, and the scripted code
+// ends on the host (its result is copied to host memory), so nothing queued on the urgent stream
+// outlives the call.
+//
 // Loaded into tritonserver with LD_PRELOAD (Triton's way for custom TorchScript ops), into Python
 // with torch.ops.load_library. Built by clip_triton_build.cuda_graphs against the torch whose
 // libtorch the backend runs.
@@ -241,6 +251,24 @@ void capture_end(const at::Tensor& input, const at::Tensor& output) {
   slot->captured = true;
 }
 
+// Each thread's urgent stream, per device: the same one every time, so a caller's graphs (keyed
+// by its current stream) are found again.
+thread_local std::map<c10::DeviceIndex, c10::cuda::CUDAStream> urgent_streams;
+
+// Makes this thread's highest-priority stream current for `like`'s device, after what the current
+// stream has queued so far (the backend's copy of the inputs).
+void urgent(const at::Tensor& like) {
+  TORCH_CHECK(like.is_cuda(), "clip_cuda_graphs.urgent: a CUDA tensor tells the device");
+  auto device = like.device().index();
+  auto found = urgent_streams.find(device);
+  if (found == urgent_streams.end())
+    found = urgent_streams.emplace(device, c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device)).first;
+  auto current = c10::cuda::getCurrentCUDAStream(device);
+  if (current == found->second) return;
+  wait_for(found->second, current);
+  c10::cuda::setCurrentCUDAStream(found->second);
+}
+
 at::Tensor replay(const at::Tensor& input) {
   auto slot = slot_of(input);
   TORCH_CHECK(slot->captured, "clip_cuda_graphs.replay: nothing captured for this buffer");
@@ -261,4 +289,5 @@ TORCH_LIBRARY(clip_cuda_graphs, m) {
   m.def(op("capture_begin(Tensor input, Tensor warmed) -> ()"), &capture_begin);
   m.def(op("capture_end(Tensor input, Tensor output) -> ()"), &capture_end);
   m.def(op("replay(Tensor input) -> Tensor"), &replay);
+  m.def(op("urgent(Tensor like) -> ()"), &urgent);
 }

@@ -189,8 +189,9 @@ class _ScriptedGraphs(_ScriptedPack):
     captured the first time a batch of its size reaches an instance (an eager run, then the
     capture: milliseconds, once) and replayed after. The clip_cuda_graphs ops
     (native/cuda_ops/cuda_graphs.cpp) keep the buffers and graphs, one set per Triton instance (its thread
-    and stream). Bigger batches, and any on the CPU, run packed without a graph (a packed batch's
-    shapes are its token count)."""
+    and stream), and run these small batches on a high-priority stream (`urgent`). Bigger batches,
+    and any on the CPU, run packed without a graph (a packed batch's shapes are its token count),
+    on the instance's own stream."""
 
     def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__(inner, vocab_size, eos_token_id)
@@ -201,6 +202,7 @@ class _ScriptedGraphs(_ScriptedPack):
         rows = input_ids.size(0)
         if not input_ids.is_cuda or rows > self.graph_rows[-1]:
             return self._output(self._packed(input_ids))
+        torch.ops.clip_cuda_graphs.urgent(input_ids)  # a query's batch: ahead of large ones on the GPU
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)
         bucket_rows = _bucket(self.graph_rows, rows)
         bucket_tokens = self._bucket_tokens(input_ids, bucket_rows)

@@ -180,8 +180,9 @@ class _ScriptedImageGraphs(nn.Module):
     """The traced tower, and on a GPU a batch of up to IMAGE_GRAPH_ROWS[-1] images replays a CUDA
     graph of it instead of launching its ~200 kernels one by one from the interpreter (export's
     `_ScriptedGraphs` for texts says how the clip_cuda_graphs ops keep graphs per instance): the
-    batch is staged, flat, into its bucket's fixed buffer, zero images filling the rows it lacks.
-    Embeddings come back in host memory, in one copy (export's `_ScriptedEncoder` says why)."""
+    batch is staged, flat, into its bucket's fixed buffer, zero images filling the rows it lacks,
+    and runs on the high-priority stream as the texts' small batches do. Embeddings come back in
+    host memory, in one copy (export's `_ScriptedEncoder` says why)."""
 
     def __init__(self, inner):
         super().__init__()
@@ -192,6 +193,7 @@ class _ScriptedImageGraphs(nn.Module):
         rows = pixel_values.size(0)
         if not pixel_values.is_cuda or rows > self.graph_rows[-1]:
             return self.inner(pixel_values).cpu()
+        torch.ops.clip_cuda_graphs.urgent(pixel_values)  # a query's batch: ahead of large ones on the GPU
         bucket = _bucket(self.graph_rows, rows)
         flat = pixel_values.flatten(1)
         static = torch.ops.clip_cuda_graphs.stage(flat, bucket, flat.size(1), 0)
