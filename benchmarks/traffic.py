@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bulk_job import BulkJob
 from clip_triton_build.__main__ import encoder_layout
 from clip_triton_build.repository import BUILT_REPOSITORY
 from clip_triton_contract.names import (
@@ -55,17 +55,36 @@ def caption(i: int) -> str:
     return " ".join(words[: 4 + i % 8]) + f" {i}"
 
 
-def bulk_process(url, model, traffic, batch, concurrency, duration, queue):
+def bulk_process(url, model, traffic, batch, concurrency, start, window, queue):
+    """One process of the bulk job (benchmarks.bulk_job): `concurrency` closed loops on one
+    CLIPClient, each encoding `batch` texts (one request) at a time, counting the texts of the
+    requests that end in the window."""
     from clip_triton_client import CLIPClient
 
-    texts = [caption(i) for i in range(batch * concurrency * 4)]
-    done, started = 0, time.monotonic()
+    texts = [caption(i) for i in range(batch * concurrency)]
+    counts = [0] * concurrency
     with CLIPClient(url, model=model, traffic=traffic, batch_size=batch, concurrency=concurrency) as client:
-        client.encode(texts[:batch])  # connected and warm
-        started = time.monotonic()
-        while time.monotonic() - started < duration:
-            done += len(client.encode(texts))
-    queue.put(done / (time.monotonic() - started))
+
+        def loop(k: int) -> None:
+            mine = texts[k * batch : (k + 1) * batch]
+            client.encode(mine)  # connected and warm
+            warm.wait()
+            go.wait()
+            while time.monotonic() < window.value:
+                client.encode(mine)
+                if time.monotonic() <= window.value:
+                    counts[k] += batch
+
+        warm, go = threading.Barrier(concurrency + 1), threading.Barrier(concurrency + 1)
+        loops = [threading.Thread(target=loop, args=(k,)) for k in range(concurrency)]
+        for t in loops:
+            t.start()
+        warm.wait()
+        start.wait()
+        go.wait()
+        for t in loops:
+            t.join()
+    queue.put(sum(counts))
 
 
 def queries(url: str, model: str, clients: int, duration: float) -> list[float]:
@@ -137,35 +156,25 @@ def stage_ms(before: dict, after: dict, stage: str = "queue") -> dict[str, float
 
 
 def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
     queue_models = [
         model_names(m)[role]
         for m in sorted({args.query_model, args.bulk_model})
         for role in (TOKENIZER_MODEL, PYTHON_TOKENIZER_MODEL, ENCODER_MODEL)
     ]
-    workers = []
+    job = None
     if bulk_traffic is not None:
-        workers = [
-            context.Process(
-                target=bulk_process,
-                args=(args.url, args.bulk_model, bulk_traffic, args.batch, args.concurrency, args.duration, queue),
-            )
-            for _ in range(args.bulk_processes)
-        ]
-        for w in workers:
-            w.start()
+        job_args = (args.url, args.bulk_model, bulk_traffic, args.batch, args.concurrency)
+        job = BulkJob(bulk_process, job_args, args.bulk_processes)
+        job.begin(args.duration)
         time.sleep(args.warmup)  # the bulk job at full speed before the queries start
     before = stage_totals(args.url, queue_models)
     latencies = (
         queries(args.url, args.query_model, args.query_clients, args.duration - args.warmup) if with_queries else []
     )
-    rates = [queue.get(timeout=args.duration + 300) for _ in workers]
+    rate = job.rate() if job is not None else None
     after = stage_totals(args.url, queue_models)
     waits, infers = stage_ms(before, after), stage_ms(before, after, "compute_infer")
-    for w in workers:
-        w.join()
-    result = {"phase": name, "bulk_texts_per_s": float(sum(rates)) if workers else None}
+    result = {"phase": name, "bulk_texts_per_s": rate}
     if latencies:
         ms = np.array(latencies) * 1000
         result |= {

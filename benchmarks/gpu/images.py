@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing as mp
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bulk_job import BulkJob
 from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
     IMAGE_ENCODER_MODEL,
@@ -188,8 +188,9 @@ def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], m
 
 
 def _bulk_process(url, files, batch, threads, priority, start, window, queue):
-    """BulkJob's loops in one process: each warms up, all start together (`start`, a barrier of
-    every process and the parent), and each counts what finishes before `window`'s end."""
+    """`threads` closed loops of `batch` images a request in one process of a BulkJob
+    (benchmarks.bulk_job): each warms up, all start together (`start`), and each counts the images
+    of requests that finish before `window`'s end."""
     import tritonclient.grpc as grpc
 
     counts = [0] * threads
@@ -220,35 +221,9 @@ def _bulk_process(url, files, batch, threads, priority, start, window, queue):
     queue.put(sum(counts))
 
 
-class BulkJob:
-    """`processes` x `threads` closed loops of `batch` images a request, warm once started; they
-    count the requests that finish inside the window `begin` opens, which every loop shares."""
-
-    def __init__(self, url, files, batch, processes, threads, priority=0):
-        context = mp.get_context("spawn")
-        self.queue, self.start = context.Queue(), context.Barrier(processes + 1)
-        self.window = context.Value("d", float("inf"))
-        args = (url, files, batch, threads, priority, self.start, self.window, self.queue)
-        self.procs = [context.Process(target=_bulk_process, args=args) for _ in range(processes)]
-        for p in self.procs:
-            p.start()
-        self.start.wait(timeout=300)  # every process is warm and its loops are going
-
-    def begin(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.window.value = time.monotonic() + seconds
-
-    def rate(self) -> float:
-        """Images/s over the window (waits for it to close)."""
-        done = sum(self.queue.get(timeout=self.seconds + 300) for _ in self.procs)
-        for p in self.procs:
-            p.join()
-        return done / self.seconds
-
-
 def bulk(url, files, batch, processes, threads, seconds, priority=0) -> float:
     """Images/s of `processes` x `threads` closed loops of `batch` images a request, over `seconds`."""
-    job = BulkJob(url, files, batch, processes, threads, priority)
+    job = BulkJob(_bulk_process, (url, files, batch, threads, priority), processes)
     job.begin(seconds)
     return job.rate()
 
@@ -333,7 +308,7 @@ def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> Non
     seconds = 8 if args.quick else 15
     models = [TOKENIZER_MODEL, ENCODER_MODEL, IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL]
     idle = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
-    job = BulkJob(url, files, 64, args.processes, 4)
+    job = BulkJob(_bulk_process, (url, files, 64, 4, 0), args.processes)
     job.begin(seconds + 2)
     time.sleep(1)
     before = stage_totals(url, models)
