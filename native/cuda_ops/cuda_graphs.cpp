@@ -25,7 +25,6 @@
 // fails and the slot stays uncaptured; the thread's next stage() closes that capture and makes the
 // caller's stream current again, and the next batch of that shape captures afresh.
 //
-//
 // A graph batch is small, and small batches are what queries are. So the caller runs them on a
 // stream of the device's highest priority (urgent(), at the top of the scripted small-batch path):
 // while another instance or model keeps the GPU busy with a large batch (a bulk job's texts, an
