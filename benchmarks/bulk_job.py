@@ -5,15 +5,50 @@ different times (each spawn imports its client), and one that runs while others 
 yet has the server to itself. Here every process warms up first, all start at one barrier, and
 each counts only the work that finishes before the window's end, which the parent sets once.
 
-A target runs in each process as `target(*args, start, window, queue)`: it warms up, waits on
-`start` (a barrier of every process and the parent), works while `time.monotonic() <
-window.value`, counts what finished by then, and puts that count on `queue`.
+A target runs in each process as `target(*args, start, window, queue)`: it runs its loops with
+`run_loops`, which warms them up, waits on `start` (a barrier of every process and the parent),
+works while `time.monotonic() < window.value` and counts what finished by then, and puts that
+count on `queue`.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
+from typing import Callable
+
+# what a loop's opener returns: step() does one unit of work and returns what it finished (images,
+# texts); close() ends the loop
+Loop = tuple[Callable[[], int], Callable[[], None]]
+
+
+def run_loops(count: int, open_loop: Callable[[int], Loop], start, window) -> int:
+    """`count` closed loops in threads of one BulkJob process: loop k is `open_loop(k)` (which warms
+    up before it returns); once every loop is warm and `start` opens, each repeats its step until
+    `window` closes. Returns what the steps that ended inside the window finished."""
+    counts = [0] * count
+    warm, go = threading.Barrier(count + 1), threading.Barrier(count + 1)
+
+    def loop(k: int) -> None:
+        step, close = open_loop(k)
+        warm.wait()
+        go.wait()
+        while time.monotonic() < window.value:
+            done = step()
+            if time.monotonic() <= window.value:
+                counts[k] += done
+        close()
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    warm.wait()
+    start.wait()
+    go.wait()
+    for t in threads:
+        t.join()
+    return sum(counts)
 
 
 class BulkJob:

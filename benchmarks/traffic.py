@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bulk_job import BulkJob
+from benchmarks.bulk_job import BulkJob, Loop, run_loops
 from clip_triton_build.__main__ import encoder_layout
 from clip_triton_build.repository import BUILT_REPOSITORY
 from clip_triton_contract.names import (
@@ -62,29 +62,14 @@ def bulk_process(url, model, traffic, batch, concurrency, start, window, queue):
     from clip_triton_client import CLIPClient
 
     texts = [caption(i) for i in range(batch * concurrency)]
-    counts = [0] * concurrency
     with CLIPClient(url, model=model, traffic=traffic, batch_size=batch, concurrency=concurrency) as client:
 
-        def loop(k: int) -> None:
+        def open_loop(k: int) -> Loop:
             mine = texts[k * batch : (k + 1) * batch]
             client.encode(mine)  # connected and warm
-            warm.wait()
-            go.wait()
-            while time.monotonic() < window.value:
-                client.encode(mine)
-                if time.monotonic() <= window.value:
-                    counts[k] += batch
+            return (lambda: len(client.encode(mine))), (lambda: None)
 
-        warm, go = threading.Barrier(concurrency + 1), threading.Barrier(concurrency + 1)
-        loops = [threading.Thread(target=loop, args=(k,)) for k in range(concurrency)]
-        for t in loops:
-            t.start()
-        warm.wait()
-        start.wait()
-        go.wait()
-        for t in loops:
-            t.join()
-    queue.put(sum(counts))
+        queue.put(run_loops(concurrency, open_loop, start, window))
 
 
 def queries(url: str, model: str, clients: int, duration: float) -> list[float]:

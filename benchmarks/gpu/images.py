@@ -27,16 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bulk_job import BulkJob
+from benchmarks.bulk_job import BulkJob, Loop, run_loops
 from clip_triton_contract.names import (
     EMBEDDING_OUTPUT,
     IMAGE_ENCODER_MODEL,
@@ -189,36 +189,22 @@ def parity(url: str, files: dict[str, bytes], expected: dict[str, np.ndarray], m
 
 def _bulk_process(url, files, batch, threads, priority, start, window, queue):
     """`threads` closed loops of `batch` images a request in one process of a BulkJob
-    (benchmarks.bulk_job): each warms up, all start together (`start`), and each counts the images
-    of requests that finish before `window`'s end."""
+    (benchmarks.bulk_job), counting the images of requests that end in the window."""
     import tritonclient.grpc as grpc
 
-    counts = [0] * threads
-    warm, go = threading.Barrier(threads + 1), threading.Barrier(threads + 1)
-
-    def loop(k):
+    def open_loop(k: int) -> Loop:
         client = grpc.InferenceServerClient(url)
-        i = k * batch
-        infer(client, files[:batch], priority)
-        warm.wait()
-        go.wait()
-        while time.monotonic() < window.value:
-            chunk = [files[(i + j) % len(files)] for j in range(batch)]
-            infer(client, chunk, priority)
-            if time.monotonic() <= window.value:
-                counts[k] += batch
-            i += batch
-        client.close()
+        infer(client, files[:batch], priority)  # connected and warm
+        first = itertools.count(k * batch, batch)
 
-    workers = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    warm.wait()
-    start.wait()
-    go.wait()
-    for w in workers:
-        w.join()
-    queue.put(sum(counts))
+        def step() -> int:
+            i = next(first)
+            infer(client, [files[(i + j) % len(files)] for j in range(batch)], priority)
+            return batch
+
+        return step, client.close
+
+    queue.put(run_loops(threads, open_loop, start, window))
 
 
 def bulk(url, files, batch, processes, threads, seconds, priority=0) -> float:
