@@ -8,6 +8,8 @@ InternalServerError) and retries 429 and 5xx itself.
 
 from __future__ import annotations
 
+import random
+
 import grpc
 import orjson
 
@@ -58,19 +60,27 @@ def model_not_found(model: str) -> APIError:
     return APIError(404, f"The model `{model}` does not exist", param="model", code="model_not_found")
 
 
+def retry_headers() -> dict[str, str]:
+    """When to come back: `Retry-After: 1` for every HTTP client, and `retry-after-ms`, which
+    OpenAI's SDK reads first, drawn anew for each refusal. Clients refused in one burst then
+    return spread over that second instead of in one burst again, which a small worker would
+    refuse again for all but its few free places."""
+    return {"retry-after": "1", "retry-after-ms": str(random.randint(100, 1000))}
+
+
 def saturated(what: str) -> APIError:
     return APIError(
         Outcome.OVERLOADED.http_status,
         f"the server is saturated ({what}); retry after a short wait",
         "rate_limit_error",
         code="server_saturated",
-        headers={"retry-after": "1"},
+        headers=retry_headers(),
     )
 
 
 def unavailable(message: str) -> APIError:
     return APIError(
-        Outcome.UNAVAILABLE.http_status, message, SERVER_ERROR, code="triton_unavailable", headers={"retry-after": "1"}
+        Outcome.UNAVAILABLE.http_status, message, SERVER_ERROR, code="triton_unavailable", headers=retry_headers()
     )
 
 

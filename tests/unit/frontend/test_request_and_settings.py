@@ -7,7 +7,7 @@ import json
 import pytest
 
 from clip_openai.__main__ import parse_args
-from clip_openai.errors import APIError
+from clip_openai.errors import APIError, saturated, unavailable
 from clip_openai.request import SERVICE_TIERS, parse
 from clip_openai.settings import Settings
 from clip_triton_contract.traffic import BULK, INTERACTIVE
@@ -125,3 +125,10 @@ def test_every_option_the_help_names_exists():
     assert named, "the help names its options"
     parser_flags = {flag for action in main.build_parser()._actions for flag in action.option_strings}
     assert named <= parser_flags, named - parser_flags
+
+
+def test_refusals_in_one_burst_are_told_to_come_back_at_different_moments_within_a_second():
+    refusals = [saturated("2 requests pending") for _ in range(50)] + [unavailable("down") for _ in range(50)]
+    assert {r.headers["retry-after"] for r in refusals} == {"1"}
+    waits = [int(r.headers["retry-after-ms"]) for r in refusals]
+    assert all(100 <= w <= 1000 for w in waits) and len(set(waits)) > 20
