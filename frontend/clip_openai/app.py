@@ -23,13 +23,9 @@ import time
 
 import numpy as np
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from . import metrics
+from .asgi import App, BodyTooLarge, Handler, NoRoute, Request, Response
 from .errors import APIError, bad_request, model_not_found, saturated
 from .images import resolve
 from .request import EmbeddingsRequest, parse
@@ -38,24 +34,14 @@ from .triton import Model, Triton
 
 log = logging.getLogger("clip_openai")
 OWNER = "clip-triton"  # OpenAI's model objects name an owner
-ROUTES = ("/v1/embeddings", "/v1/models", "/health/live", "/health/ready")
 
 
-def route_label(path: str) -> str:
-    """The route a path belongs to, for metrics (never the raw path: that would be unbounded)."""
-    if path in ROUTES:
-        return path
-    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
-
-
-def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type="application/json"
-    )
+def json_response(payload, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status)
 
 
 def error_response(exc: APIError) -> Response:
-    return Response(exc.body(), exc.status, exc.headers, media_type="application/json")
+    return Response(exc.body(), exc.status, exc.headers)
 
 
 def model_object(model: Model) -> dict:
@@ -94,7 +80,7 @@ class Frontend:
         self.instance = os.environ.get(INSTANCE_VARIABLE, "")
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app):
+    async def lifespan(self):
         self.triton = Triton(self.settings)
         try:
             yield
@@ -104,7 +90,7 @@ class Frontend:
     def authorize(self, request: Request) -> None:
         if not self.settings.api_key:
             return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        scheme, _, key = (request.header(b"authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise APIError(
                 401,
@@ -116,17 +102,10 @@ class Frontend:
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
-        too_large = APIError(413, f"the request body is over {limit} bytes", param=None, code="request_too_large")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await request.body(limit)
+        except BodyTooLarge:
+            raise APIError(413, f"the request body is over {limit} bytes", code="request_too_large") from None
 
     # -- routes -----------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> Response:
@@ -217,7 +196,7 @@ class Frontend:
     async def get_model(self, request: Request) -> Response:
         self.authorize(request)
         assert self.triton is not None
-        name = request.path_params["model"]
+        name = request.param
         model = await self.triton.model(name)
         if model is None:
             raise model_not_found(name)
@@ -234,36 +213,26 @@ class Frontend:
         return json_response({"status": "ready", "instance": self.instance})
 
 
-async def on_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    metrics.REQUESTS.labels(route_label(request.url.path), str(exc.status)).inc()
+def on_error(request: Request, exc: BaseException) -> Response:
+    """The answer to whatever a route raised: OpenAI's error body, always."""
+    if isinstance(exc, NoRoute):
+        message = f"{request.method} {request.path}: " + ("Not Found" if exc.status == 404 else "Method Not Allowed")
+        headers = {"allow": ", ".join(exc.allowed)} if exc.allowed else None
+        exc = APIError(exc.status, message, code="unknown_url" if exc.status == 404 else None, headers=headers)
+    elif not isinstance(exc, APIError):
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+        return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+    metrics.REQUESTS.labels(request.route, str(exc.status)).inc()
     return error_response(exc)
 
 
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = f"{request.method} {request.url.path}: {exc.detail}"
-    return error_response(APIError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None))
-
-
-async def on_crash(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
-
-
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> App:
     frontend = Frontend(settings or Settings.from_env())
-    routes = [
-        Route("/v1/embeddings", frontend.embeddings, methods=["POST"]),
-        Route("/v1/models", frontend.list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", frontend.get_model, methods=["GET"]),
-        Route("/health/live", frontend.live, methods=["GET"]),
-        Route("/health/ready", frontend.ready, methods=["GET"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        lifespan=frontend.lifespan,
-        exception_handlers={APIError: on_api_error, HTTPException: on_http_error, Exception: on_crash},
-    )
-    app.state.frontend = frontend
-    return app
+    routes: dict[str, dict[str, Handler]] = {
+        "/v1/embeddings": {"POST": frontend.embeddings},
+        "/v1/models": {"GET": frontend.list_models},
+        "/health/live": {"GET": frontend.live},
+        "/health/ready": {"GET": frontend.ready},
+    }
+    prefixed: dict[str, dict[str, Handler]] = {"/v1/models/": {"GET": frontend.get_model}}
+    return App(routes, prefixed, on_error, frontend.lifespan)

@@ -178,6 +178,17 @@ def test_an_unknown_model_is_a_404_for_embeddings_and_models(frontend):
     assert raised.value.code == 404 and json.loads(raised.value.read())["error"]["code"] == "model_not_found"
 
 
+def test_an_unknown_path_is_a_404_and_a_wrong_method_a_405_both_in_openais_body(frontend):
+    status, answer, _ = post(frontend, {"model": ENSEMBLE_MODEL, "input": "a"}, path="/completions")
+    assert status == 404 and answer["error"]["code"] == "unknown_url"
+    assert_openai_error(answer, "POST /v1/completions")
+    request = urllib.request.Request(f"{frontend.url}/embeddings", headers={"Authorization": f"Bearer {KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.code == 405 and raised.value.headers["allow"] == "POST"
+    assert_openai_error(json.loads(raised.value.read()), "GET /v1/embeddings")
+
+
 def test_models_are_listed_as_openai_lists_them(sdk):
     listed = sdk.models.list()
     assert [m.id for m in listed.data] == [ENSEMBLE_MODEL]
