@@ -2,13 +2,14 @@
 
 Summing each process's own rate over its own window overstates the total: processes start at
 different times (each spawn imports its client), and one that runs while others have not started
-yet has the server to itself. Here every process warms up first, all start at one barrier, and
-each counts only the work that finishes before the window's end, which the parent sets once.
+yet has the server to itself. Here every process warms up first, all start at one barrier and
+keep the server saturated from then on, and each counts only the work that finishes inside one
+window, which the parent sets once: completions per second of a saturated closed loop.
 
 A target runs in each process as `target(*args, start, window, queue)`: it runs its loops with
 `run_loops`, which warms them up, waits on `start` (a barrier of every process and the parent),
-works while `time.monotonic() < window.value` and counts what finished by then, and puts that
-count on `queue`.
+works until the window closes, counting the work inside it, and puts that count on `queue`.
+`window` is (opens, closes) in `time.monotonic()` seconds.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def run_loops(count: int, open_loop: Callable[[int], Loop], start, window) -> in
         step, close = open_loop(k)
         warm.wait()
         go.wait()
-        while time.monotonic() < window.value:
+        while time.monotonic() < window[1]:
             done = step()
-            if time.monotonic() <= window.value:
+            if window[0] <= time.monotonic() <= window[1]:
                 counts[k] += done
         close()
 
@@ -55,7 +56,7 @@ class BulkJob:
     def __init__(self, target, args: tuple, processes: int):
         context = mp.get_context("spawn")
         self.queue, self.start = context.Queue(), context.Barrier(processes + 1)
-        self.window = context.Value("d", float("inf"))
+        self.window = context.Array("d", [0.0, float("inf")])
         self.seconds = 0.0
         full = (*args, self.start, self.window, self.queue)
         self.procs = [context.Process(target=target, args=full) for _ in range(processes)]
@@ -63,14 +64,16 @@ class BulkJob:
             p.start()
         self.start.wait(timeout=300)  # every process is warm and its work is going
 
-    def begin(self, seconds: float) -> None:
-        """Close the window `seconds` from now."""
+    def begin(self, seconds: float, after: float = 0.0) -> None:
+        """Open the window `after` seconds from now, for `seconds`."""
+        opens = time.monotonic() + after
         self.seconds = seconds
-        self.window.value = time.monotonic() + seconds
+        self.window[0], self.window[1] = opens, opens + seconds
 
     def rate(self) -> float:
         """What the processes counted, per second of the window (waits for it to close)."""
-        done = sum(self.queue.get(timeout=self.seconds + 300) for _ in self.procs)
+        wait = max(0.0, self.window[1] - time.monotonic()) + 300
+        done = sum(self.queue.get(timeout=wait) for _ in self.procs)
         for p in self.procs:
             p.join()
         return done / self.seconds

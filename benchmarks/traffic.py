@@ -150,8 +150,9 @@ def phase(args, name: str, with_queries: bool, bulk_traffic: str | None) -> dict
     if bulk_traffic is not None:
         job_args = (args.url, args.bulk_model, bulk_traffic, args.batch, args.concurrency)
         job = BulkJob(bulk_process, job_args, args.bulk_processes)
-        job.begin(args.duration)
-        time.sleep(args.warmup)  # the bulk job at full speed before the queries start
+        # the bulk job at full speed before the queries start; it is counted while they run
+        job.begin(args.duration - args.warmup, after=args.warmup)
+        time.sleep(args.warmup)
     before = stage_totals(args.url, queue_models)
     latencies = (
         queries(args.url, args.query_model, args.query_clients, args.duration - args.warmup) if with_queries else []

@@ -295,7 +295,7 @@ def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> Non
     models = [TOKENIZER_MODEL, ENCODER_MODEL, IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL]
     idle = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
     job = BulkJob(_bulk_process, (url, files, 64, 4, 0), args.processes)
-    job.begin(seconds + 2)
+    job.begin(seconds, after=1)  # counted while the queries run
     time.sleep(1)
     before = stage_totals(url, models)
     beside = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
