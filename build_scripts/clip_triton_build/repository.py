@@ -87,11 +87,14 @@ def add_tensorrt_fp16(config: mc.ModelConfig) -> None:
         accelerator.parameters[key] = value
 
 
-# ONNX Runtime settings of the KIND_CPU variant, read by Triton's C++ onnxruntime backend.
-# intra_op_thread_count 0 = one thread per physical core: right for one encoder instance per host
-# (with N instances, give each cores/N, or they oversubscribe the cores). Sequential execution and
-# one inter-op thread: a transformer is one chain of ops, parallel within each op, not across them.
-ORT_CPU_PARAMETERS = {"intra_op_thread_count": "0", "inter_op_thread_count": "1", "execution_mode": "0"}
+# ONNX Runtime on the CPU: every session of the server shares one intra-op thread pool of a thread
+# per physical core, set where the server starts (`--backend-config=` ORT_SERVER_CONFIG: the
+# local runtime and docker/server/start.sh pass it), so a built repository fits whatever host
+# serves it and N instances never oversubscribe the cores. Per-session thread counts are then
+# ignored, so the variant sets none. Sequential execution: a transformer is one chain of ops,
+# parallel within each op, not across them.
+ORT_SERVER_CONFIG = "onnxruntime,enable-global-threadpool=1"
+ORT_CPU_PARAMETERS = {"execution_mode": "0"}
 ORT_GRAPH_LEVEL_ALL = 0  # Triton's `optimization.graph.level`: 0 = ORT_ENABLE_ALL (-1 basic, 1 extended, 2 off)
 
 

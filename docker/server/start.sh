@@ -20,8 +20,10 @@ case "${CLIP_CONFIG_NAME:-}" in torchscript_fp16*)
     set -- --cuda-memory-pool-byte-size="$gpu:2147483648" "$@"
   done ;;
 esac
+# ONNX Runtime's sessions share one thread pool (clip_triton_build.repository.ORT_SERVER_CONFIG)
 set -- --model-repository=/models \
   ${CLIP_CONFIG_NAME:+--model-config-name=$CLIP_CONFIG_NAME} \
+  --backend-config=onnxruntime,enable-global-threadpool=1 \
   --model-control-mode="${CLIP_MODEL_CONTROL:-none}" \
   --log-verbose=0 \
   --http-restricted-api="model-repository,shared-memory,trace,logging:x-api-key=$admin" \

@@ -29,6 +29,7 @@ from pathlib import Path
 from clip_triton_build.repository import (
     IMAGE_GPU_POOL_BYTES,
     IMAGE_GPU_VARIANT,
+    ORT_SERVER_CONFIG,
     PYTHON_FIRST_SUFFIX,
     UnknownName,
     check_variant,
@@ -177,6 +178,7 @@ class LocalTritonServer:
             f"--log-verbose={self.log_verbose}",
             f"--id={self.server_id}",
             "--exit-timeout-secs=5",
+            f"--backend-config={ORT_SERVER_CONFIG}",
         ]
         if self.config_name:
             cmd.append(f"--model-config-name={self.config_name}")

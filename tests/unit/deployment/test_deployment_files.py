@@ -321,6 +321,16 @@ def test_the_servers_close_the_admin_apis_even_without_keys(tmp_path):
     assert not [a for a in start_arguments(tmp_path, CLIP_CONFIG_NAME="") if "model-config-name" in a]
 
 
+def test_the_local_runtime_and_the_compose_servers_give_onnx_runtime_one_thread_pool(tmp_path):
+    """Every ONNX Runtime session of a server shares one thread pool, set where the server starts,
+    so the CPU variant's two encoder instances never oversubscribe the host's cores."""
+    from clip_triton_build.repository import ORT_SERVER_CONFIG
+
+    flag = f"--backend-config={ORT_SERVER_CONFIG}"
+    assert flag in LocalTritonServer(config_name="cpu").command(Path("/backends"))
+    assert flag in start_arguments(tmp_path, CLIP_CONFIG_NAME="cpu")
+
+
 def test_compose_k8s_and_the_local_runtime_preload_the_cuda_graph_ops_the_build_writes(tmp_path):
     """model_fp16.pt (the GPU default) calls ops from a library the build writes at the repository's
     root (one for every encoder in it); every way of serving preloads that very file (a missing
