@@ -83,7 +83,8 @@ class Frontend:
     async def lifespan(self):
         self.triton = Triton(self.settings)
         try:
-            yield
+            async with metrics.flushing():
+                yield
         finally:
             await self.triton.close()
 
@@ -111,10 +112,10 @@ class Frontend:
     async def embeddings(self, request: Request) -> Response:
         started = time.perf_counter()
         if self.pending >= self.settings.max_pending:
-            metrics.REJECTED.inc()
+            metrics.TALLY.count(metrics.REJECTED)
             raise saturated(f"{self.pending} requests pending in this worker")
         self.pending += 1
-        metrics.PENDING.inc()
+        metrics.TALLY.pending = self.pending
         try:
             self.authorize(request)
             asked = parse(
@@ -143,16 +144,19 @@ class Frontend:
             vectors, tokens = await self.embed(model, asked)
             if asked.normalize:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            metrics.TEXTS.labels(model.name).inc(len(asked.texts))
-            metrics.IMAGES.labels(model.name).inc(len(asked.images))
-            metrics.PROMPT_TOKENS.labels(model.name).inc(tokens)
+            tally = metrics.TALLY
+            if asked.texts:
+                tally.count(metrics.TEXTS, model.name, amount=len(asked.texts))
+                tally.count(metrics.PROMPT_TOKENS, model.name, amount=tokens)
+            if asked.images:
+                tally.count(metrics.IMAGES, model.name, amount=len(asked.images))
             response = json_response(embeddings_body(asked.model, vectors, asked.encoding_format, tokens))
-            metrics.LATENCY.observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels("/v1/embeddings", "200").inc()
+            tally.observe(metrics.LATENCY, time.perf_counter() - started)
+            tally.count(metrics.REQUESTS, "/v1/embeddings", "200")
             return response
         finally:
             self.pending -= 1
-            metrics.PENDING.dec()
+            metrics.TALLY.pending = self.pending
 
     async def embed(self, model: Model, asked: EmbeddingsRequest) -> tuple[np.ndarray, int]:
         """Every input's vector in input order, and the texts' tokens: texts through the text
@@ -162,7 +166,7 @@ class Frontend:
         if not asked.images:
             waited = time.perf_counter()
             vectors, tokens = await triton.embed(model, asked.texts, asked.traffic)
-            metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+            metrics.TALLY.observe(metrics.TRITON_LATENCY, time.perf_counter() - waited)
             return vectors, tokens
         settings = self.settings
         files = await resolve(
@@ -184,7 +188,7 @@ class Frontend:
             (text_vectors, tokens), image_vectors = await asyncio.gather(texts(), images)
             vectors = np.empty((asked.size, model.dim), dtype=np.float32)
             vectors[text_rows], vectors[image_rows] = text_vectors, image_vectors
-        metrics.TRITON_LATENCY.observe(time.perf_counter() - waited)
+        metrics.TALLY.observe(metrics.TRITON_LATENCY, time.perf_counter() - waited)
         return vectors, tokens
 
     async def list_models(self, request: Request) -> Response:
@@ -222,7 +226,7 @@ def on_error(request: Request, exc: BaseException) -> Response:
     elif not isinstance(exc, APIError):
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
         return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
-    metrics.REQUESTS.labels(request.route, str(exc.status)).inc()
+    metrics.TALLY.count(metrics.REQUESTS, request.route, str(exc.status))
     return error_response(exc)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import openai
 import pytest
 
+from clip_openai.metrics import FLUSH_SECONDS
 from clip_triton import LocalTritonServer
 from clip_triton.openai_frontend import LocalOpenAIFrontend
 from clip_triton_client import CLIPClient
@@ -302,18 +303,28 @@ def test_one_clients_bad_request_fails_alone(keyed, frontend):
 
 
 def test_metrics_count_requests_texts_and_tokens(frontend, sdk):
+    """A worker adds its counts to the metrics endpoint's samples every FLUSH_SECONDS."""
     sdk.embeddings.create(model=ENSEMBLE_MODEL, input=TEXTS)
-    with urllib.request.urlopen(f"http://{frontend.host}:{frontend.metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("clip_openai_")
-    }
-    assert samples[f'clip_openai_texts_total{{model="{ENSEMBLE_MODEL}"}}'] >= len(TEXTS)
+    with pytest.raises(openai.BadRequestError):
+        sdk.embeddings.create(model=ENSEMBLE_MODEL, input=["ok", "z" * 1_000_001])
+    texts = f'clip_openai_texts_total{{model="{ENSEMBLE_MODEL}"}}'
+    refused = 'clip_openai_requests_total{route="/v1/embeddings",status="400"}'
+    deadline = time.monotonic() + 10 * FLUSH_SECONDS
+    while True:
+        with urllib.request.urlopen(f"http://{frontend.host}:{frontend.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("clip_openai_")
+        }
+        if (samples.get(texts, 0) >= len(TEXTS) and samples.get(refused, 0) >= 1) or time.monotonic() > deadline:
+            break
+        time.sleep(FLUSH_SECONDS / 4)
+    assert samples[texts] >= len(TEXTS)
     assert samples[f'clip_openai_prompt_tokens_total{{model="{ENSEMBLE_MODEL}"}}'] > 0
     assert samples['clip_openai_requests_total{route="/v1/embeddings",status="200"}'] >= 1
-    assert samples['clip_openai_requests_total{route="/v1/embeddings",status="400"}'] >= 1
+    assert samples[refused] >= 1
 
 
 def test_readiness_fails_while_inference_is_wedged_and_503_while_triton_is_down():
