@@ -48,7 +48,6 @@ from tests import images as test_images
 from tests.checkpoints import FAMILIES, VISION_SHAPES, save_checkpoint
 
 VARIANT = "torchscript_fp16"
-QUERY_SMS_ENV = "CLIP_QUERY_SMS"  # the server's override of the SMs left free (bulk_stream.cpp)
 LAYERS = {"b32": 12, "b16": 12, "l14": 24, "l14-336": 24, "h14": 32}
 GATE_MEAN, GATE_MIN = 0.999, 0.995
 SIZES = {"640x480": (640, 480), "1280x960": (1280, 960)}
@@ -287,9 +286,8 @@ def parts(repository: Path, files: dict[str, list[bytes]], limit: dict[str, int]
     return out
 
 
-def texts_beside_images(url: str, files: list[bytes], args, report: dict, key: str = "texts_beside_images") -> None:
-    """One-text queries idle and beside a saturating image bulk job (the text side of the same
-    repository), into report[key]."""
+def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> None:
+    """One-text queries idle and beside a saturating image bulk job (the text side of the same repository)."""
     from benchmarks.traffic import STAGES, queries, stage_ms, stage_totals
     from clip_triton_contract.names import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 
@@ -313,8 +311,8 @@ def texts_beside_images(url: str, files: list[bytes], args, report: dict, key: s
     result["p99_over_idle"] = result["beside_images_p99_ms"] / result["idle_p99_ms"]
     # where a request's time went while both ran: each model's mean ms per request in each stage
     stages = {stage: stage_ms(before, after, stage) for stage in STAGES}
-    report[key] = result | {"stage_ms": stages}
-    print(f"{key.replace('_', ' ')}:", ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+    report["texts_beside_images"] = result | {"stage_ms": stages}
+    print("texts beside images:", ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
     for stage, means in stages.items():
         print(f"  {stage} ms per request:", ", ".join(f"{m} {v:.2f}" for m, v in means.items()), flush=True)
 
@@ -328,7 +326,7 @@ def run_shape(shape: str, args, work: Path) -> dict:
     report["build_s"] = time.perf_counter() - t0
     files = parity_set()
     limit = limits(repository)
-    expected = {} if args.texts_only else reference(checkpoint, repository, files, limit)
+    expected = reference(checkpoint, repository, files, limit)
     bulk_files = {size: jpegs(size, 64) for size in SIZES}
     if args.image_layout:
         with_image_layout(repository, args.image_layout)
@@ -336,34 +334,27 @@ def run_shape(shape: str, args, work: Path) -> dict:
     server = LocalTritonServer.on_free_ports(repository=repository, config_name=VARIANT)
     server.start(timeout=300)
     seconds = 5 if args.quick else 12
-    ok = True
     try:
         url = server.grpc_url
-        if not args.texts_only:
-            report["parity"] = {}
-            ok = parity(url, files, expected, limit["max_image_bytes"], report)
-            report["one_image"] = one_image(url, bulk_files["640x480"][0], 100 if args.quick else 300)
-            print(f"[{shape}] one image: {report['one_image']}", flush=True)
-            report["bulk"] = {}
-            for size, batch_files in bulk_files.items():
-                for batch, processes, threads in args.points:
-                    rate = bulk(url, batch_files, batch, processes, threads, seconds)
-                    report["bulk"][f"{size} {processes}x{threads}x{batch}"] = rate
-                    print(
-                        f"[{shape}] {size} JPEG, {processes}x{threads} clients x {batch} images: {rate:,.0f} img/s",
-                        flush=True,
-                    )
+        report["parity"] = {}
+        ok = parity(url, files, expected, limit["max_image_bytes"], report)
+        report["one_image"] = one_image(url, bulk_files["640x480"][0], 100 if args.quick else 300)
+        print(f"[{shape}] one image: {report['one_image']}", flush=True)
+        report["bulk"] = {}
+        for size, batch_files in bulk_files.items():
+            for batch, processes, threads in args.points:
+                rate = bulk(url, batch_files, batch, processes, threads, seconds)
+                report["bulk"][f"{size} {processes}x{threads}x{batch}"] = rate
+                print(
+                    f"[{shape}] {size} JPEG, {processes}x{threads} clients x {batch} images: {rate:,.0f} img/s",
+                    flush=True,
+                )
         if args.texts:
             texts_beside_images(url, bulk_files["640x480"], args, report)
     finally:
         server.stop()
         (args.out / f"tritonserver-{shape}.log").write_text(server.log_path.read_text(errors="replace")[-100_000:])
-    if args.texts:  # the same without the SM split (every SM open to the tower's batches): its A/B
-        unsplit = LocalTritonServer.on_free_ports(repository=repository, config_name=VARIANT, env={QUERY_SMS_ENV: "0"})
-        with unsplit:
-            texts_beside_images(unsplit.grpc_url, bulk_files["640x480"], args, report, "texts_beside_images_no_split")
-    if not args.texts_only:
-        report["parts"] = parts(repository, bulk_files, limit, 3 if args.quick else 6)
+    report["parts"] = parts(repository, bulk_files, limit, 3 if args.quick else 6)
     report["pass"] = ok
     return report
 
@@ -440,12 +431,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default="b32,b16,l14")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
-        "--texts",
-        action="store_true",
-        help="queries beside an image bulk job (first shape), with and without the SM split",
-    )
-    parser.add_argument("--texts-only", action="store_true", help="with --texts: nothing else")
+    parser.add_argument("--texts", action="store_true", help="queries beside an image bulk job (first shape)")
     parser.add_argument("--processes", type=int, default=4, help="load processes of the image bulk job")
     parser.add_argument(
         "--points",

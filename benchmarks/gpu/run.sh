@@ -46,7 +46,7 @@ echo "C++ backends ready in $(( $(date +%s) - t0 )) s"
 # model.pt is traced on the CPU (the export names no device); model_fp16.pt on the GPU.
 build() { python3 -m clip_triton_build --fp16 "$@" 2>&1 | grep -v "^\s*$" | tail -3; }
 for step in ${GPU_RUN_STEPS:-check two-gpus}; do  # the default repository, for the steps that serve it
-  case $step in check|two-gpus|bulk|openai|traffic|sm-share) build; break ;; esac
+  case $step in check|two-gpus|bulk|openai|traffic) build; break ;; esac
 done
 # the local runtime puts CLIP_STUB_BIN first on PATH for the Python-backend stub
 export CLIP_STUB_BIN="$VENV/bin"
@@ -63,8 +63,6 @@ export CLIP_STUB_BIN="$VENV/bin"
 #             (benchmarks.traffic), GPU 0, per encoder layout of TRAFFIC_LAYOUTS (default: default)
 #   traffic-two  the same with two models on GPU 0: queries to B/32, the bulk job to L/14 (every
 #             layer, seeded random weights)
-#   sm-share  queries beside bulk batches in one process, per number of SMs left free for them
-#             (benchmarks.gpu.sm_share; SM_SHARE_ARGS), GPU 0
 #   images    the GPU image path per vision shape of IMAGE_SHAPES (default b32,b16,l14; every layer,
 #             seeded random weights): parity with the CPU fp32 path, one image, bulk images/s, the
 #             decode, preprocessing and tower alone, and one-text queries beside an image bulk job
@@ -108,7 +106,6 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       python3 -m benchmarks.traffic --gpu --repository /tmp/two --models b32,l14 --bulk-processes "${BULK_PROCESSES:-4}" \
         --layouts "${TRAFFIC_TWO_LAYOUTS:-default}" --duration "${TRAFFIC_SECONDS:-20}" \
         --json "$OUT/traffic_two.json" --plot "$OUT/traffic_two.png" ;;
-    sm-share) python3 -m benchmarks.gpu.sm_share --json "$OUT/sm_share.json" ${SM_SHARE_ARGS:-} ;;
     images) python3 -m benchmarks.gpu.images --shapes "${IMAGE_SHAPES:-b32,b16,l14}" --texts --out "$OUT/images" \
               ${IMAGES_ARGS:-} ;;
     images-infinity)

@@ -1,8 +1,7 @@
 """The op library the fp16 export calls (`libclip_cuda_ops.so`, beside `model_fp16.pt`): the
-CUDA-graph ops (native/cuda_ops/cuda_graphs.cpp), the bulk batches' stream (bulk_stream.cpp) and
-the fused residual add and layer norm (add_layer_norm.cpp, its kernel add_layer_norm.cu): the
-CMake target `clip_cuda_ops` (native/CMakeLists.txt says what it links and why), with the options
-from here.
+CUDA-graph ops (native/cuda_ops/cuda_graphs.cpp) and the fused residual add and layer norm
+(add_layer_norm.cpp, its kernel add_layer_norm.cu): the CMake target `clip_cuda_ops`
+(native/CMakeLists.txt says what it links and why), with the options from here.
 
 Built against the torch this build runs, which must be the torch whose libtorch the server's
 pytorch backend runs: the NGC PyTorch image of the tritonserver image's release (docker/build),
@@ -22,6 +21,7 @@ from ..native import CUDA_OPS_SOURCES, NativeBuildError
 
 CSRC = CUDA_OPS_SOURCES
 SOURCE = CSRC / "cuda_graphs.cpp"
+SOURCES = (SOURCE, CSRC / "add_layer_norm.cpp")
 KERNELS = CSRC / "add_layer_norm.cu"
 
 

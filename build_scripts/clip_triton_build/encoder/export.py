@@ -39,10 +39,6 @@ FP16_PACKED_ATTENTION = "efficient"
 # bucket can cost in GPU time, against how many graphs (captures, and memory) a workload touches.
 GRAPH_ROWS = (1, 2, 4, 8, 16, 32, 64)
 GRAPH_TOKENS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, GRAPH_ROWS[-1] * CONTEXT_LENGTH)
-# Batches larger than a graph's (bulk work: a bulk job's texts, an image job's tower) run on SMs
-# that leave this many of the GPU's free for the graph batches, which are what queries are
-# (native/cuda_ops/bulk_stream.cpp says how and why); measured by benchmarks/gpu/sm_share.py.
-QUERY_SMS = 12
 
 
 class TrimmedTextEncoder(torch.nn.Module):
@@ -194,21 +190,17 @@ class _ScriptedGraphs(_ScriptedPack):
     capture: milliseconds, once) and replayed after. The clip_cuda_graphs ops
     (native/cuda_ops/cuda_graphs.cpp) keep the buffers and graphs, one set per Triton instance (its thread
     and stream), and run these small batches on a high-priority stream (`urgent`). Bigger batches,
-    and any on the CPU, run packed without a graph (a packed batch's shapes are its token count);
-    on a GPU, on SMs that leave QUERY_SMS free for the small batches (`bulk`)."""
+    and any on the CPU, run packed without a graph (a packed batch's shapes are its token count),
+    on the instance's own stream."""
 
     def __init__(self, inner, vocab_size: int, eos_token_id: int):
         super().__init__(inner, vocab_size, eos_token_id)
         self.graph_rows: List[int] = list(GRAPH_ROWS)
         self.graph_tokens: List[int] = list(GRAPH_TOKENS)
-        self.query_sms = QUERY_SMS
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = input_ids.size(0)
-        if not input_ids.is_cuda:
-            return self._output(self._packed(input_ids))
-        if rows > self.graph_rows[-1]:
-            torch.ops.clip_cuda_graphs.bulk(input_ids, self.query_sms)  # leaves SMs free for queries
+        if not input_ids.is_cuda or rows > self.graph_rows[-1]:
             return self._output(self._packed(input_ids))
         torch.ops.clip_cuda_graphs.urgent(input_ids)  # a query's batch: ahead of large ones on the GPU
         input_ids = in_vocabulary(input_ids, self.vocab_size, self.pad_id)

@@ -24,7 +24,7 @@ from clip_triton_contract.names import IMAGE_EMBEDS_TENSOR, PIXELS_TENSOR
 
 from ..servable import UnservableCheckpoint
 from ..spec import PREPROCESSOR_FILE
-from .export import QUERY_SMS, _bucket, export_batched_onnx
+from .export import _bucket, export_batched_onnx
 from .text_tower import EncoderLayer
 
 if TYPE_CHECKING:
@@ -181,22 +181,17 @@ class _ScriptedImageGraphs(nn.Module):
     graph of it instead of launching its ~200 kernels one by one from the interpreter (export's
     `_ScriptedGraphs` for texts says how the clip_cuda_graphs ops keep graphs per instance): the
     batch is staged, flat, into its bucket's fixed buffer, zero images filling the rows it lacks,
-    and runs on the high-priority stream as the texts' small batches do; a larger batch runs on the
-    SMs that leave export.QUERY_SMS free for those (`bulk`), as the texts' large batches do.
-    Embeddings come back in host memory, in one copy (export's `_ScriptedEncoder` says why)."""
+    and runs on the high-priority stream as the texts' small batches do. Embeddings come back in
+    host memory, in one copy (export's `_ScriptedEncoder` says why)."""
 
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
         self.graph_rows: List[int] = list(IMAGE_GRAPH_ROWS)
-        self.query_sms = QUERY_SMS
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         rows = pixel_values.size(0)
-        if not pixel_values.is_cuda:
-            return self.inner(pixel_values).cpu()
-        if rows > self.graph_rows[-1]:
-            torch.ops.clip_cuda_graphs.bulk(pixel_values, self.query_sms)  # leaves SMs free for queries
+        if not pixel_values.is_cuda or rows > self.graph_rows[-1]:
             return self.inner(pixel_values).cpu()
         torch.ops.clip_cuda_graphs.urgent(pixel_values)  # a query's batch: ahead of large ones on the GPU
         bucket = _bucket(self.graph_rows, rows)

@@ -15,8 +15,7 @@ def encoder_ops():
     from clip_triton_build.encoder import cuda_ops
 
     graphs = torch.library.Library("clip_cuda_graphs", "DEF")
-    sources = sorted(cuda_ops.CSRC.glob("*.cpp"))
-    schemas = [s for source in sources for s in re.findall(r'op\("([^"]+)"\)', source.read_text())]
+    schemas = re.findall(r'op\("([^"]+)"\)', cuda_ops.SOURCE.read_text())
     for schema in schemas:
         graphs.define(schema, alias_analysis="CONSERVATIVE")
     kernels = torch.library.Library("clip_kernels", "DEF")

@@ -193,10 +193,9 @@ def test_pack_puts_each_row_s_tokens_up_to_its_eot_one_after_another():
 
 
 def test_the_graph_export_keeps_every_capture_op_through_scripting(packed_module, encoder_ops):
-    """TorchScript drops calls it thinks pure; the capture bracket and the switches to the urgent
-    and the bulk stream must survive scripting whole."""
-    bracket = {"stage", "captured", "enter", "capture_begin", "capture_end", "replay"}
-    assert set(encoder_ops) == bracket | {"urgent", "bulk"}
+    """TorchScript drops calls it thinks pure; the capture bracket and the switch to the urgent stream
+    must survive scripting whole."""
+    assert set(encoder_ops) == {"stage", "captured", "enter", "capture_begin", "capture_end", "replay", "urgent"}
     for op in encoder_ops:
         assert f"ops.clip_cuda_graphs.{op}(" in packed_module.code, op
 

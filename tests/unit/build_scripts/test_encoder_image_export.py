@@ -86,8 +86,7 @@ def test_the_fp16_file_fuses_every_residual_add_with_the_norm_after_it(vision, f
 def test_a_graph_runs_its_batch_staged_flat_with_zero_images_filling_its_bucket(vision, fp16_module, encoder_ops):
     """What a CUDA graph of the fp16 file captures (`_tower` over the staged buffer), run eagerly:
     3 images in the bucket of 4, the fourth row zero; each real image still gets HF's result in
-    its place, and the capture bracket and the switches to the urgent and the bulk stream survive
-    scripting whole."""
+    its place, and the capture bracket and the switch to the urgent stream survive scripting whole."""
     batch = pixels(3, 7)
     static = torch.zeros(4, 3 * IMAGE_SIZE * IMAGE_SIZE)
     static[:3] = batch.flatten(1)
