@@ -83,7 +83,7 @@ class Frontend:
     async def lifespan(self):
         self.triton = Triton(self.settings)
         try:
-            async with metrics.flushing():
+            async with metrics.flushing(lambda: self.pending):
                 yield
         finally:
             await self.triton.close()
@@ -115,7 +115,6 @@ class Frontend:
             metrics.TALLY.count(metrics.REJECTED)
             raise saturated(f"{self.pending} requests pending in this worker")
         self.pending += 1
-        metrics.TALLY.pending = self.pending
         try:
             self.authorize(request)
             asked = parse(
@@ -156,7 +155,6 @@ class Frontend:
             return response
         finally:
             self.pending -= 1
-            metrics.TALLY.pending = self.pending
 
     async def embed(self, model: Model, asked: EmbeddingsRequest) -> tuple[np.ndarray, int]:
         """Every input's vector in input order, and the texts' tokens: texts through the text

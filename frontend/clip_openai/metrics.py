@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
@@ -49,12 +50,11 @@ FLUSH_SECONDS = 1.0
 
 class Tally:
     """One worker's counts since its last flush: counters by (metric, labels), histograms as
-    counts per bucket and a sum, and the requests pending now."""
+    counts per bucket and a sum."""
 
     def __init__(self) -> None:
         self.counts: defaultdict[tuple[Counter, tuple[str, ...]], float] = defaultdict(float)
         self.observed: dict[Histogram, tuple[list[int], list[float]]] = {}
-        self.pending = 0
 
     def count(self, metric: Counter, *labels: str, amount: float = 1.0) -> None:
         self.counts[metric, labels] += amount
@@ -80,21 +80,24 @@ class Tally:
                 if n:
                     histogram._buckets[index].inc(n)
             histogram._sum.inc(total[0])
-        PENDING.set(self.pending)
 
 
 TALLY = Tally()
 
 
 @contextlib.asynccontextmanager
-async def flushing(seconds: float = FLUSH_SECONDS):
+async def flushing(pending: Callable[[], int], seconds: float = FLUSH_SECONDS):
     """While the worker runs: TALLY reaches the shared samples every `seconds`, and once more at
-    the end."""
+    the end, with the worker's `pending()` requests as PENDING."""
+
+    def flush() -> None:
+        TALLY.flush()
+        PENDING.set(pending())
 
     async def every() -> None:
         while True:
             await asyncio.sleep(seconds)
-            TALLY.flush()
+            flush()
 
     task = asyncio.get_running_loop().create_task(every())
     try:
@@ -103,4 +106,4 @@ async def flushing(seconds: float = FLUSH_SECONDS):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        TALLY.flush()
+        flush()

@@ -46,12 +46,14 @@ def test_counts_reach_their_labels_once_per_flush_and_start_afresh():
 
 
 def test_a_running_worker_flushes_on_its_own_and_once_more_when_it_stops(monkeypatch):
+    """Counts reach the shared samples while the worker runs and when it stops; the pending gauge
+    is the worker's own count of requests in flight."""
     counter = Counter("texts", "x", registry=CollectorRegistry())
     tally = metrics.Tally()
     monkeypatch.setattr(metrics, "TALLY", tally)
 
     async def worker():
-        async with metrics.flushing(seconds=0.01):
+        async with metrics.flushing(lambda: 3, seconds=0.01):
             tally.count(counter, amount=5)
             await asyncio.sleep(0.2)
             seen = samples(counter)[("texts_total", ())]
@@ -60,3 +62,4 @@ def test_a_running_worker_flushes_on_its_own_and_once_more_when_it_stops(monkeyp
 
     assert asyncio.run(worker()) == 5
     assert samples(counter)[("texts_total", ())] == 6
+    assert samples(metrics.PENDING)[("clip_openai_pending_requests", ())] == 3  # the worker's own count
