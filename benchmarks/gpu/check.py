@@ -31,6 +31,7 @@ from clip_triton_contract.names import (
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
     IDS_TENSOR,
+    IMAGE_MODELS,
     TEXT_INPUT,
     TOKENIZER_MODEL,
 )
@@ -47,6 +48,18 @@ def infer(url, model, texts, output):
         return transport.infer(model, TEXT_INPUT, output, texts)
     finally:
         transport.close()
+
+
+def text_side(repository: Path, into: Path) -> Path:
+    """A view of `repository` without its image models: links to every other entry. This check
+    serves the fp32 `torchscript` variant first, which the image models lack (their GPU variant
+    is fp16 only, measured by benchmarks.gpu.images), and their CPU fallback needs ONNX Runtime,
+    which the GPU run does not build."""
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in repository.resolve().iterdir():
+        if entry.name not in IMAGE_MODELS:
+            (into / entry.name).symlink_to(entry)
+    return into
 
 
 def gpu_instances(log_path: Path) -> list[str]:
@@ -385,8 +398,9 @@ def main(argv=None) -> int:
     # perf_analyzer's input files and raw output: the report keeps what matters of them, so --out
     # holds the report, its plot, the server's log and the raw encoder's results
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    repository = text_side(args.repository, scratch / "repository")
     server = LocalTritonServer.on_free_ports(
-        repository=args.repository,
+        repository=repository,
         config_name="torchscript",
         encoder_instances=args.instances,
         gpus=gpus,
@@ -397,7 +411,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     server.start(timeout=300)
     report["server_start_s"] = time.perf_counter() - t0
-    repository = args.repository
     try:
         url = server.grpc_url
         report["gpu_instances"] = gpu_instances(server.log_path)

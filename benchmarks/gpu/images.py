@@ -10,7 +10,9 @@ the CPU fp32 path and measured beside its parts, per CLIP vision shape, in one r
 - bulk: images/s at 640x480 and 1280x960 JPEG (processes x threads x images a request, gRPC);
 - the parts in-process on the same card: nvJPEG decode alone, the GPU preprocessing alone
   (on_gpu.OnGpu: decode + resize + crop + normalise), the raw fp16 tower alone (model_fp16.pt);
-- with --texts: one-text query p50/p99, idle and beside a saturating image bulk job;
+- with --texts: one-text query p50/p99, idle and beside a saturating image bulk job, and with
+  --beside-layouts again per vision tower layout (rows per execution x instances), reloaded on
+  the same server;
 - with --openai-url: another server's OpenAI-style image path (infinity-emb's `"modality":
   "image"`) with the same JPEGs: one image p50/p99 and images/s (benchmarks/gpu/run.sh's
   images-infinity step starts infinity on the same card).
@@ -286,35 +288,62 @@ def parts(repository: Path, files: dict[str, list[bytes]], limit: dict[str, int]
     return out
 
 
-def texts_beside_images(url: str, files: list[bytes], args, report: dict) -> None:
-    """One-text queries idle and beside a saturating image bulk job (the text side of the same repository)."""
+def texts_beside_images(server, repository: Path, files: list[bytes], args, report: dict) -> None:
+    """One-text queries idle and beside a saturating image bulk job (the text side of the same
+    repository), in the served layout and then in each of --beside-layouts, the vision tower
+    reloaded on the same server for each."""
     from benchmarks.traffic import STAGES, queries, stage_ms, stage_totals
     from clip_triton_contract.names import ENCODER_MODEL, ENSEMBLE_MODEL, TOKENIZER_MODEL
 
+    url = server.grpc_url
     seconds = 8 if args.quick else 15
     models = [TOKENIZER_MODEL, ENCODER_MODEL, IMAGE_PREPROCESS_MODEL, IMAGE_ENCODER_MODEL]
     idle = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
-    job = BulkJob(_bulk_process, (url, files, 64, 4, 0), args.processes)
-    job.begin(seconds, after=1)  # counted while the queries run
-    time.sleep(1)
-    before = stage_totals(url, models)
-    beside = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
-    after = stage_totals(url, models)
-    rate = job.rate()
-    result = {
-        "idle_p50_ms": float(np.percentile(idle, 50)),
-        "idle_p99_ms": float(np.percentile(idle, 99)),
-        "beside_images_p50_ms": float(np.percentile(beside, 50)),
-        "beside_images_p99_ms": float(np.percentile(beside, 99)),
-        "image_bulk_img_per_s": rate,
-    }
-    result["p99_over_idle"] = result["beside_images_p99_ms"] / result["idle_p99_ms"]
-    # where a request's time went while both ran: each model's mean ms per request in each stage
-    stages = {stage: stage_ms(before, after, stage) for stage in STAGES}
-    report["texts_beside_images"] = result | {"stage_ms": stages}
-    print("texts beside images:", ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
-    for stage, means in stages.items():
-        print(f"  {stage} ms per request:", ", ".join(f"{m} {v:.2f}" for m, v in means.items()), flush=True)
+    for layout in [None, *args.beside_layouts]:
+        if layout:
+            reload_image_encoder(server, repository, layout)
+        job = BulkJob(_bulk_process, (url, files, 64, 4, 0), args.processes)
+        job.begin(seconds, after=1)  # counted while the queries run
+        time.sleep(1)
+        before = stage_totals(url, models)
+        beside = np.array(queries(url, ENSEMBLE_MODEL, 4, seconds)) * 1000
+        after = stage_totals(url, models)
+        rate = job.rate()
+        result = {
+            "idle_p50_ms": float(np.percentile(idle, 50)),
+            "idle_p99_ms": float(np.percentile(idle, 99)),
+            "beside_images_p50_ms": float(np.percentile(beside, 50)),
+            "beside_images_p99_ms": float(np.percentile(beside, 99)),
+            "image_bulk_img_per_s": rate,
+        }
+        result["p99_over_idle"] = result["beside_images_p99_ms"] / result["idle_p99_ms"]
+        # where a request's time went while both ran: each model's mean ms per request in each stage
+        stages = {stage: stage_ms(before, after, stage) for stage in STAGES}
+        label = "x".join(map(str, layout)) if layout else "served"
+        if layout:
+            report.setdefault("texts_beside_layouts", {})[label] = result | {"stage_ms": stages}
+        else:
+            report["texts_beside_images"] = result | {"stage_ms": stages}
+        print(f"texts beside images ({label}):", ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+        for stage, means in stages.items():
+            print(f"  {stage} ms per request:", ", ".join(f"{m} {v:.2f}" for m, v in means.items()), flush=True)
+
+
+def reload_image_encoder(server, repository: Path, layout: tuple[int, int]) -> None:
+    """The served vision tower reloaded as ROWSxINSTANCES (the server runs in explicit mode)."""
+    import tritonclient.grpc as grpcclient
+    from google.protobuf import json_format
+
+    from clip_triton_ops.deploy import model_config
+
+    config = model_config(repository, IMAGE_ENCODER_MODEL, VARIANT)
+    config.max_batch_size, config.instance_group[0].count = layout
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        as_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
+        client.load_model(IMAGE_ENCODER_MODEL, headers=server.admin_headers(), config=as_json)
+    finally:
+        client.close()
 
 
 def run_shape(shape: str, args, work: Path) -> dict:
@@ -331,7 +360,11 @@ def run_shape(shape: str, args, work: Path) -> dict:
     if args.image_layout:
         with_image_layout(repository, args.image_layout)
         report["image_encoder_layout"] = "x".join(map(str, args.image_layout))
-    server = LocalTritonServer.on_free_ports(repository=repository, config_name=VARIANT)
+    # explicit model control (an instance count given) where --beside-layouts reloads the tower
+    instances = read_config_count(repository) if args.beside_layouts else None
+    server = LocalTritonServer.on_free_ports(
+        repository=repository, config_name=VARIANT, image_encoder_instances=instances
+    )
     server.start(timeout=300)
     seconds = 5 if args.quick else 12
     try:
@@ -350,7 +383,7 @@ def run_shape(shape: str, args, work: Path) -> dict:
                     flush=True,
                 )
         if args.texts:
-            texts_beside_images(url, bulk_files["640x480"], args, report)
+            texts_beside_images(server, repository, bulk_files["640x480"], args, report)
     finally:
         server.stop()
         (args.out / f"tritonserver-{shape}.log").write_text(server.log_path.read_text(errors="replace")[-100_000:])
@@ -421,6 +454,13 @@ def with_image_layout(repository: Path, layout: tuple[int, int]) -> None:
         path.write_text(text_format.MessageToString(config))
 
 
+def read_config_count(repository: Path) -> int:
+    """The served vision tower's instance count (its GPU variant's)."""
+    from clip_triton_ops.deploy import model_config
+
+    return model_config(repository, IMAGE_ENCODER_MODEL, VARIANT).instance_group[0].count
+
+
 def point(text: str) -> tuple[int, int, int]:
     batch, processes, threads = (int(x) for x in text.split("x"))
     return batch, processes, threads
@@ -440,11 +480,19 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-images"))
     parser.add_argument("--image-layout", help="ROWSxINSTANCES of the vision tower (default: variants/gpu.pbtxt's)")
+    parser.add_argument(
+        "--beside-layouts",
+        default="",
+        metavar="ROWSxINSTANCES,...",
+        help="with --texts: the queries beside the image job again with the vision tower reloaded in each",
+    )
     parser.add_argument("--openai-url", help="measure this OpenAI-style server's image path instead")
     parser.add_argument("--openai-model", default="clip")
     args = parser.parse_args(argv)
     args.points = [point(p) for p in args.points.split(",")]
     args.image_layout = tuple(int(x) for x in args.image_layout.split("x")) if args.image_layout else None
+    layouts = filter(None, args.beside_layouts.split(","))
+    args.beside_layouts = [tuple(int(x) for x in layout.split("x")) for layout in layouts]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.openai_url:
         return openai_images(args)
