@@ -164,6 +164,38 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def measure_target(url: str, target: str, batches: list, row: dict, args, front=None) -> dict:
+    """One target at one point; for the frontend, where its time and CPU went, from its metrics."""
+    metrics_url = f"http://{front.host}:{front.metrics_port}/metrics" if front else None
+    before = frontend_samples(metrics_url) if metrics_url else None
+    cpu0 = cpu_seconds(front.process.pid) if front else 0.0
+    result = measure(
+        url,
+        bodies(target, batches),
+        row["concurrency"],
+        row["texts_per_request"],
+        args.processes,
+        args.warmup,
+        args.duration,
+    )
+    if front and before is not None:
+        result["frontend_cpu_s"] = cpu_seconds(front.process.pid) - cpu0
+        after = frontend_samples(metrics_url)
+        count = after["clip_openai_request_seconds_count"] - before["clip_openai_request_seconds_count"]
+        inside = after["clip_openai_request_seconds_sum"] - before["clip_openai_request_seconds_sum"]
+        waiting = after["clip_openai_triton_seconds_sum"] - before["clip_openai_triton_seconds_sum"]
+        result["frontend_ms_per_request"] = 1000 * inside / max(count, 1)
+        result["triton_wait_ms_per_request"] = 1000 * waiting / max(count, 1)
+        result["frontend_cpu_ms_per_request"] = 1000 * result["frontend_cpu_s"] / max(count, 1)
+    label = target + (f" {' '.join(front.options)}" if front and front.options else "")
+    print(
+        f"{row['point']:>13} {label:>14}: {result['docs_per_s']:>10,.0f} docs/s  "
+        f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms",
+        flush=True,
+    )
+    return result
+
+
 def main(argv=None) -> int:
     from clip_triton import LocalTritonServer
     from clip_triton.openai_frontend import LocalOpenAIFrontend
@@ -177,70 +209,74 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--points", default=POINTS, help="CONCURRENCYxTEXTS:KIND,... (default: %(default)s)")
+    parser.add_argument(
+        "--frontend",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE,...",
+        help="also a frontend started with these clip_openai options (e.g. calls-in-flight=2), on the same server",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
 
     settings = dict(config_name="torchscript_fp16", gpus=[0]) if args.gpu else dict(config_name="cpu")
     report: dict = {"gpu": args.gpu, "workers": args.workers, "cores": os.cpu_count(), "points": []}
-    with LocalTritonServer.on_free_ports(repository=args.repository, **settings) as server:
-        with LocalOpenAIFrontend.on_free_ports(server.grpc_url, [ENSEMBLE_MODEL], workers=args.workers) as front:
-            assert front.process is not None
-            metrics_url = f"http://{front.host}:{front.metrics_port}/metrics"
-            urls = {
-                "triton-http": f"http://{server.http_url}/v2/models/{ENSEMBLE_MODEL}/infer",
-                "triton-grpc": server.grpc_url,
-                "openai-base64": f"{front.url}/embeddings",
-                "openai-float": f"{front.url}/embeddings",
-            }
-            for point in args.points.split(","):
-                shape, kind = point.split(":")
-                concurrency, per = map(int, shape.split("x"))
-                point = f"{concurrency} x {per} {kind}"
-                pool = corpus(kind, 512 * per, seed=1)
-                batches = [pool[i * per : (i + 1) * per] for i in range(512)]
-                row: dict = {"point": point, "concurrency": concurrency, "texts_per_request": per, "kind": kind}
-                for target in TARGETS:
-                    before = frontend_samples(metrics_url) if target.startswith("openai") else None
-                    cpu0 = cpu_seconds(front.process.pid)
-                    result = measure(
-                        urls[target],
-                        bodies(target, batches),
-                        concurrency,
-                        per,
-                        args.processes,
-                        args.warmup,
-                        args.duration,
-                    )
-                    result["frontend_cpu_s"] = cpu_seconds(front.process.pid) - cpu0
-                    if before is not None:
-                        after = frontend_samples(metrics_url)
-                        count = after["clip_openai_request_seconds_count"] - before["clip_openai_request_seconds_count"]
-                        inside = after["clip_openai_request_seconds_sum"] - before["clip_openai_request_seconds_sum"]
-                        waiting = after["clip_openai_triton_seconds_sum"] - before["clip_openai_triton_seconds_sum"]
-                        result["frontend_ms_per_request"] = 1000 * inside / max(count, 1)
-                        result["triton_wait_ms_per_request"] = 1000 * waiting / max(count, 1)
-                        result["frontend_cpu_ms_per_request"] = 1000 * result["frontend_cpu_s"] / max(count, 1)
-                    row[target] = result
-                    print(
-                        f"{point:>13} {target:>14}: {result['docs_per_s']:>10,.0f} docs/s  "
-                        f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms",
-                        flush=True,
-                    )
-                for target in TARGETS:
-                    row[target]["ratio_to_triton"] = row[target]["docs_per_s"] / row[BASELINE]["docs_per_s"]
-                report["points"].append(row)
-    print("\npoint            base64/HTTP  base64/gRPC  float/HTTP  float/gRPC   in frontend (waiting on Triton), CPU")
-    for row in report["points"]:
-        b64, flt, grpc_rate = row["openai-base64"], row["openai-float"], row["triton-grpc"]["docs_per_s"]
-        print(
-            f"{row['point']:<16} {b64['ratio_to_triton']:>11.0%} {b64['docs_per_s'] / grpc_rate:>12.0%} "
-            f"{flt['ratio_to_triton']:>11.0%} {flt['docs_per_s'] / grpc_rate:>11.0%}   "
-            f"base64 {b64['frontend_ms_per_request']:.2f} ms ({b64['triton_wait_ms_per_request']:.2f}), "
-            f"{b64['frontend_cpu_ms_per_request']:.2f} ms CPU; "
-            f"float {flt['frontend_ms_per_request']:.2f} ms ({flt['triton_wait_ms_per_request']:.2f}), "
-            f"{flt['frontend_cpu_ms_per_request']:.2f} ms CPU"
+    points = []
+    for point in args.points.split(","):
+        shape, kind = point.split(":")
+        concurrency, per = map(int, shape.split("x"))
+        pool = corpus(kind, 512 * per, seed=1)
+        batches = [pool[i * per : (i + 1) * per] for i in range(512)]
+        points.append(
+            (
+                {
+                    "point": f"{concurrency} x {per} {kind}",
+                    "concurrency": concurrency,
+                    "texts_per_request": per,
+                    "kind": kind,
+                },
+                batches,
+            )
         )
+        report["points"].append(points[-1][0])
+    with LocalTritonServer.on_free_ports(repository=args.repository, **settings) as server:
+        urls = {
+            "triton-http": f"http://{server.http_url}/v2/models/{ENSEMBLE_MODEL}/infer",
+            "triton-grpc": server.grpc_url,
+        }
+        for row, batches in points:
+            for target in TARGETS[:2]:
+                row[target] = measure_target(urls[target], target, batches, row, args)
+        # the frontend as shipped, then each --frontend variant, each a fresh frontend on the same server
+        for variant in ["", *args.frontend]:
+            options = [f"--{option}" for option in filter(None, variant.split(","))]
+            with LocalOpenAIFrontend.on_free_ports(
+                server.grpc_url, [ENSEMBLE_MODEL], workers=args.workers, options=options
+            ) as front:
+                assert front.process is not None
+                for row, batches in points:
+                    for target in TARGETS[2:]:
+                        label = f"{target} {variant}".strip()
+                        row[label] = measure_target(f"{front.url}/embeddings", target, batches, row, args, front)
+                        row[label]["ratio_to_triton"] = row[label]["docs_per_s"] / row[BASELINE]["docs_per_s"]
+                        row[label]["ratio_to_grpc"] = row[label]["docs_per_s"] / row["triton-grpc"]["docs_per_s"]
+        for row, _ in points:
+            for target in TARGETS[:2]:
+                row[target]["ratio_to_triton"] = row[target]["docs_per_s"] / row[BASELINE]["docs_per_s"]
+    print(
+        "\npoint            frontend                        /HTTP  /gRPC   "
+        "in frontend (waiting on Triton), CPU per request"
+    )
+    for row in report["points"]:
+        for label, result in row.items():
+            if label.startswith("openai"):
+                print(
+                    f"{row['point']:<16} {label:<30} "
+                    f"{result['ratio_to_triton']:>6.0%} {result['ratio_to_grpc']:>6.0%}   "
+                    f"{result['frontend_ms_per_request']:.2f} ms ({result['triton_wait_ms_per_request']:.2f}), "
+                    f"{result['frontend_cpu_ms_per_request']:.3f} ms"
+                )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
@@ -254,12 +290,14 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(report["points"]), figsize=(5 * len(report["points"]), 3.6))
-    for ax, row in zip(axes, report["points"]):
-        values = [row[t]["docs_per_s"] for t in TARGETS]
-        ax.bar(TARGETS, values, color=["#555", "#888", "#2a7", "#7b5"])
-        for i, t in enumerate(TARGETS[1:], 1):
-            ax.text(i, values[i], f"{row[t]['ratio_to_triton']:.0%}", ha="center", va="bottom")
+    fig, axes = plt.subplots(1, len(report["points"]), figsize=(5 * len(report["points"]), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], report["points"]):
+        labels = [label for label, value in row.items() if isinstance(value, dict)]
+        values = [row[label]["docs_per_s"] for label in labels]
+        ax.bar(range(len(labels)), values, color=["#555", "#888"] + ["#2a7", "#7b5"] * len(labels))
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+        for i, label in enumerate(labels[1:], 1):
+            ax.text(i, values[i], f"{row[label]['ratio_to_triton']:.0%}", ha="center", va="bottom")
         ax.set_title(row["point"])
         ax.set_ylabel("docs/s")
     fig.suptitle(f"OpenAI frontend vs Triton HTTP ({'GPU' if report['gpu'] else 'CPU'}, {report['cores']} cores)")

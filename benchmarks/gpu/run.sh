@@ -56,7 +56,8 @@ export CLIP_STUB_BIN="$VENV/bin"
 #   bulk      clip-triton-embed on 10k / 100k / 1M lines next to CLIPClient.encode (fp16)
 #   models    per CLIP family shape of GPU_FAMILIES (default b32 l14 h14: tests/checkpoints.py,
 #             seeded random weights, every layer): its own repository, `check` on it, then the table
-#   openai    the OpenAI frontend against Triton's HTTP endpoint (benchmarks.openai_frontend), GPU 0
+#   openai    the OpenAI frontend against Triton's HTTP endpoint (benchmarks.openai_frontend), GPU 0;
+#             OPENAI_ARGS: more of its options, e.g. "--frontend calls-in-flight=2 --duration 6"
 #   several   two family shapes (two layers each) built by name into one repository, one server,
 #             each model's fp16 embeddings against its own CPU ONNX file
 #   traffic   one-text queries idle and beside a saturating bulk job, priorities off and on
@@ -88,7 +89,8 @@ for step in ${GPU_RUN_STEPS:-check two-gpus}; do
       python3 -m benchmarks.gpu.models "$OUT" --families "$(echo ${GPU_FAMILIES:-b32 l14 h14} | tr ' ' ,)" \
         --json "$OUT/models.json" ;;
     openai) python3 -m benchmarks.openai_frontend --gpu --workers "${OPENAI_WORKERS:-6}" \
-              --processes "${OPENAI_LOAD_PROCESSES:-6}" --json "$OUT/openai.json" --plot "$OUT/openai.png" ;;
+              --processes "${OPENAI_LOAD_PROCESSES:-6}" --json "$OUT/openai.json" --plot "$OUT/openai.png" \
+              ${OPENAI_ARGS:-} ;;
     several)
       for family in b32 l14; do
         python3 -m benchmarks.gpu.family_checkpoint --family "$family" --layers 2 --out "/tmp/small-$family"
