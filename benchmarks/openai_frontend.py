@@ -104,9 +104,9 @@ async def closed_loop(url: str, payloads: list, concurrency: int, warmup: float,
                     await infer(body)  # raw bytes out and in: no client-side protobuf work
                 else:
                     async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
+                        answer = await response.read()
                         if response.status != 200:
-                            raise RuntimeError(f"{url}: HTTP {response.status}")
+                            raise RuntimeError(f"{url}: HTTP {response.status}: {answer[:300]!r}")
                 t1 = time.perf_counter()
                 i += concurrency
                 if t0 >= record_from and t1 <= stop_at:
