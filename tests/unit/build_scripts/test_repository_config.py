@@ -394,7 +394,8 @@ def test_the_image_gpu_variant_keeps_decode_preprocessing_and_tower_on_the_card(
     source_encoder = read_config(BUILT_REPOSITORY / IMAGE_ENCODER_MODEL / "config.pbtxt")
     assert (encoder.backend, encoder.default_model_filename) == ("pytorch", TORCHSCRIPT_FP16_FILE)
     assert encoder.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value == "true"
-    assert encoder.max_batch_size == 256 and encoder.dynamic_batching.max_queue_delay_microseconds == 0
+    assert encoder.max_batch_size == source_encoder.max_batch_size  # one request's images a batch
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == 0
     for config in (preprocess, encoder):
         assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
     assert [t.data_type for t in preprocess.output] == [t.data_type for t in encoder.input] == [mc.TYPE_FP16]
