@@ -178,12 +178,19 @@ bool captured(const at::Tensor& input) { return slot_of(input)->captured; }
 
 // The caller's capture stream: its own, so a capture never shares a stream with anything else
 // the caller runs, and the same one every time, so what a first run on a stream sets up (cuBLAS's
-// workspace for it) exists before any capture on it.
-c10::cuda::CUDAStream side_stream(const Caller& caller) {
+// workspace for it) exists before any capture on it. Of the caller's priority: torch instantiates
+// graphs with cudaGraphInstantiateFlagUseNodePriority, so each kernel of a graph keeps the
+// priority of the stream it was captured on, whatever stream replays it. Captured on a normal
+// stream, a query's graph replayed on the urgent stream would queue behind a bulk batch's kernels.
+c10::cuda::CUDAStream side_stream(const Caller& caller, const c10::cuda::CUDAStream& caller_stream) {
   std::lock_guard<std::mutex> lock(mutex);
   auto found = side_streams.find(caller);
-  if (found == side_streams.end())
-    found = side_streams.emplace(caller, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, std::get<2>(caller))).first;
+  if (found == side_streams.end()) {
+    int least = 0, greatest = 0;
+    C10_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    bool urgent = caller_stream.priority() < least;  // numerically lower is more urgent
+    found = side_streams.emplace(caller, c10::cuda::getStreamFromPool(urgent, std::get<2>(caller))).first;
+  }
   return found->second;
 }
 
@@ -194,7 +201,7 @@ void enter(const at::Tensor& input) {
   TORCH_CHECK(!slot->captured && !slot->caller_stream, "clip_cuda_graphs.enter: captured or capturing already");
   auto device = input.device().index();
   auto caller = c10::cuda::getCurrentCUDAStream(device);
-  auto side = side_stream(current_caller(device));
+  auto side = side_stream(current_caller(device), caller);
   wait_for(side, caller);
   c10::cuda::setCurrentCUDAStream(side);
   slot->caller_stream = caller;
