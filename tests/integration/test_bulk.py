@@ -15,10 +15,11 @@ import pytest
 
 from clip_triton import LocalTritonServer
 from clip_triton_client import cli
+from clip_triton_contract.names import ENSEMBLE_MODEL
 from helpers import text_array, triton_infer
 
 
-def embed_direct(server, texts, model: str = "clip_text") -> np.ndarray:
+def embed_direct(server, texts, model: str = ENSEMBLE_MODEL) -> np.ndarray:
     """Each text as its own request: the reference a bulk job's rows must equal."""
     return np.concatenate(
         [triton_infer("grpc", server.grpc_url, model, {"TEXT": text_array([t])}, ["EMBEDDING"])[0] for t in texts]
